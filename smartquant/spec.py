@@ -117,3 +117,105 @@ def unpack_fields(fields, word: int) -> dict[str, int]:
         out[name] = (word >> shift) & ((1 << width) - 1)
         shift += width
     return out
+
+
+# ==============================================================================
+# CSR map (owned by the RTL, issue 4; docs/RTL.md).  Everything below is part of
+# the contract between the RTL (`smartquant.hw.csr`) and whoever programs it
+# (testbenches, drivers).
+#
+# Register bus: 32-bit words at WORD addresses (CSR_ADDR_BITS wide).  A write is
+# one cycle with `w_en` high (`addr`, `w_data`); a read is one cycle with `r_en`
+# high and `r_data` valid the following cycle.  Reads have no side effects
+# except the counter snapshot below; unmapped addresses read 0, writes to them
+# and to read-only registers are ignored.
+# ==============================================================================
+CSR_ADDR_BITS = 10                   #: word-address width of the CSR bus
+CSR_DATA_BITS = 32
+
+CSR_ID = 0x000                       #: read-only identification word
+CSR_ID_VALUE = 0x5351_0001           #: "SQ", register-map version 1
+CSR_PARAMS = 0x001                   #: read-only: [7:0] lanes, [15:8] log2(AXI data bits), [23:16] regions
+CSR_DRAM_LINES = 0x002               #: DRAM size in lines: the RAW view's bound (reset: the whole AXI space)
+CSR_COUNTER_CLEAR = 0x003            #: write any value: every counter to 0
+CSR_ERR_CAUSE = 0x004                #: [3:0] ErrorCause of the last error (0: none); write any value: clear
+CSR_ERR_ADDR_LO = 0x005              #: host line address of the last error, bits [31:0]
+CSR_ERR_ADDR_HI = 0x006              #: ... bits [39:32]
+
+
+class ErrorCause(enum.IntEnum):
+    """Why a request was answered with poison (CSR_ERR_CAUSE; one counter each).
+
+    When several apply, the first in this order is reported."""
+    NONE = 0
+    BAD_VIEW = 1          #: view field not a View
+    WRITE_TO_VIEW = 2     #: MemWr to a quantized view
+    BAD_K = 3             #: k = 0 or k > 8 on a quantized view
+    RAW_RANGE = 4         #: raw offset >= CSR_DRAM_LINES
+    NO_REGION = 5         #: block in no valid region (includes past a region's end)
+    INT8_ASYMMETRIC = 6   #: int8 view of an asymmetric region
+    DRAM_ERROR = 7        #: AXI SLVERR / DECERR on the data the request needed
+
+
+#: 64-bit counters: counter n reads as two words, LO at CSR_COUNTER_BASE + 2n and
+#: HI at +2n+1.  Reading LO latches that counter's HI half into a snapshot which
+#: the next HI read (of any counter) returns: read LO, then HI.
+CSR_COUNTER_BASE = 0x040
+COUNTERS = (
+    "dram_bytes_read",        #: bytes of AXI read data accepted
+    "dram_bytes_written",     #: bytes of AXI write data sent
+    "lines_raw",              #: unpoisoned DRS lines served, per view ...
+    "lines_packed",
+    "lines_int8",
+    "lines_fp16",
+    "lines_bf16",
+    "lines_written",          #: unpoisoned write completions (NDR)
+    "host_stall_cycles",      #: cycles a response waited for the host (valid, not ready)
+    "dram_stall_cycles",      #: cycles the oldest request waited for DRAM data or a write response
+) + tuple(f"errors_{c.name.lower()}" for c in ErrorCause if c != ErrorCause.NONE)
+
+
+def counter_csr(name: str) -> int:
+    """Word address of the LO half of counter `name` (HI is the next word)."""
+    return CSR_COUNTER_BASE + 2 * COUNTERS.index(name)
+
+
+#: Region table: region i occupies CSR_REGION_STRIDE words from
+#: CSR_REGION_BASE + CSR_REGION_STRIDE * i; all read/write, reset 0 (invalid).
+CSR_REGION_BASE = 0x100
+CSR_REGION_STRIDE = 4
+REGION_PLANE_BASE = 0                #: first plane line (DRAM line address, multiple of 8)
+REGION_META_BASE = 1                 #: first metadata line (DRAM line address)
+REGION_BLOCKS = 2                    #: 512-weight blocks
+REGION_CONFIG = 3                    #: config word, fields below
+CFG_VALID = 1 << 0
+CFG_SYMMETRIC = 1 << 1
+CFG_SCALE_FORMAT_SHIFT = 2           #: [3:2] ScaleFormat
+CFG_LOG2_GROUP_SHIFT = 4             #: [7:4] log2(group size), 5..15
+
+
+def region_config_word(group_size: int, symmetric: bool, scale_format: ScaleFormat,
+                       valid: bool = True) -> int:
+    """The REGION_CONFIG word of a region."""
+    log2_group = group_size.bit_length() - 1
+    if group_size != 1 << log2_group or not 5 <= log2_group <= 15:
+        raise ValueError(f"group size {group_size} is not a power of two in 32..32768")
+    return ((CFG_VALID if valid else 0) | (CFG_SYMMETRIC if symmetric else 0)
+            | (int(ScaleFormat(scale_format)) << CFG_SCALE_FORMAT_SHIFT)
+            | (log2_group << CFG_LOG2_GROUP_SHIFT))
+
+
+def region_csr_writes(index: int, plane_base: int, meta_base: int, blocks: int, group_size: int,
+                      symmetric: bool, scale_format: ScaleFormat) -> list[tuple[int, int]]:
+    """(word address, value) writes that program region `index` (config word last)."""
+    if not 0 <= index < MAX_REGIONS:
+        raise ValueError(f"region index {index} outside 0..{MAX_REGIONS - 1}")
+    if plane_base % PLANES:
+        raise ValueError(f"plane_base {plane_base} is not a multiple of {PLANES} lines")
+    for name, value in (("plane_base", plane_base), ("meta_base", meta_base), ("blocks", blocks)):
+        if not 0 <= value < (1 << CSR_DATA_BITS):
+            raise ValueError(f"{name}={value} does not fit {CSR_DATA_BITS} bits")
+    base = CSR_REGION_BASE + CSR_REGION_STRIDE * index
+    return [(base + REGION_PLANE_BASE, plane_base), (base + REGION_META_BASE, meta_base),
+            (base + REGION_BLOCKS, blocks),
+            (base + REGION_CONFIG, region_config_word(group_size, symmetric, scale_format))]
