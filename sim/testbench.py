@@ -1,0 +1,131 @@
+"""The cocotb test that replays a golden trace against `smartquant_top`
+(run it through `smartquant.sim.runner`, which sets the environment below).
+
+Environment: SMARTQUANT_BENCH, a JSON object of `BenchConfig` fields (trace path,
+seed, stall probabilities, read latency, stats path).  Per trace segment the bench
+programs the region table through the CSR port, replays the requests and drains
+them; at the end it reads the performance counters and writes the stats JSON, pass
+or fail, before failing the test on the first mismatch or a hang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+
+from .. import spec
+from ..sw.trace import load_trace
+from .dram import LatencyAxiRam
+from .host import CsrPort, HangError, HostPort, HostSettings
+from .scoreboard import Scoreboard
+
+CLOCK_PERIOD_NS = 4
+ENV = "SMARTQUANT_BENCH"
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    trace: str
+    stats: str
+    seed: int = 0
+    stall: float = 0.0               #: pause probability per cycle on every AXI channel and host stream
+    read_latency: int = 0            #: extra DRAM read latency, cycles per burst
+    max_in_flight: int = 64
+    watchdog_cycles: int = 20000
+
+    @classmethod
+    def from_env(cls) -> "BenchConfig":
+        return cls(**json.loads(os.environ[ENV]))
+
+
+async def reset(dut) -> None:
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+
+
+async def program_regions(csr: CsrPort, regions: list[dict]) -> None:
+    """Write the segment's region table (unused entries disabled) through the CSR port."""
+    for index in range(spec.MAX_REGIONS):
+        for addr, value in spec.region_csr_writes(index, regions[index] if index < len(regions) else None):
+            await csr.write(addr, value)
+
+
+async def read_counters(csr: CsrPort) -> dict[str, int]:
+    """Every performance / error counter the CSR map names."""
+    return {name: await csr.read(addr) for name, addr in spec.CSR_COUNTERS.items()}
+
+
+def summarize(config, trace, scoreboard, host, counters, wall_s, error) -> dict:
+    beat_bytes = len(host.dut.axi__rdata) // 8
+    latencies = np.array(scoreboard.latencies or [0])
+    first = scoreboard.first_mismatch
+    return {
+        "passed": error is None,
+        "error": error,
+        "first_mismatch": first.text if first else None,
+        "mismatches": len(scoreboard.mismatches),
+        "requests": len(trace),
+        "lines_compared": scoreboard.compared,
+        "poisoned": scoreboard.poisoned,
+        "cycles": host.bus.cycles,
+        "dram_bytes_read_bus": host.bus.read_beats * beat_bytes,
+        "dram_read_bursts": host.bus.read_bursts,
+        "dram_bytes_written_bus": host.bus.write_beats * beat_bytes,
+        "read_bus_utilisation": host.bus.read_beats / max(host.bus.cycles, 1),
+        "latency_cycles": {"mean": float(latencies.mean()), "min": int(latencies.min()),
+                           "max": int(latencies.max())},
+        "counters": counters,
+        "wall_s": wall_s,
+        "cycles_per_s": host.bus.cycles / max(wall_s, 1e-9),
+        "settings": dataclasses.asdict(config),
+    }
+
+
+@cocotb.test()
+async def replay_trace(dut):
+    """Replay the trace named in SMARTQUANT_BENCH; compare every response bit for bit."""
+    config = BenchConfig.from_env()
+    trace = load_trace(config.trace)
+    rng = random.Random(config.seed)
+    Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
+    ram = LatencyAxiRam(dut, dut.clk, dut.rst, size=-(-trace.dram_bytes // 4096) * 4096,
+                        clock_period_ns=CLOCK_PERIOD_NS, read_latency=config.read_latency)
+    if config.stall:
+        ram.set_random_pauses(rng, config.stall)
+    if trace.settings.get("load_via_host"):
+        # junk everywhere, so a line the host failed to write is caught
+        ram.write(0, random.Random(config.seed + 1).randbytes(ram.size))
+    else:
+        ram.write(0, trace.load_image().dram.tobytes())       # back door
+    scoreboard = Scoreboard(trace)
+    host = HostPort(dut, scoreboard, HostSettings(max_in_flight=config.max_in_flight,
+                                                  request_gap=config.stall, response_stall=config.stall,
+                                                  watchdog_cycles=config.watchdog_cycles), rng)
+    csr = CsrPort(dut)
+    await reset(dut)
+    started, error, counters = time.perf_counter(), None, {}
+    try:
+        for segment in trace.segments:
+            await program_regions(csr, segment.regions)
+            await host.replay(segment.start, segment.stop)
+            if scoreboard.first_mismatch:
+                break
+        counters = await read_counters(csr)
+    except HangError as exc:
+        error = str(exc)
+    if scoreboard.first_mismatch and error is None:
+        error = scoreboard.first_mismatch.text
+    stats = summarize(config, trace, scoreboard, host, counters, time.perf_counter() - started, error)
+    with open(config.stats, "w") as f:
+        json.dump(stats, f, indent=2)
+    assert error is None, error
