@@ -1,0 +1,100 @@
+"""Nested (any-precision) sequential PTQ: the driver GPTQ and GPFQ share.
+
+The group scales and zero points come from a nested grid quantizer (e.g.
+`NestedRTN`, `NestedMSEClip`) run on the full-precision weights once ("static
+groups" in the reference GPTQ), so every pass and every view shares them.
+
+Nesting, by incremental upscaling (after Any-Precision LLM, Park et al. 2024):
+the views the caller names are quantized from the lowest up, each by a full
+error-feedback pass over the original weights.  Pass k_1 (the lowest) chooses the
+top k_1 bits of every code; pass k_i chooses the next k_i - k_(i-1) bits *inside
+the bucket the earlier bits fixed*, so its error feedback works around the
+coarse codes.  The final code is the reconstruction point of the last view
+(if it is below 8, the lower bits are the bucket's middle, so view 8 equals it).
+A dedicated model for one k is `quantize(w, views=(k,))`.
+
+With an `AccumulatorSpec` (AXE, symmetric formats only): the soft constraint
+projects each tile's w/s onto the L1 ball first, and the hard constraint clamps
+every pass (see `axe.AccumulatorClamp`), so every named view is within budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import SmartquantError
+from .axe import AccumulatorClamp, AccumulatorSpec, check_feasible, project_l1_ball
+from .fpformat import scale_value
+from .layer_stats import LayerStatistics
+from .sequential import ViewRounder, sequential_round
+from .quantizer import NestedRTN, QuantizedTensor
+
+
+class NestedSequentialQuantizer(LayerStatistics):
+    """Base class: `add_batch` collects H; subclasses define the error feedback."""
+
+    def feedback(self, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(F, divisor, error_from_original) for `sequential.sequential_round`."""
+        raise NotImplementedError
+
+    def quantize(self, weight, views=(8,), grid=None, accumulator: AccumulatorSpec | None = None,
+                 soft: bool = True, hard: bool = True, act_order: bool = False,
+                 percdamp: float = 0.01, block_size: int = 128) -> QuantizedTensor:
+        """Nested codes for `weight` (out x in) whose views `views` (bits) are all kept good.
+
+        `grid` picks the group scales/zeros (default: `NestedRTN()` with the
+        store's default format); `accumulator` turns on AXE for every named view
+        (it needs a symmetric format).
+        """
+        weight = np.asarray(weight, dtype=np.float64)
+        if weight.ndim != 2 or weight.shape[1] != self.in_features:
+            raise SmartquantError(f"weight of shape {weight.shape} does not match a layer "
+                                  f"with {self.in_features} inputs")
+        views = sorted(set(int(k) for k in views))
+        if not views or not all(1 <= k <= 8 for k in views):
+            raise SmartquantError(f"views {views} must be bit widths in 1..8")
+        if block_size < 1:
+            raise SmartquantError(f"block size {block_size} must be positive")
+        grid = grid or NestedRTN()
+        base = grid.quantize(weight)
+        rows, padded_in = base.codes.shape
+        g = base.group_size
+        scale = torch.from_numpy(np.repeat(scale_value(base.scale_bits, base.scale_format), g, axis=-1)
+                                 .reshape(rows, padded_in))
+        zero = torch.from_numpy(np.repeat(base.zeros.astype(np.int64), g, axis=-1).reshape(rows, padded_in))
+
+        hessian, dead = self.damped_hessian(padded_in, percdamp)
+        w = torch.zeros(rows, padded_in, dtype=torch.float64)
+        w[:, :self.in_features] = torch.from_numpy(weight)
+        w[:, dead] = 0.0
+
+        tile = None
+        if accumulator is not None:
+            if not base.symmetric:
+                raise SmartquantError("AXE needs a symmetric format (z = 128): with an arbitrary "
+                                      "zero point a refined view can outgrow the coarse one")
+            tile = accumulator.tile_for(padded_in, g)
+            check_feasible(accumulator, views, tile)
+            if soft:
+                radius = float(sum(accumulator.side_budgets()))
+                safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+                units = (w / safe).reshape(rows, -1, tile)
+                w = project_l1_ball(units, radius).reshape(rows, padded_in) * safe
+
+        order = torch.argsort(torch.diag(hessian), descending=True) if act_order else torch.arange(padded_in)
+        feedback, divisor, from_original = self.feedback(hessian[order][:, order])
+        w_ordered = w[:, order]
+
+        codes, prev_k, prev_ints, rounder = None, None, None, None
+        for k in views:
+            clamp = (AccumulatorClamp(accumulator, rows, padded_in, tile, k, previous=prev_ints)
+                     if accumulator is not None and hard else None)
+            rounder = ViewRounder(scale, zero, k, prefix=codes, prefix_k=prev_k, clamp=clamp)
+            sequential_round(w_ordered, feedback, divisor, rounder, order, block_size, from_original)
+            codes, prev_k = rounder.codes, k
+            prev_ints = rounder.reconstruction(codes) - zero
+        final = rounder.reconstruction(codes)
+        return QuantizedTensor(codes=final.numpy().astype(np.uint8), scale_bits=base.scale_bits,
+                               zeros=base.zeros, group_size=g, symmetric=base.symmetric,
+                               scale_format=base.scale_format, shape=tuple(weight.shape))
