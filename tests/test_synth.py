@@ -1,0 +1,104 @@
+"""The FPGA synthesis flow (hw.synth): yosys + nextpnr from the YoWASP wheels on small
+designs.  Budget: ~15 s after YoWASP's one-time compile of yosys (~40 s, cached in
+~/.cache/YoWASP)."""
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from smartquant.errors import SmartquantError
+from smartquant.hw import synth
+
+
+class AdderTree(wiring.Component):
+    """Registered sum of `count` unsigned `width`-bit operands packed into one input."""
+
+    def __init__(self, count: int, width: int = 8):
+        self.count, self.width = count, width
+        super().__init__({"operands": In(count * width),
+                          "total": Out(width + (count - 1).bit_length())})
+
+    def elaborate(self, platform):
+        m = Module()
+        terms = [self.operands[i * self.width:(i + 1) * self.width] for i in range(self.count)]
+        m.d.sync += self.total.eq(sum(terms))
+        return m
+
+
+MAC_RAM_VERILOG = """
+module mac_ram(input clk, input [8:0] a, input [8:0] b, input we, input [8:0] addr,
+               input [35:0] wdata, output reg [17:0] product, output reg [35:0] rdata);
+  reg [35:0] mem [0:511];
+  always @(posedge clk) begin
+    product <= a * b;
+    if (we) mem[addr] <= wdata;
+    rdata <= mem[addr];
+  end
+endmodule
+"""
+
+
+def test_ecp5_counts_the_design_alone_and_grow_with_it():
+    small = synth.synthesize(AdderTree(2), "adder_tree_2", "ecp5")
+    large = synth.synthesize(AdderTree(8), "adder_tree_8", "ecp5")
+    for report, count in ((small, 2), (large, 8)):
+        total_bits = 8 + (count - 1).bit_length()
+        assert report.registers == total_bits          # the wrapper's chains are not counted
+        # inputs: the operands and Amaranth's `rst` (the clock is the wrapper's)
+        assert (report.input_bits, report.output_bits) == (8 * count + 1, total_bits)
+        assert report.fmax_mhz > 0
+        assert report.critical_path_ns == pytest.approx(1000 / report.fmax_mhz, rel=0.2)
+        assert "clk-to-q" in report.critical_path and "setup" in report.critical_path
+        # the whole chip holds the wrapper too: a flip-flop per port bit
+        assert report.device_utilisation["TRELLIS_FF"]["used"] == \
+            report.registers + report.input_bits + report.output_bits
+    assert 0 < small.luts < large.luts
+    assert large.critical_path_ns > small.critical_path_ns
+
+
+@pytest.mark.parametrize("target", ["gowin", "ice40"])
+def test_verilog_source_maps_multiplier_and_ram_to_hard_blocks(target):
+    report = synth.synthesize(MAC_RAM_VERILOG, "mac_ram", target, freq_mhz=50)
+    assert report.dsps >= 1 and report.block_rams >= 1
+    assert report.registers >= 18                      # at least the registered product
+    assert report.fmax_mhz > 0 and report.freq_mhz == 50
+    assert report.meets_timing == (report.fmax_mhz >= 50)
+    assert report.as_dict()["meets_timing"] == report.meets_timing
+
+
+def test_sweep_reports_each_value():
+    reports = synth.synthesize_sweep(AdderTree, [2, 4], "adder_tree", "ice40")
+    assert sorted(reports) == [2, 4]
+    assert reports[2].luts < reports[4].luts
+
+
+def test_bad_target_is_rejected():
+    with pytest.raises(SmartquantError, match="unknown synthesis target 'xilinx'"):
+        synth.synthesize(MAC_RAM_VERILOG, "mac_ram", "xilinx")
+
+
+def test_bad_frequency_is_rejected():
+    with pytest.raises(SmartquantError, match="frequency"):
+        synth.synthesize(MAC_RAM_VERILOG, "mac_ram", "ecp5", freq_mhz=0)
+
+
+def test_tool_failure_names_the_tool_and_its_error():
+    broken = "module broken(input a, output y); assign y = a +; endmodule"
+    with pytest.raises(SmartquantError, match=r"yosys failed .*ERROR"):
+        synth.synthesize(broken, "broken", "ecp5")
+
+
+def test_design_without_outputs_is_rejected():
+    with pytest.raises(SmartquantError, match="no output ports"):
+        synth.synthesize("module sink(input a); endmodule", "sink", "ecp5")
+
+
+def test_timeout_is_reported():
+    with pytest.raises(SmartquantError, match="did not finish within"):
+        synth.synthesize(AdderTree(2), "adder_tree", "ecp5", timeout_s=0.01)
+
+
+def test_not_a_design_is_rejected():
+    with pytest.raises(SmartquantError, match="cannot synthesise a int"):
+        synth.synthesize(42, "forty_two", "ecp5")
