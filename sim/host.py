@@ -31,11 +31,20 @@ class HostSettings:
 
 @dataclasses.dataclass
 class BusCounters:
-    """AXI read-side activity seen on the bus (beats, bursts) over `cycles`."""
+    """AXI activity seen on the bus (beats, bursts) over `cycles`."""
+    beat_bytes: int
     cycles: int = 0
     read_beats: int = 0
     read_bursts: int = 0
     write_beats: int = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self.read_beats * self.beat_bytes
+
+    @property
+    def bytes_written(self) -> int:
+        return self.write_beats * self.beat_bytes
 
 
 class HostPort:
@@ -47,7 +56,7 @@ class HostPort:
         self.trace = scoreboard.trace
         self.settings = settings
         self.rng = rng
-        self.bus = BusCounters()
+        self.bus = BusCounters(beat_bytes=len(dut.axi__rdata) // 8)
         self.cycle = 0
         dut.req__valid.value = 0
         dut.drs__ready.value = 0

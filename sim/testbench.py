@@ -54,19 +54,40 @@ async def reset(dut) -> None:
 
 
 async def program_regions(csr: CsrPort, regions: list[dict]) -> None:
-    """Write the segment's region table (unused entries disabled) through the CSR port."""
+    """Write the segment's region table through the CSR port; unused entries invalid."""
     for index in range(spec.MAX_REGIONS):
-        for addr, value in spec.region_csr_writes(index, regions[index] if index < len(regions) else None):
+        if index < len(regions):
+            region = regions[index]
+            writes = spec.region_csr_writes(index, region["plane_base"], region["meta_base"], region["blocks"],
+                                            region["group_size"], region["symmetric"],
+                                            spec.ScaleFormat(region["scale_format"]))
+        else:
+            writes = [(spec.CSR_REGION_BASE + spec.CSR_REGION_STRIDE * index + spec.REGION_CONFIG, 0)]
+        for addr, value in writes:
             await csr.write(addr, value)
 
 
 async def read_counters(csr: CsrPort) -> dict[str, int]:
-    """Every performance / error counter the CSR map names."""
-    return {name: await csr.read(addr) for name, addr in spec.CSR_COUNTERS.items()}
+    """Every 64-bit performance / error counter of the CSR map (LO read first, then HI)."""
+    counters = {}
+    for name in spec.COUNTERS:
+        low = await csr.read(spec.counter_csr(name))
+        counters[name] = low | (await csr.read(spec.counter_csr(name) + 1)) << 32
+    return counters
+
+
+def counter_disagreement(counters: dict[str, int], scoreboard, bus_bytes_read: int) -> str | None:
+    """The CSR counters checked against what the bench saw: DRAM bytes read on the bus
+    and the number of poisoned responses."""
+    errors = sum(v for name, v in counters.items() if name.startswith("errors_"))
+    if counters["dram_bytes_read"] != bus_bytes_read:
+        return f"CSR dram_bytes_read {counters['dram_bytes_read']} != {bus_bytes_read} bytes seen on the AXI bus"
+    if errors != scoreboard.poisoned:
+        return f"CSR error counters sum to {errors}, but {scoreboard.poisoned} responses were poisoned"
+    return None
 
 
 def summarize(config, trace, scoreboard, host, counters, wall_s, error) -> dict:
-    beat_bytes = len(host.dut.axi__rdata) // 8
     latencies = np.array(scoreboard.latencies or [0])
     first = scoreboard.first_mismatch
     return {
@@ -78,9 +99,9 @@ def summarize(config, trace, scoreboard, host, counters, wall_s, error) -> dict:
         "lines_compared": scoreboard.compared,
         "poisoned": scoreboard.poisoned,
         "cycles": host.bus.cycles,
-        "dram_bytes_read_bus": host.bus.read_beats * beat_bytes,
+        "dram_bytes_read_bus": host.bus.bytes_read,
         "dram_read_bursts": host.bus.read_bursts,
-        "dram_bytes_written_bus": host.bus.write_beats * beat_bytes,
+        "dram_bytes_written_bus": host.bus.bytes_written,
         "read_bus_utilisation": host.bus.read_beats / max(host.bus.cycles, 1),
         "latency_cycles": {"mean": float(latencies.mean()), "min": int(latencies.min()),
                            "max": int(latencies.max())},
@@ -113,6 +134,8 @@ async def replay_trace(dut):
                                                   watchdog_cycles=config.watchdog_cycles), rng)
     csr = CsrPort(dut)
     await reset(dut)
+    await csr.write(spec.CSR_DRAM_LINES, trace.dram_bytes // spec.LINE_BYTES)
+    await csr.write(spec.CSR_COUNTER_CLEAR, 1)
     started, error, counters = time.perf_counter(), None, {}
     try:
         for segment in trace.segments:
@@ -125,6 +148,8 @@ async def replay_trace(dut):
         error = str(exc)
     if scoreboard.first_mismatch and error is None:
         error = scoreboard.first_mismatch.text
+    if error is None:
+        error = counter_disagreement(counters, scoreboard, host.bus.bytes_read)
     stats = summarize(config, trace, scoreboard, host, counters, time.perf_counter() - started, error)
     with open(config.stats, "w") as f:
         json.dump(stats, f, indent=2)

@@ -1,0 +1,38 @@
+"""`smartquant trace IMAGE -o TRACE`: write a golden trace (sw/trace.py, docs/COVERIFY.md)."""
+
+from __future__ import annotations
+
+from ..report import format_table
+from ..spec import Opcode
+from ..sw import trace as traces
+from ..sw.image import Image
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("trace", help="write a golden trace of host requests and expected responses",
+                              description=__doc__)
+    p.add_argument("image", help="image directory (smartquant quantize output)")
+    p.add_argument("-o", "--output", required=True, help="trace directory to write")
+    p.add_argument("--tensors", default="", help="comma-separated tensor names (default: all)")
+    p.add_argument("--views", default="fp16:4", help="views to read, e.g. fp16:4,packed:3,int8:8,raw")
+    p.add_argument("--order", default="sequential", choices=traces.ORDERS,
+                   help="sequential lines; strided: line j of every block, then j+1; random permutation")
+    p.add_argument("--errors", type=int, default=0, help="bad requests to mix in (expected poison)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--load-via-host", action="store_true",
+                   help="prologue: write every image line through the raw view (expected NDR)")
+    p.add_argument("--embed-image", action="store_true", help="copy the image into the trace")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    image = Image.load(args.image)
+    tensors = [t for t in args.tensors.split(",") if t] or None
+    trace = traces.make_trace(image, args.image, tensors, traces.parse_views(args.views), args.order,
+                              args.errors, args.seed, args.load_via_host)
+    traces.save_trace(trace, args.output, embed_image=args.embed_image)
+    reads = int((trace.opcode == Opcode.MEM_RD).sum())
+    print(format_table(["trace", "requests", "reads", "writes", "expected poison", "segments"],
+                       [[args.output, len(trace), reads, len(trace) - reads, int(trace.poison.sum()),
+                         len(trace.segments)]]))
+    return 0
