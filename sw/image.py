@@ -1,0 +1,260 @@
+"""The memory image: what the device DRAM holds, plus the manifest that maps it.
+
+Layout (DESIGN.md section 3, docs/FORMATS.md): tensors in manifest order, each
+as its bit-planes (block b = 8 lines at `plane_base + 8*b`, line j = bit-plane
+7-j, weight i = bit i%8 of byte i//8) followed by its metadata (4 bytes per
+group: scale bits little-endian, zero u8, reserved 0; 16 groups per line); the
+next tensor's planes start at the next multiple of 8 lines.  On disk an image
+is a directory: `manifest.json`, `dram.bin` (byte 0 = device address 0) and,
+when there is side data (tensors not in the store), `side.safetensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from ..atomic import atomic_dir
+from ..errors import SmartquantError
+from ..spec import (BLOCK_WEIGHTS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
+                    META_BYTES_PER_GROUP, PLANES, SYMMETRIC_ZERO, ScaleFormat)
+
+if TYPE_CHECKING:
+    from .quantizer import QuantizedTensor
+
+FORMAT_NAME = "smartquant-image"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DRAM_FILE = "dram.bin"
+SIDE_FILE = "side.safetensors"
+#: code and zero point of the tail padding that fills a tensor's last block (its scale is 0,
+#: so every dequantized view reads 0.0 there and the int8 view reads 0 at k=8)
+PAD_CODE = SYMMETRIC_ZERO
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorEntry:
+    """One stored tensor: where its planes and metadata are (DRAM *line* addresses)."""
+    name: str
+    shape: tuple[int, int]          #: (out, in) of the source weight
+    padded_in: int                  #: `in` rounded up to a multiple of group_size
+    group_size: int                 #: weights per scale (G)
+    symmetric: bool                 #: zero point fixed at 128; the int8 view is allowed
+    scale_format: ScaleFormat
+    plane_base: int                 #: first plane line (multiple of 8)
+    meta_base: int                  #: first metadata line
+    blocks: int                     #: 512-weight blocks
+    meta_lines: int                 #: ceil(groups / 16)
+    rel_error: dict[int, float] | None = None   #: k -> ||W_k - W||_F / ||W||_F at quantize time
+    norm: float | None = None                   #: ||W||_F of the source weight
+
+    @property
+    def groups(self) -> int:
+        """Groups of all blocks, padding included (metadata slots written)."""
+        return self.blocks * BLOCK_WEIGHTS // self.group_size
+
+    @property
+    def weights(self) -> int:
+        """Real (unpadded) weights."""
+        return self.shape[0] * self.shape[1]
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "shape": list(self.shape), "padded_in": self.padded_in,
+               "group_size": self.group_size, "symmetric": self.symmetric,
+               "scale_format": self.scale_format.name.lower(), "plane_base": self.plane_base,
+               "meta_base": self.meta_base, "blocks": self.blocks, "meta_lines": self.meta_lines}
+        if self.rel_error is not None:
+            out["rel_error"] = {str(k): v for k, v in sorted(self.rel_error.items())}
+        if self.norm is not None:
+            out["norm"] = self.norm
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorEntry":
+        try:
+            rel = d.get("rel_error")
+            return cls(name=str(d["name"]), shape=tuple(int(v) for v in d["shape"]),
+                       padded_in=int(d["padded_in"]), group_size=int(d["group_size"]),
+                       symmetric=bool(d["symmetric"]),
+                       scale_format=ScaleFormat[str(d["scale_format"]).upper()],
+                       plane_base=int(d["plane_base"]), meta_base=int(d["meta_base"]),
+                       blocks=int(d["blocks"]), meta_lines=int(d["meta_lines"]),
+                       rel_error=None if rel is None else {int(k): float(v) for k, v in rel.items()},
+                       norm=None if d.get("norm") is None else float(d["norm"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SmartquantError(f"manifest tensor entry {d.get('name', '?')!r} is malformed: {exc!r}") from None
+
+
+# --- bit-planes ------------------------------------------------------------------
+
+def pack_planes(codes) -> bytes:
+    """Bit-planes of 8-bit codes (length a multiple of 512): per block 8 lines, MSB plane first."""
+    codes = np.asarray(codes, dtype=np.uint8).reshape(-1, BLOCK_WEIGHTS)
+    bits = np.unpackbits(codes[:, :, None], axis=2)          # (blocks, 512, 8): bit 7 first
+    return np.packbits(bits.transpose(0, 2, 1), axis=2, bitorder="little").tobytes()
+
+
+def unpack_planes(planes, k: int = PLANES) -> np.ndarray:
+    """Codes (uint8, 512 per block) from bit-planes; only the top `k` planes are read, the rest are 0."""
+    lines = np.frombuffer(bytes(planes) if not isinstance(planes, np.ndarray) else planes.tobytes(),
+                          dtype=np.uint8).reshape(-1, PLANES, LINE_BYTES)
+    bits = np.unpackbits(lines[:, :k], axis=2, bitorder="little")   # (blocks, k, 512)
+    if k < PLANES:
+        bits = np.concatenate([bits, np.zeros((bits.shape[0], PLANES - k, BLOCK_WEIGHTS), np.uint8)], axis=1)
+    return np.packbits(bits.transpose(0, 2, 1), axis=2).reshape(-1)
+
+
+def pack_metadata(scale_bits, zeros, groups: int) -> bytes:
+    """Metadata lines for `groups` slots: 4 bytes each (scale LE, zero, 0), zero-filled to whole lines."""
+    lines = -(-groups // GROUPS_PER_META_LINE)
+    meta = np.zeros((lines * GROUPS_PER_META_LINE, META_BYTES_PER_GROUP), dtype=np.uint8)
+    scale_bits = np.asarray(scale_bits, dtype=np.uint16).reshape(-1)
+    n = scale_bits.size
+    meta[:n, 0] = scale_bits & 0xFF
+    meta[:n, 1] = scale_bits >> 8
+    meta[:n, 2] = np.asarray(zeros, dtype=np.uint8).reshape(-1)
+    return meta.tobytes()
+
+
+def unpack_metadata(meta, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale bits uint16, zeros uint8) of the first `groups` metadata slots."""
+    slots = np.frombuffer(bytes(meta), dtype=np.uint8).reshape(-1, META_BYTES_PER_GROUP)[:groups]
+    return (slots[:, 0].astype(np.uint16) | (slots[:, 1].astype(np.uint16) << 8)), slots[:, 2].copy()
+
+
+# --- the image -------------------------------------------------------------------------
+
+def _align(line: int, to: int = PLANES) -> int:
+    return -(-line // to) * to
+
+
+@dataclasses.dataclass
+class Image:
+    """Device DRAM contents, the manifest entries that map it, and side data."""
+    entries: list[TensorEntry]
+    dram: np.ndarray                                    #: uint8, a whole number of lines
+    side: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict)   #: provenance (source, quantizer)
+
+    @property
+    def dram_lines(self) -> int:
+        return self.dram.size // LINE_BYTES
+
+    def entry(self, name: str) -> TensorEntry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise SmartquantError(f"unknown tensor {name!r} (image has {len(self.entries)} tensors, "
+                              f"e.g. {', '.join(e.name for e in self.entries[:3])})")
+
+    def lines(self, first: int, count: int) -> np.ndarray:
+        """DRAM lines [first, first+count) as a (count, 64) uint8 view."""
+        return self.dram[first * LINE_BYTES:(first + count) * LINE_BYTES].reshape(count, LINE_BYTES)
+
+    @classmethod
+    def build(cls, tensors: Iterable[tuple[str, "QuantizedTensor"]], side: dict | None = None,
+              rel_errors: dict[str, dict[int, float]] | None = None, norms: dict[str, float] | None = None,
+              info: dict | None = None) -> "Image":
+        """Lay quantized tensors out in DRAM in the given order (planes, then metadata, 8-line aligned).
+
+        `rel_errors` (name -> k -> relative error) and `norms` (name -> ||W||_F) are recorded
+        in the manifest for `inspect`."""
+        entries, chunks, line = [], [], 0
+        rel_errors, norms = rel_errors or {}, norms or {}
+        for name, qt in tensors:
+            if any(e.name == name for e in entries):
+                raise SmartquantError(f"tensor {name!r} appears twice")
+            if qt.group_size not in GROUP_SIZES:
+                raise SmartquantError(f"tensor {name!r}: group size {qt.group_size} not one of {GROUP_SIZES}")
+            flat = qt.codes.reshape(-1)
+            blocks = -(-flat.size // BLOCK_WEIGHTS)
+            groups = blocks * BLOCK_WEIGHTS // qt.group_size
+            padded = np.full(blocks * BLOCK_WEIGHTS, PAD_CODE, dtype=np.uint8)
+            padded[:flat.size] = flat
+            scales = np.zeros(groups, np.uint16)
+            zeros = np.full(groups, PAD_CODE, np.uint8)
+            scales[:qt.scale_bits.size] = qt.scale_bits.reshape(-1)
+            zeros[:qt.zeros.size] = qt.zeros.reshape(-1)
+            planes, meta = pack_planes(padded), pack_metadata(scales, zeros, groups)
+            entry = TensorEntry(name=name, shape=tuple(qt.shape), padded_in=qt.codes.shape[1],
+                                group_size=qt.group_size, symmetric=qt.symmetric,
+                                scale_format=ScaleFormat(qt.scale_format), plane_base=line,
+                                meta_base=line + blocks * PLANES, blocks=blocks,
+                                meta_lines=len(meta) // LINE_BYTES, rel_error=rel_errors.get(name),
+                                norm=norms.get(name))
+            entries.append(entry)
+            chunks += [planes, meta]
+            end = entry.meta_base + entry.meta_lines
+            line = _align(end)
+            chunks.append(bytes((line - end) * LINE_BYTES))
+        dram = np.frombuffer(b"".join(chunks), dtype=np.uint8).copy()
+        return cls(entries=entries, dram=dram, side=dict(side or {}), info=dict(info or {}))
+
+    def manifest(self) -> dict:
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "line_bytes": LINE_BYTES,
+                "dram_lines": self.dram_lines, "info": self.info,
+                "tensors": [e.to_json() for e in self.entries], "side": sorted(self.side)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the image directory atomically (replacing any previous one at `path`)."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=1) + "\n")
+            self.dram.tofile(tmp / DRAM_FILE)
+            if self.side:
+                from safetensors.numpy import save_file
+                save_file({k: np.ascontiguousarray(v) for k, v in self.side.items()}, str(tmp / SIDE_FILE))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Image":
+        """Read an image directory; any inconsistency is a one-line SmartquantError."""
+        path = Path(path)
+        manifest = _read_manifest(path)
+        dram_path = path / DRAM_FILE
+        if not dram_path.is_file():
+            raise SmartquantError(f"{dram_path}: missing (every image has a dram.bin)")
+        want = manifest["dram_lines"] * LINE_BYTES
+        have = dram_path.stat().st_size
+        if have < want:
+            raise SmartquantError(f"{dram_path} is truncated: {have} bytes, the manifest needs {want}")
+        if have > want:
+            raise SmartquantError(f"{dram_path} has {have} bytes, the manifest says {want}")
+        dram = np.fromfile(dram_path, dtype=np.uint8)
+        entries = [TensorEntry.from_json(d) for d in manifest["tensors"]]
+        for e in entries:
+            if e.plane_base % PLANES or e.meta_base + e.meta_lines > manifest["dram_lines"] \
+                    or e.plane_base + e.blocks * PLANES > manifest["dram_lines"]:
+                raise SmartquantError(f"{path / MANIFEST}: tensor {e.name!r} lies outside dram.bin or is misaligned")
+        side = {}
+        if manifest.get("side"):
+            from safetensors.numpy import load_file
+            try:
+                side = load_file(str(path / SIDE_FILE))
+            except Exception as exc:  # safetensors raises several types for a bad file
+                raise SmartquantError(f"{path / SIDE_FILE}: unreadable side data ({exc})") from None
+        return cls(entries=entries, dram=dram, side=side, info=manifest.get("info", {}))
+
+
+def _read_manifest(path: Path) -> dict:
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise SmartquantError(f"{path}: not an image (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SmartquantError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise SmartquantError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise SmartquantError(f"{manifest_path}: unsupported image version {manifest.get('version')!r} "
+                              f"(this tool reads version {FORMAT_VERSION})")
+    if manifest.get("line_bytes") != LINE_BYTES or not isinstance(manifest.get("dram_lines"), int) \
+            or not isinstance(manifest.get("tensors"), list):
+        raise SmartquantError(f"{manifest_path}: missing or bad line_bytes / dram_lines / tensors")
+    return manifest

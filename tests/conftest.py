@@ -1,0 +1,96 @@
+"""Shared fixtures: a quantized MiniLM image and a tiny image covering every storage format.
+
+`minilm_image` is quantized once and cached in pytest's cache directory, keyed by a
+hash of the software modules that shape it, so later sessions load it in well under a
+second; `tiny_image` is small enough for exhaustive per-line checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smartquant.spec import ScaleFormat
+
+MINILM_VIEWS = (2, 3, 4, 8)     #: views the MiniLM fixture's clipping search optimises
+_IMAGE_MODULES = ("fpformat", "image", "quantizer", "sources", "store", "golden")
+
+
+def _sw_hash() -> str:
+    import smartquant.sw as sw
+    digest = hashlib.sha256()
+    for name in _IMAGE_MODULES:
+        digest.update((Path(sw.__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def minilm_image_dir(request) -> Path:
+    """Directory of MiniLM quantized with defaults (G=128, asym, fp16) and NestedMSEClip(views=MINILM_VIEWS)."""
+    from smartquant.sw.image import MANIFEST, Image
+    from smartquant.sw.quantizer import NestedMSEClip
+    from smartquant.sw.sources import minilm_source
+    from smartquant.sw.store import quantize_model
+
+    path = Path(request.config.cache.mkdir("smartquant-images")) / f"minilm-{_sw_hash()}"
+    if not (path / MANIFEST).is_file():
+        source = minilm_source()
+        quantize_model(source.weights, NestedMSEClip(views=MINILM_VIEWS), side=source.side,
+                       info={"source": "minilm", "quantizer": "NestedMSEClip",
+                             "views": list(MINILM_VIEWS)}, warn=lambda _: None).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_image(minilm_image_dir):
+    """The MiniLM image (smartquant.sw.image.Image); treat as read-only (copy .dram before writing)."""
+    from smartquant.sw.image import Image
+    return Image.load(minilm_image_dir)
+
+
+#: (name, (out, in), group size, symmetric, scale format, quantizer) of the tiny image's tensors
+TINY_TENSORS = (
+    ("asym_fp16_g32", (8, 96), 32, False, ScaleFormat.FP16, "rtn"),
+    ("sym_bf16_g64", (5, 200), 64, True, ScaleFormat.BF16, "rtn"),       # in padded to 256
+    ("asym_pow2_g128", (3, 130), 128, False, ScaleFormat.POW2, "mse"),   # in padded to 256
+    ("sym_pow2_g256", (4, 256), 256, True, ScaleFormat.POW2, "rtn"),
+    ("sym_fp16_g128", (16, 128), 128, True, ScaleFormat.FP16, "mse"),
+    ("asym_bf16_g256", (2, 512), 256, False, ScaleFormat.BF16, "mse"),
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights() -> dict[str, np.ndarray]:
+    """The float32 source weights of `tiny_image` (normal, a few outliers, one all-zero group)."""
+    rng = np.random.default_rng(20240611)
+    weights = {}
+    for name, shape, *_ in TINY_TENSORS:
+        w = rng.standard_normal(shape) * 0.05
+        w[rng.random(shape) < 0.01] *= 20
+        weights[name] = w.astype(np.float32)
+    weights["asym_fp16_g32"][0, :32] = 0.0
+    return weights
+
+
+@pytest.fixture(scope="session")
+def tiny_quantized(tiny_weights) -> dict:
+    """name -> QuantizedTensor of TINY_TENSORS, in order."""
+    from smartquant.sw.quantizer import NestedMSEClip, NestedRTN, StoreFormat
+    quantized = {}
+    for name, _, group_size, symmetric, scale_format, method in TINY_TENSORS:
+        fmt = StoreFormat(group_size, symmetric, scale_format)
+        quantizer = NestedRTN(fmt) if method == "rtn" else NestedMSEClip(fmt, views=(3, 4, 8))
+        quantized[name] = quantizer.quantize(tiny_weights[name])
+    return quantized
+
+
+@pytest.fixture(scope="session")
+def tiny_image(tiny_quantized):
+    """A small image of TINY_TENSORS (sym/asym, fp16/bf16/pow2, G=32..256, padded `in`) plus side data.
+    Treat as read-only (copy .dram before writing)."""
+    from smartquant.sw.image import Image
+    return Image.build(list(tiny_quantized.items()), side={"bias": np.arange(7, dtype=np.float32)},
+                       info={"source": "tiny"})
