@@ -267,3 +267,11 @@ def outer_accumulator_bits(spec: AccumulatorSpec, tiles_per_group: int) -> int:
     """Outer accumulator width that sums `tiles_per_group` P-bit tile results without
     overflow for any weights within budget: P + ceil(log2(tiles))."""
     return spec.accumulator_bits + max(0, (tiles_per_group - 1).bit_length())
+
+
+def worst_case_inputs(v: np.ndarray, spec: AccumulatorSpec, maximise: bool = True) -> np.ndarray:
+    """Inputs reaching the extremes of `tile_extremes`: x_max where v > 0 and x_min
+    where v < 0 (maximise), the other way round to minimise; 0-weights get x_max."""
+    x_min, x_max = spec.input_range()
+    high, low = (x_max, x_min) if maximise else (x_min, x_max)
+    return np.where(v > 0, high, np.where(v < 0, low, x_max)).astype(np.int64)
