@@ -216,7 +216,8 @@ def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, 
         stages.update()
     cells = _module_cells(json.loads((work / "stat.json").read_text()), top_name)
     pnr = json.loads((work / "report.json").read_text())
-    fmax, path_ns, path_text = _timing(pnr)
+    netlist = json.loads((work / "netlist.json").read_text())
+    fmax, path_ns, path_text = _timing(pnr, netlist["modules"][WRAPPER_NAME]["cells"])
     inputs = sum(w for d, name, w in port_list if d == "input" and name != clock)
     outputs = sum(w for d, _, w in port_list if d == "output")
     return SynthReport(
@@ -244,7 +245,7 @@ def _write_design(design, top_name: str, ports, work: Path) -> str:
                               "Amaranth Elaboratable or Verilog source text")
     from amaranth.back import rtlil
     try:
-        text = rtlil.convert(design, name=top_name, ports=ports, emit_src=False)
+        text = rtlil.convert(design, name=top_name, ports=ports)
     except TypeError as exc:   # a plain Elaboratable without `ports`
         raise SmartquantError(f"cannot convert {top_name} to RTLIL: {exc}") from exc
     (work / "design.il").write_text(text)
@@ -349,32 +350,76 @@ def _module_cells(stat: dict, top_name: str) -> dict[str, int]:
                           f"(modules: {', '.join(modules)})")
 
 
-def _timing(pnr: dict) -> tuple[float, float, str]:
+def _timing(pnr: dict, netlist_cells: dict) -> tuple[float, float, str]:
     """(achieved Fmax in MHz, critical path delay in ns, critical path text) from a
-    nextpnr `--report` JSON: the slowest clock and its worst path."""
+    nextpnr `--report` JSON: the slowest clock and its worst register-to-register path."""
     clocks = pnr.get("fmax", {})
     if not clocks:
         raise SmartquantError("nextpnr reported no clock: the design has no timed paths")
     slowest = min(clocks, key=lambda c: clocks[c]["achieved"])
     fmax = float(clocks[slowest]["achieved"])
-    # register-to-register paths of that clock (nextpnr also lists pin paths as <async>)
+    # nextpnr also lists paths from and to pins as <async>
     paths = [p for p in pnr.get("critical_paths", [])
              if p.get("from", "").endswith(slowest) and p.get("to", "").endswith(slowest)]
     if not paths:
-        return fmax, 1000.0 / fmax, ""
+        return fmax, round(1000.0 / fmax, 3), ""
     worst = max(paths, key=lambda p: sum(s["delay"] for s in p["path"]))
-    total, text = 0.0, []
-    for segment in worst["path"]:
-        total += segment["delay"]
-        source, sink = (_cell_port(segment["from"]), _cell_port(segment["to"]))
-        text.append(f"{total:8.3f} ns  {segment['type']:<9} {segment['delay']:6.3f}  "
-                    f"{source} -> {sink}")
-    return fmax, round(total, 3), "\n".join(text)
+    return fmax, round(sum(s["delay"] for s in worst["path"]), 3), \
+        describe_path(worst["path"], netlist_cells)
 
 
-def _cell_port(end: dict) -> str:
-    """`cell.port` of a path segment end; the design's cells lose the instance prefix."""
-    return f"{end['cell'].removeprefix(DESIGN_INSTANCE + '.')}.{end['port']}"
+def describe_path(segments: list[dict], netlist_cells: dict) -> str:
+    """One line per step of a nextpnr path: arrival time, step type, its logic and routing
+    delay (ns) and where it comes from (the Python/Verilog source line of the cell, or the
+    wrapper).  Consecutive steps from the same source line (a carry chain) are merged."""
+    rows: list[list] = []      # [arrival, type, logic ns, routing ns, where, steps]
+    arrival, routing = 0.0, 0.0
+    for segment in segments:
+        arrival += segment["delay"]
+        if segment["type"] == "routing":
+            routing += segment["delay"]
+            continue
+        where = _source_of(segment["to"]["cell"], netlist_cells)
+        if rows and rows[-1][1] == segment["type"] and rows[-1][4] == where:
+            rows[-1][0] = arrival
+            rows[-1][2] += segment["delay"]
+            rows[-1][3] += routing
+            rows[-1][5] += 1
+        else:
+            rows.append([arrival, segment["type"], segment["delay"], routing, where, 1])
+        routing = 0.0
+    return "\n".join(
+        f"{t:8.3f} ns  {kind:<9} {logic:6.3f} + {route:6.3f} route  {where}"
+        + (f"  (x{steps})" if steps > 1 else "")
+        for t, kind, logic, route, where, steps in rows)
+
+
+def _source_of(cell: str, netlist_cells: dict) -> str:
+    """Where a placed cell comes from: its design source lines (yosys's `src` attribute,
+    techmap library lines dropped), `wrapper`, or the cell name."""
+    for suffix in ("$CCU2_COMB0", "$CCU2_COMB1", "_DFFLC", "_LC", ""):
+        if cell.endswith(suffix) and cell[:len(cell) - len(suffix)] in netlist_cells:
+            attributes = netlist_cells[cell[:len(cell) - len(suffix)]].get("attributes", {})
+            break
+    else:
+        attributes = {}
+    sources = [src for src in str(attributes.get("src", "")).split("|")
+               if src and not src.startswith("/share/")]
+    if any(src.startswith("wrapper.v") for src in sources):
+        return "wrapper"
+    if sources:
+        return ", ".join(dict.fromkeys(_short_source(src) for src in sources[:2]))
+    name = cell.removeprefix(DESIGN_INSTANCE + ".")
+    if name.startswith(("in_chain", "out_chain")):
+        return "wrapper"
+    # a mapped cell without `src` is named after the signal it drives, then its primitives
+    signal = re.split(r"_(?:LUT|CCU2|MULT|TRELLIS|PFUMX|L6MUX|SB_|DFF|ALU|MUX2|DP16|SP)", name)[0]
+    return f"signal {signal}" if signal and not signal.startswith("$") else name
+
+
+def _short_source(src: str) -> str:
+    """`/work/main/hw/dequant.py:77` -> `hw/dequant.py:77` (last folder and file)."""
+    return "/".join(src.split("/")[-2:])
 
 
 def synthesize_sweep(design_factory: Callable[[int], object], values, top_name: str,
