@@ -1,0 +1,142 @@
+"""The DRAM side: AXI4 manager and the block buffers its read data lands in.
+
+Reads: each request names a buffer slot (a plane slot, 8 lines wide, or a metadata slot,
+one line) and a burst of whole lines; data beats are written straight into the slot and
+the slot's `filled` flag rises with the last beat (`failed` too if any beat had SLVERR or
+DECERR).  Every read uses ARID 0 and every write AWID 0, so the subordinate returns them
+in order and beats land by a FIFO of issued bursts.  Writes: one line per request (AW and
+W channels independent); B responses queue in `wresp` for the response stage.
+`reads_idle` / `writes_idle` let the issue stage keep reads and writes from overtaking
+each other (AXI orders neither across channels).
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..spec import LINE_BITS, LINE_BYTES, PLANES
+from .axi import AXI_BURST_INCR, axi4_signature
+
+READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "meta": 1, "slot": 8})
+WRITE_REQUEST = data.StructLayout({"line": 32, "data": LINE_BITS})
+_LANDING = data.StructLayout({"meta": 1, "slot": 8})
+
+
+class DramPort(wiring.Component):
+    def __init__(self, *, addr_width: int, data_width: int, id_width: int,
+                 plane_slots: int, meta_slots: int, wresp_depth: int = 16):
+        if data_width not in (64, 128, 256, 512):
+            raise ValueError(f"AXI data width {data_width} not in 64, 128, 256, 512")
+        self.data_width = data_width
+        self.beats_per_line = LINE_BITS // data_width
+        self.plane_slots, self.meta_slots = plane_slots, meta_slots
+        self.wresp_depth = wresp_depth
+        super().__init__({
+            "reads": In(stream.Signature(READ_REQUEST)),
+            "writes": In(stream.Signature(WRITE_REQUEST)),
+            "wresp": Out(stream.Signature(1)),          # 1: the write failed
+            "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
+            "plane_filled": Out(plane_slots), "plane_failed": Out(plane_slots),
+            "meta_filled": Out(meta_slots), "meta_failed": Out(meta_slots),
+            "plane_rd_addr": In(range(plane_slots)), "plane_rd_data": Out(PLANES * LINE_BITS),
+            "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
+            "reads_idle": Out(1), "writes_idle": Out(1),
+            "read_beat": Out(1), "write_beat": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+        width, bpl = self.data_width, self.beats_per_line
+        size = (width // 8).bit_length() - 1
+
+        # --- read requests -> AR ---
+        m.submodules.read_queue = rq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=2)
+        m.submodules.landing = landing = SyncFIFOBuffered(
+            width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
+        head = data.View(READ_REQUEST, rq.r_data)
+        m.d.comb += [
+            rq.w_en.eq(self.reads.valid), rq.w_data.eq(self.reads.payload), self.reads.ready.eq(rq.w_rdy),
+            axi.arvalid.eq(rq.r_rdy & landing.w_rdy),
+            axi.araddr.eq(head.line * LINE_BYTES), axi.arlen.eq(head.lines * bpl - 1),
+            axi.arsize.eq(size), axi.arburst.eq(AXI_BURST_INCR), axi.arid.eq(0),
+        ]
+        ar_done = axi.arvalid & axi.arready
+        m.d.comb += [rq.r_en.eq(ar_done), landing.w_en.eq(ar_done),
+                     landing.w_data.eq(Cat(head.meta, head.slot))]
+
+        # --- R -> block buffers ---
+        m.submodules.plane_mem = plane_mem = Memory(shape=PLANES * LINE_BITS, depth=self.plane_slots, init=[])
+        m.submodules.meta_mem = meta_mem = Memory(shape=LINE_BITS, depth=self.meta_slots, init=[])
+        plane_wr = plane_mem.write_port(granularity=width)
+        meta_wr = meta_mem.write_port(granularity=width)
+        plane_rd = plane_mem.read_port()
+        meta_rd = meta_mem.read_port()
+        m.d.comb += [plane_rd.addr.eq(self.plane_rd_addr), self.plane_rd_data.eq(plane_rd.data),
+                     meta_rd.addr.eq(self.meta_rd_addr), self.meta_rd_data.eq(meta_rd.data)]
+
+        dest = data.View(_LANDING, landing.r_data)
+        beat = Signal(range(PLANES * bpl))
+        failed = Signal()                   # an error beat so far in this burst
+        m.d.comb += axi.rready.eq(landing.r_rdy)
+        r_beat = axi.rvalid & axi.rready
+        beat_failed = axi.rresp[1]          # SLVERR or DECERR
+        m.d.comb += [
+            plane_wr.addr.eq(dest.slot), plane_wr.data.eq(axi.rdata.replicate(PLANES * bpl)),
+            plane_wr.en.eq((r_beat & ~dest.meta) << beat),
+            meta_wr.addr.eq(dest.slot), meta_wr.data.eq(axi.rdata.replicate(bpl)),
+            meta_wr.en.eq((r_beat & dest.meta) << beat),
+            self.read_beat.eq(r_beat),
+        ]
+        outstanding = Signal(range(self.plane_slots + self.meta_slots + 4))
+        issued = self.reads.valid & self.reads.ready
+        burst_end = r_beat & axi.rlast
+        m.d.sync += outstanding.eq(outstanding + issued - burst_end)
+        m.d.comb += [landing.r_en.eq(burst_end), self.reads_idle.eq(outstanding == 0)]
+        with m.If(r_beat):
+            m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
+        with m.If(burst_end):
+            m.d.sync += [beat.eq(0), failed.eq(0)]
+        for filled, fail, is_meta in ((self.plane_filled, self.plane_failed, 0),
+                                      (self.meta_filled, self.meta_failed, 1)):
+            for s in range(len(filled)):
+                with m.If(issued & (self.reads.payload.meta == is_meta) & (self.reads.payload.slot == s)):
+                    m.d.sync += [filled[s].eq(0), fail[s].eq(0)]
+                with m.If(burst_end & (dest.meta == is_meta) & (dest.slot == s)):
+                    m.d.sync += [filled[s].eq(1), fail[s].eq(failed | beat_failed)]
+
+        # --- writes -> AW, W; B -> wresp ---
+        m.submodules.write_queue = wq = SyncFIFOBuffered(width=WRITE_REQUEST.size, depth=2)
+        m.submodules.wresp_queue = bq = SyncFIFOBuffered(width=1, depth=self.wresp_depth)
+        wr = data.View(WRITE_REQUEST, wq.r_data)
+        aw_sent, w_sent = Signal(), Signal()
+        w_beat = Signal(range(bpl))
+        m.d.comb += [
+            wq.w_en.eq(self.writes.valid), wq.w_data.eq(self.writes.payload), self.writes.ready.eq(wq.w_rdy),
+            axi.awvalid.eq(wq.r_rdy & ~aw_sent), axi.awaddr.eq(wr.line * LINE_BYTES),
+            axi.awlen.eq(bpl - 1), axi.awsize.eq(size), axi.awburst.eq(AXI_BURST_INCR), axi.awid.eq(0),
+            axi.wvalid.eq(wq.r_rdy & ~w_sent), axi.wdata.eq(wr.data.word_select(w_beat, width)),
+            axi.wstrb.eq(-1), axi.wlast.eq(w_beat == bpl - 1),
+            self.write_beat.eq(axi.wvalid & axi.wready),
+        ]
+        aw_now = aw_sent | (axi.awvalid & axi.awready)
+        w_now = w_sent | (axi.wvalid & axi.wready & axi.wlast)
+        with m.If(aw_now & w_now):
+            m.d.comb += wq.r_en.eq(1)
+            m.d.sync += [aw_sent.eq(0), w_sent.eq(0)]
+        with m.Else():
+            m.d.sync += [aw_sent.eq(aw_now), w_sent.eq(w_now)]
+        with m.If(axi.wvalid & axi.wready):
+            m.d.sync += w_beat.eq(Mux(axi.wlast, 0, w_beat + 1))
+        pending = Signal(range(self.wresp_depth + 8))
+        write_issued = self.writes.valid & self.writes.ready
+        b_done = axi.bvalid & axi.bready
+        m.d.sync += pending.eq(pending + write_issued - b_done)
+        m.d.comb += [
+            axi.bready.eq(bq.w_rdy), bq.w_en.eq(axi.bvalid), bq.w_data.eq(axi.bresp[1]),
+            self.writes_idle.eq(pending == 0),
+            self.wresp.valid.eq(bq.r_rdy), self.wresp.payload.eq(bq.r_data), bq.r_en.eq(self.wresp.ready),
+        ]
+        return m

@@ -1,0 +1,109 @@
+"""Issue stage: decoded commands -> DRAM reads into block buffers, and in-order jobs.
+
+A plane slot holds the top k plane lines of one block (one burst), a metadata slot
+one metadata line.  Slots are allocated round-robin; a command whose block (with at
+least its k lines) or metadata line is the one most recently fetched reuses that slot
+instead of reading DRAM again, so a sequential read of a tensor fetches every plane
+line and metadata line once.  A slot is released by the response stage when it
+starts on the job that allocated the next slot (all earlier jobs are then done), so
+`slots - 1` fetches can run ahead of the response stage.
+
+Ordering against writes: a read is only issued when no write awaits its response,
+and a write only when no read is in flight; a write also forgets the cached block
+and metadata line.  Errors pass straight through as jobs.
+"""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .dram import READ_REQUEST, WRITE_REQUEST
+from .layouts import COMMAND, JOB, Kind
+
+
+class FetchIssue(wiring.Component):
+    def __init__(self, *, plane_slots: int, meta_slots: int):
+        if plane_slots < 2 or meta_slots < 2:
+            raise ValueError("at least 2 plane slots and 2 metadata slots")
+        self.plane_slots, self.meta_slots = plane_slots, meta_slots
+        super().__init__({
+            "cmd": In(stream.Signature(COMMAND)),
+            "job": Out(stream.Signature(JOB)),
+            "reads": Out(stream.Signature(READ_REQUEST)),
+            "writes": Out(stream.Signature(WRITE_REQUEST)),
+            "reads_idle": In(1), "writes_idle": In(1),
+            "release_plane": In(1), "release_meta": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.cmd.payload
+        P, M = self.plane_slots, self.meta_slots
+
+        # the most recent fetch of each kind, and slot bookkeeping
+        plane_cached, plane_line, plane_lines = Signal(), Signal(32), Signal(4)
+        meta_cached, meta_line = Signal(), Signal(32)
+        plane_cur = Signal(range(P), init=P - 1)     # slot of the most recent plane fetch
+        meta_cur = Signal(range(M), init=M - 1)
+        plane_used = Signal(range(P + 1), init=1)    # slots not yet released
+        meta_used = Signal(range(M + 1), init=1)
+        plane_pending, meta_pending = Signal(), Signal()   # fetched for the command at the head
+        plane_next = Mux(plane_cur == P - 1, 0, plane_cur + 1)
+        meta_next = Mux(meta_cur == M - 1, 0, meta_cur + 1)
+
+        quantized = c.kind.as_value().matches(Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16)
+        needs_plane = quantized | (c.kind == Kind.RAW_RD)
+        needs_meta = c.kind.as_value().matches(Kind.FP16, Kind.BF16)
+        is_write = c.kind == Kind.RAW_WR
+
+        plane_have = plane_pending | (quantized & plane_cached & (plane_line == c.plane_line)
+                                      & (plane_lines >= c.k))
+        meta_have = meta_pending | (meta_cached & (meta_line == c.meta_line))
+        want_plane = self.cmd.valid & needs_plane & ~plane_have & (plane_used < P) & self.writes_idle
+        want_meta = (self.cmd.valid & needs_meta & plane_have & ~meta_have & (meta_used < M)
+                     & self.writes_idle)
+        m.d.comb += [
+            self.reads.valid.eq(want_plane | want_meta),
+            self.reads.payload.meta.eq(~want_plane),
+            self.reads.payload.line.eq(Mux(want_plane, c.plane_line, c.meta_line)),
+            self.reads.payload.lines.eq(Mux(want_plane & quantized, c.k, 1)),
+            self.reads.payload.slot.eq(Mux(want_plane, plane_next, meta_next)),
+        ]
+        alloc_plane = want_plane & self.reads.ready
+        alloc_meta = want_meta & self.reads.ready
+
+        m.d.comb += [
+            self.writes.valid.eq(self.cmd.valid & is_write & self.reads_idle & self.job.ready),
+            self.writes.payload.line.eq(c.plane_line), self.writes.payload.data.eq(c.data),
+        ]
+        plane_ok = ~needs_plane | plane_have | alloc_plane
+        meta_ok = ~needs_meta | meta_have | alloc_meta
+        write_ok = ~is_write | (self.writes.valid & self.writes.ready)
+        fire = self.cmd.valid & self.job.ready & plane_ok & meta_ok & write_ok
+
+        job = self.job.payload
+        m.d.comb += [self.job.valid.eq(fire), self.cmd.ready.eq(fire)]
+        for name in ("kind", "write", "tag", "addr", "cause", "line", "k", "scale_bf16", "scale_pow2",
+                     "log2_group", "first_group"):
+            m.d.comb += getattr(job, name).eq(getattr(c, name))
+        m.d.comb += [
+            job.plane_slot.eq(Mux(alloc_plane, plane_next, plane_cur)),
+            job.plane_alloc.eq(plane_pending | alloc_plane),
+            job.meta_slot.eq(Mux(alloc_meta, meta_next, meta_cur)),
+            job.meta_alloc.eq(meta_pending | alloc_meta),
+        ]
+
+        with m.If(fire):
+            m.d.sync += [plane_pending.eq(0), meta_pending.eq(0)]
+        with m.Else():
+            m.d.sync += [plane_pending.eq(plane_pending | alloc_plane), meta_pending.eq(meta_pending | alloc_meta)]
+        with m.If(alloc_plane):
+            m.d.sync += [plane_cur.eq(plane_next), plane_cached.eq(quantized),
+                         plane_line.eq(c.plane_line), plane_lines.eq(c.k)]
+        with m.If(alloc_meta):
+            m.d.sync += [meta_cur.eq(meta_next), meta_cached.eq(1), meta_line.eq(c.meta_line)]
+        with m.If(fire & is_write):
+            m.d.sync += [plane_cached.eq(0), meta_cached.eq(0)]
+        m.d.sync += [plane_used.eq(plane_used + alloc_plane - self.release_plane),
+                     meta_used.eq(meta_used + alloc_meta - self.release_meta)]
+        return m

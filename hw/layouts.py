@@ -1,0 +1,47 @@
+"""Stream payloads between the controller's stages (internal to hw/)."""
+
+from amaranth.lib import data, enum
+
+from ..spec import LINE_ADDR_BITS, LINE_BITS, TAG_BITS
+
+
+class Kind(enum.Enum, shape=3):
+    """What a decoded request asks of the datapath."""
+    ERROR = 0       #: answered with poison, no DRAM access
+    RAW_RD = 1
+    RAW_WR = 2
+    PACKED = 3
+    INT8 = 4
+    FP16 = 5
+    BF16 = 6
+
+
+#: fields every request carries from decode to response
+_COMMON = {
+    "kind": Kind,
+    "write": 1,                 # MemWr (answered by NDR), else MemRd (DRS)
+    "tag": TAG_BITS,
+    "addr": LINE_ADDR_BITS,     # host line address, for error reports
+    "cause": 3,                 # ErrorCause when kind == ERROR
+    "line": 4,                  # output line j within the block
+    "k": 4,
+    "scale_bf16": 1,            # the region's scale bits are bfloat16
+    "scale_pow2": 1,            # ... binary16 with the mantissa read as zero
+    "log2_group": 4,
+    "first_group": 4,           # the block's first group within its metadata line
+}
+
+#: decode -> fetch: a request with its DRAM addresses (line addresses)
+COMMAND = data.StructLayout({
+    **_COMMON,
+    "plane_line": 32,           # first plane line of the block, or the raw line
+    "meta_line": 32,            # the block's metadata line
+    "data": LINE_BITS,          # MemWr payload
+})
+
+#: fetch -> respond, in request order: where the request's data will be
+JOB = data.StructLayout({
+    **_COMMON,
+    "plane_slot": 8, "plane_alloc": 1,   # block buffer; alloc: first job using it
+    "meta_slot": 8, "meta_alloc": 1,
+})

