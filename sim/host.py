@@ -47,91 +47,111 @@ class BusCounters:
         return self.write_beats * self.beat_bytes
 
 
-class HostPort:
-    """Replays trace requests [start, stop) on the DUT's host streams."""
+class HostModel:
+    """The host's behaviour, cycle by cycle, independent of the simulator: which request
+    to offer, when to hold ready low, what each handshake means for the scoreboard, and
+    when a segment is done or hung.  A backend calls `edge(...)` with what it sampled at
+    each clock edge, then drives `req_valid` / `req_payload` / `drs_ready` / `ndr_ready`."""
 
-    def __init__(self, dut, scoreboard: Scoreboard, settings: HostSettings, rng: random.Random):
-        self.dut = dut
+    def __init__(self, scoreboard: Scoreboard, settings: HostSettings, rng: random.Random):
         self.scoreboard = scoreboard
         self.trace = scoreboard.trace
         self.settings = settings
         self.rng = rng
-        self.bus = BusCounters(beat_bytes=len(dut.axi__rdata) // 8)
         self.cycle = 0
-        dut.req__valid.value = 0
-        dut.drs__ready.value = 0
-        dut.ndr__ready.value = 0
+        self.req_valid = self.drs_ready = self.ndr_ready = False
+        self.req_payload: int | None = None     #: new payload to drive, None: unchanged
+        self.next_index = self.stop = 0
+        self.last_progress = 0
 
-    def _payload(self, index: int) -> int:
+    def begin(self, start: int, stop: int) -> None:
+        self.next_index, self.stop, self.last_progress = start, stop, self.cycle
+
+    def payload(self, index: int) -> int:
         trace = self.trace
         return spec.pack_fields(spec.REQ_FIELDS, opcode=int(trace.opcode[index]), tag=int(trace.tag[index]),
                                 addr=int(trace.addr[index]),
                                 data=int.from_bytes(trace.line[index].tobytes(), "little")
                                 if trace.opcode[index] == spec.Opcode.MEM_WR else 0)
 
-    async def replay(self, start: int, stop: int) -> None:
-        """Issue requests [start, stop) and wait for all their responses (or the first
-        mismatch plus a margin); raise HangError if the device stops making progress."""
-        dut, sb, settings, rng = self.dut, self.scoreboard, self.settings, self.rng
-        edge = RisingEdge(dut.clk)
-        next_index, driving = start, False
-        drs_ready = ndr_ready = False
-        last_progress = self.cycle
-        while True:
-            await edge
-            self.cycle += 1
-            cycle = self.cycle
-            # --- sample the handshakes of the edge that just happened
-            if driving and dut.req__ready.value:
-                sb.accepted(next_index, cycle)
-                next_index += 1
-                driving = False
-                last_progress = cycle
-            if drs_ready and dut.drs__valid.value:
-                beat = spec.unpack_fields(spec.DRS_FIELDS, int(dut.drs__payload.value))
-                sb.responded("drs", beat["tag"], beat["poison"], beat["data"].to_bytes(LINE_BYTES, "little"), cycle)
-                last_progress = cycle
-            if ndr_ready and dut.ndr__valid.value:
-                beat = spec.unpack_fields(spec.NDR_FIELDS, int(dut.ndr__payload.value))
-                sb.responded("ndr", beat["tag"], beat["poison"], None, cycle)
-                last_progress = cycle
-            if dut.axi__rvalid.value and dut.axi__rready.value:
-                self.bus.read_beats += 1
-            if dut.axi__arvalid.value and dut.axi__arready.value:
-                self.bus.read_bursts += 1
-            if dut.axi__wvalid.value and dut.axi__wready.value:
-                self.bus.write_beats += 1
-            self.bus.cycles += 1
-            # --- stop conditions
-            mismatch = sb.first_mismatch
-            if mismatch and cycle - mismatch.cycle >= settings.cycles_after_mismatch:
-                break
-            if next_index == stop and not driving and not sb.outstanding:
-                break
-            if cycle - last_progress > settings.watchdog_cycles:
-                raise HangError(self._hang_report(next_index, stop))
-            # --- drive the next cycle
-            if not driving and next_index < stop:
-                tag = int(self.trace.tag[next_index])
-                if (tag not in sb.outstanding and len(sb.outstanding) < settings.max_in_flight
-                        and rng.random() >= settings.request_gap):
-                    dut.req__payload.value = self._payload(next_index)
-                    dut.req__valid.value = 1
-                    driving = True
-            if not driving:
-                dut.req__valid.value = 0
-            drs_ready = rng.random() >= settings.response_stall
-            ndr_ready = rng.random() >= settings.response_stall
-            dut.drs__ready.value = drs_ready
-            dut.ndr__ready.value = ndr_ready
-        dut.req__valid.value = 0
+    def edge(self, req_ready, drs_valid, drs_payload, ndr_valid, ndr_payload) -> bool:
+        """Account one clock edge; `*_payload` are callables (read only on a handshake).
+        Returns True when the segment is finished; raises HangError when stuck."""
+        sb, settings = self.scoreboard, self.settings
+        self.cycle += 1
+        cycle = self.cycle
+        if self.req_valid and req_ready:
+            sb.accepted(self.next_index, cycle)
+            self.next_index += 1
+            self.req_valid = False
+            self.last_progress = cycle
+        if self.drs_ready and drs_valid:
+            beat = spec.unpack_fields(spec.DRS_FIELDS, drs_payload())
+            sb.responded("drs", beat["tag"], beat["poison"], beat["data"].to_bytes(LINE_BYTES, "little"), cycle)
+            self.last_progress = cycle
+        if self.ndr_ready and ndr_valid:
+            beat = spec.unpack_fields(spec.NDR_FIELDS, ndr_payload())
+            sb.responded("ndr", beat["tag"], beat["poison"], None, cycle)
+            self.last_progress = cycle
+        mismatch = sb.first_mismatch
+        if (mismatch and cycle - mismatch.cycle >= settings.cycles_after_mismatch) or \
+                (self.next_index == self.stop and not self.req_valid and not sb.outstanding):
+            self.req_valid = self.drs_ready = self.ndr_ready = False
+            return True
+        if cycle - self.last_progress > settings.watchdog_cycles:
+            raise HangError(self._hang_report())
+        self.req_payload = None
+        if not self.req_valid and self.next_index < self.stop:
+            tag = int(self.trace.tag[self.next_index])
+            if (tag not in sb.outstanding and len(sb.outstanding) < settings.max_in_flight
+                    and self.rng.random() >= settings.request_gap):
+                self.req_payload = self.payload(self.next_index)
+                self.req_valid = True
+        self.drs_ready = self.rng.random() >= settings.response_stall
+        self.ndr_ready = self.rng.random() >= settings.response_stall
+        return False
 
-    def _hang_report(self, next_index: int, stop: int) -> str:
+    def _hang_report(self) -> str:
         outstanding = sorted(self.scoreboard.outstanding.values(), key=lambda v: v[1])
         oldest = (f"; oldest outstanding: {self.trace.describe(outstanding[0][0])} since cycle {outstanding[0][1]}"
                   if outstanding else "")
         return (f"hang: no progress for {self.settings.watchdog_cycles} cycles at cycle {self.cycle}, "
-                f"{len(outstanding)} responses outstanding, {stop - next_index} requests not accepted{oldest}")
+                f"{len(outstanding)} responses outstanding, {self.stop - self.next_index} requests "
+                f"not accepted{oldest}")
+
+
+class HostPort:
+    """cocotb face of HostModel: replays trace requests on the DUT's host streams and
+    counts AXI beats on the same clock edges."""
+
+    def __init__(self, dut, model: HostModel):
+        self.dut = dut
+        self.model = model
+        self.bus = BusCounters(beat_bytes=len(dut.axi__rdata) // 8)
+        dut.req__valid.value = 0
+        dut.drs__ready.value = 0
+        dut.ndr__ready.value = 0
+
+    async def replay(self, start: int, stop: int) -> None:
+        """Issue requests [start, stop) and wait for all their responses (or the first
+        mismatch plus a margin); raise HangError if the device stops making progress."""
+        dut, model, bus = self.dut, self.model, self.bus
+        edge = RisingEdge(dut.clk)
+        model.begin(start, stop)
+        finished = False
+        while not finished:
+            await edge
+            finished = model.edge(dut.req__ready.value, dut.drs__valid.value, lambda: int(dut.drs__payload.value),
+                                  dut.ndr__valid.value, lambda: int(dut.ndr__payload.value))
+            bus.cycles += 1
+            bus.read_beats += bool(dut.axi__rvalid.value and dut.axi__rready.value)
+            bus.read_bursts += bool(dut.axi__arvalid.value and dut.axi__arready.value)
+            bus.write_beats += bool(dut.axi__wvalid.value and dut.axi__wready.value)
+            if model.req_payload is not None:
+                dut.req__payload.value = model.req_payload
+            dut.req__valid.value = model.req_valid
+            dut.drs__ready.value = model.drs_ready
+            dut.ndr__ready.value = model.ndr_ready
 
 
 class CsrPort:

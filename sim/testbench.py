@@ -24,7 +24,7 @@ from cocotb.triggers import ClockCycles
 from .. import spec
 from ..sw.trace import load_trace
 from .dram import LatencyAxiRam
-from .host import CsrPort, HangError, HostPort, HostSettings
+from .host import CsrPort, HangError, HostModel, HostPort, HostSettings
 from .scoreboard import Scoreboard
 
 CLOCK_PERIOD_NS = 4
@@ -40,6 +40,10 @@ class BenchConfig:
     read_latency: int = 0            #: extra DRAM read latency, cycles per burst
     max_in_flight: int = 64
     watchdog_cycles: int = 20000
+
+    def host_settings(self) -> HostSettings:
+        return HostSettings(max_in_flight=self.max_in_flight, request_gap=self.stall,
+                            response_stall=self.stall, watchdog_cycles=self.watchdog_cycles)
 
     @classmethod
     def from_env(cls) -> "BenchConfig":
@@ -129,9 +133,7 @@ async def replay_trace(dut):
     else:
         ram.write(0, trace.load_image().dram.tobytes())       # back door
     scoreboard = Scoreboard(trace)
-    host = HostPort(dut, scoreboard, HostSettings(max_in_flight=config.max_in_flight,
-                                                  request_gap=config.stall, response_stall=config.stall,
-                                                  watchdog_cycles=config.watchdog_cycles), rng)
+    host = HostPort(dut, HostModel(scoreboard, config.host_settings(), rng))
     csr = CsrPort(dut)
     await reset(dut)
     await csr.write(spec.CSR_DRAM_LINES, trace.dram_bytes // spec.LINE_BYTES)

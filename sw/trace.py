@@ -196,11 +196,12 @@ def _bad_request(kind: str, image: Image, regions: list[dict], dram_lines: int,
 
 def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] | None,
                views: list[tuple[View, int]], order: str = "sequential", errors: int = 0,
-               seed: int = 0, load_via_host: bool = False) -> Trace:
+               seed: int = 0, load_via_host: bool = False, int8_symmetric_only: bool = False) -> Trace:
     """Requests reading every line of each tensor at each view, in `order`, with `errors`
     bad requests mixed in at random places (expected poison) and, with `load_via_host`,
     a prologue writing every DRAM line of the image through the raw view.  Tensors are
-    served in segments of at most spec.MAX_REGIONS regions."""
+    served in segments of at most spec.MAX_REGIONS regions.  An int8 view of an
+    asymmetric tensor is an error, or skipped with `int8_symmetric_only`."""
     if order not in ORDERS:
         raise SmartquantError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
     by_name = {e.name: e for e in image.entries}
@@ -226,6 +227,8 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
         reads = []
         for region in regions:
             for view, k in views:
+                if view == View.INT8 and int8_symmetric_only and not region["symmetric"]:
+                    continue
                 addr, data = _tensor_lines(image, region, view, k)
                 if order == "strided" and view != View.RAW:
                     perm = _strided(len(addr), spec.lines_per_block(view, k))
@@ -252,7 +255,8 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
         segments.append(Segment(regions, start, count))
 
     settings = {"tensors": names, "views": [view_label(v, k) for v, k in views], "order": order,
-                "errors": errors, "seed": seed, "load_via_host": load_via_host}
+                "errors": errors, "seed": seed, "load_via_host": load_via_host,
+                "int8_symmetric_only": int8_symmetric_only}
     opcode, addr, line, poison = (np.concatenate(c) for c in zip(*columns))
     return Trace(Path(image_path), int(image.dram.size), settings, segments, opcode,
                  (np.arange(count) % TAGS).astype(np.uint8), addr, line, poison)

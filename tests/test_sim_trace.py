@@ -40,12 +40,12 @@ def test_every_expected_read_is_the_golden_response(tiny_image, image_dir):
 
 def test_trace_reads_every_line_of_each_tensor_once_per_view(tiny_image, image_dir):
     views = parse_views("packed:2,int8:8")
-    names = symmetric_names(tiny_image)
-    trace = make_trace(tiny_image, image_dir, names, views)
-    entries = [tiny_image.entry(n) for n in names]
-    expected = sum(e.blocks * spec.lines_per_block(v, k) for e in entries for v, k in views)
+    trace = make_trace(tiny_image, image_dir, None, views, int8_symmetric_only=True)
+    expected = sum(e.blocks * spec.lines_per_block(v, k) for e in tiny_image.entries for v, k in views
+                   if v != View.INT8 or e.symmetric)
     assert len(trace) == expected == len(set(trace.addr.tolist()))
     assert not trace.poison.any()
+    assert symmetric_names(tiny_image) and len(symmetric_names(tiny_image)) < len(tiny_image.entries)
 
 
 @given(order=st.sampled_from(ORDERS), seed=st.integers(0, 2**16))
