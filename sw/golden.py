@@ -111,6 +111,21 @@ def tensor_values(image: Image, name: str, k: int, view: View = View.FP16) -> np
     return values[:out * entry.padded_in].reshape(out, entry.padded_in)[:, :cols].copy()
 
 
+def view_array(image: Image, name: str, view: View, k: int) -> np.ndarray:
+    """Tensor `name` in a quantized view as an array: packed -> uint8 (blocks, k, 64) plane lines;
+    int8 -> int8 (out, in); fp16 -> float16 (out, in); bf16 -> float32 (out, in), exact values."""
+    view = _check_view(view, k)
+    if view in (View.FP16, View.BF16):
+        values = tensor_values(image, name, k, view)
+        return values.astype(np.float16) if view == View.FP16 else values
+    entry = image.entry(name)
+    data = np.frombuffer(read_view(image, name, view, k), dtype=np.uint8 if view == View.PACKED else np.int8)
+    if view == View.PACKED:
+        return data.reshape(entry.blocks, k, LINE_BYTES).copy()
+    out, cols = entry.shape
+    return data[:out * entry.padded_in].reshape(out, entry.padded_in)[:, :cols].copy()
+
+
 def view_offset(entry: TensorEntry, view: View, k: int, block: int = 0, line: int = 0) -> int:
     """Host view offset of `line` of `block` of `entry` (spec.host_line_address takes it)."""
     return (entry.plane_base // PLANES + block) * lines_per_block(view, k) + line

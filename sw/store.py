@@ -1,4 +1,5 @@
-"""Quantize a source's weights into an image (the `quantize` command's work)."""
+"""Quantize a source's weights into an image, and summarise an image (the work of the
+`quantize` and `inspect` commands)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..spec import CODE_BITS
-from .image import Image
-from .quantizer import relative_error
+from ..errors import SmartquantError
+from ..spec import CODE_BITS, LINE_BYTES
+from .image import Image, TensorEntry
+from .quantizer import NestedMSEClip, NestedRTN, StoreFormat, relative_error
+from .sources import load_source
 
 
 def padding_note(name: str, shape, group_size: int) -> str | None:
@@ -40,3 +43,61 @@ def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None 
         norms[name] = float(np.linalg.norm(exact))
         tensors.append((name, qt))
     return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info)
+
+
+def parse_views(text: str) -> tuple[int, ...]:
+    """`"3,4,8"` -> (3, 4, 8); each a bit width in 1..8."""
+    try:
+        views = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise SmartquantError(f"views {text!r} must be comma-separated bit widths, e.g. 3,4,8") from None
+    if not views or not all(1 <= k <= CODE_BITS for k in views):
+        raise SmartquantError(f"views {text!r}: every bit width must be in 1..{CODE_BITS}")
+    return views
+
+
+def quantize_source(spec: str, fmt: StoreFormat, views=(3, 4, 8), method: str = "mse",
+                    warn: Callable[[str], None] = _warn_stderr) -> Image:
+    """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image."""
+    source = load_source(spec)
+    quantizer = NestedMSEClip(fmt, views=views) if method == "mse" else NestedRTN(fmt)
+    info = {"source": source.name, "quantizer": type(quantizer).__name__, "views": list(views) if method == "mse" else None,
+            "group_size": fmt.group_size, "symmetric": fmt.symmetric, "scale_format": fmt.scale_format.name.lower()}
+    return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn)
+
+
+def bytes_read(entry: TensorEntry, k: int) -> int:
+    """DRAM bytes a sequential read of `entry` at k bits fetches: k plane lines per block plus its metadata."""
+    return (entry.blocks * k + entry.meta_lines) * LINE_BYTES
+
+
+def metadata_bits_per_weight(entry: TensorEntry) -> float:
+    """Metadata lines' bits per real weight of `entry`."""
+    return entry.meta_lines * LINE_BYTES * 8 / entry.weights
+
+
+def summarize(image: Image) -> dict:
+    """Per-tensor and whole-image figures for `inspect`: sizes, bytes read per k, metadata
+    overhead, relative Frobenius error per k (recorded at quantize time; None if absent)."""
+    ks = range(1, CODE_BITS + 1)
+    tensors = [{"name": e.name, "shape": list(e.shape), "group_size": e.group_size,
+                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower(),
+                "blocks": e.blocks, "metadata_bits_per_weight": metadata_bits_per_weight(e),
+                "bytes_read": {k: bytes_read(e, k) for k in ks},
+                "rel_error": None if e.rel_error is None else {k: e.rel_error[k] for k in ks}}
+               for e in image.entries]
+    weights = sum(e.weights for e in image.entries)
+    with_error = [e for e in image.entries if e.rel_error is not None and e.norm is not None]
+    total_norm2 = sum(e.norm ** 2 for e in with_error)
+
+    def overall_error(k):
+        if len(with_error) != len(image.entries) or not total_norm2:
+            return None
+        return (sum((e.rel_error[k] * e.norm) ** 2 for e in with_error) / total_norm2) ** 0.5
+    per_k = [{"k": k, "bytes_read": sum(bytes_read(e, k) for e in image.entries),
+              "bits_per_weight": sum(bytes_read(e, k) for e in image.entries) * 8 / weights if weights else 0.0,
+              "rel_error": overall_error(k)} for k in ks]
+    return {"info": image.info, "tensors": tensors, "weights": weights, "dram_bytes": int(image.dram.size),
+            "side_tensors": len(image.side),
+            "metadata_bits_per_weight": sum(e.meta_lines for e in image.entries) * LINE_BYTES * 8 / weights
+            if weights else 0.0, "per_k": per_k}

@@ -1,0 +1,39 @@
+"""`smartquant inspect IMAGE`: what a store image holds: tensors, sizes, DRAM bytes read
+per k, metadata overhead and the relative Frobenius error of every view k."""
+
+from __future__ import annotations
+
+from ..report import format_table, write_json
+from ..sw.image import Image
+from ..sw.store import summarize
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="summarise a store image", description=__doc__)
+    p.add_argument("image", metavar="IMAGE", help="image directory")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def _error(value):
+    return "-" if value is None else float(value)
+
+
+def run(args) -> int:
+    summary = summarize(Image.load(args.image))
+    ks = range(1, 9)
+    print(format_table(
+        ["tensor", "shape", "G", "format", "blocks", "meta b/w", "KiB@k=8"] + [f"err k={k}" for k in ks],
+        [[t["name"], "x".join(map(str, t["shape"])), t["group_size"], t["format"], t["blocks"],
+          t["metadata_bits_per_weight"], t["bytes_read"][8] / 1024]
+         + [_error(t["rel_error"] and t["rel_error"][k]) for k in ks] for t in summary["tensors"]]))
+    print()
+    print(format_table(["k", "DRAM bytes read", "bits/weight", "rel error"],
+                       [[r["k"], r["bytes_read"], r["bits_per_weight"], _error(r["rel_error"])]
+                        for r in summary["per_k"]]))
+    print(f"\n{len(summary['tensors'])} tensors, {summary['weights']} weights, "
+          f"metadata {summary['metadata_bits_per_weight']:.4g} bits/weight, "
+          f"{summary['dram_bytes']} DRAM bytes, {summary['side_tensors']} side tensors")
+    if args.json:
+        write_json(args.json, summary)
+    return 0

@@ -1,0 +1,38 @@
+"""`smartquant quantize SRC -o IMAGE`: quantize a model's weights into a store image
+(SRC: a .safetensors file, every 2-D floating-point tensor stored under its name, or
+`minilm`, the packaged all-MiniLM-L6-v2's linear layers).  docs/FORMATS.md."""
+
+from __future__ import annotations
+
+import time
+
+from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
+from ..sw.quantizer import StoreFormat
+from ..sw.store import parse_views, quantize_source
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("quantize", help="quantize weights into a store image", description=__doc__)
+    p.add_argument("source", metavar="SRC", help="a .safetensors file, or 'minilm'")
+    p.add_argument("-o", "--output", required=True, metavar="IMAGE", help="image directory to write")
+    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, choices=GROUP_SIZES,
+                   help="weights per scale (default %(default)s)")
+    p.add_argument("--format", choices=("asym", "sym"), default="asym",
+                   help="asymmetric (own zero point per group) or symmetric (z = 128; allows the int8 view)")
+    p.add_argument("--scale", choices=("fp16", "bf16", "pow2"), default="fp16", help="scale encoding")
+    p.add_argument("--views", default="3,4,8",
+                   help="bit widths the clipping search optimises, e.g. 3,4,8 (default %(default)s)")
+    p.add_argument("--method", choices=("mse", "rtn"), default="mse",
+                   help="mse: clipping search over the views (default); rtn: plain min/max")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    views = parse_views(args.views)
+    fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
+    start = time.perf_counter()
+    image = quantize_source(args.source, fmt, views=views, method=args.method)
+    image.save(args.output)
+    print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
+          f"{len(image.side)} side tensors ({time.perf_counter() - start:.1f} s)")
+    return 0
