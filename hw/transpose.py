@@ -1,6 +1,6 @@
 """Bit-plane transpose: the plane bits of `lanes` weights -> their k-bit view codes r."""
 
-from amaranth import Module
+from amaranth import Cat, Module, Mux
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,9 +24,9 @@ class CodeGather(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for i in range(self.lanes):
-            for p in range(PLANES):
-                bit = CODE_BITS - 1 - p
-                # plane line p is kept for p < k; the bucket-middle 1 sits at line p == k
-                m.d.comb += self.r[i][bit].eq((self.planes[p][i] & (p < self.k)) | (p == self.k))
+        # plane line p (bit 7-p of every code) is kept for p < k; the bucket-middle 1 sits at line p == k
+        kept = [Mux(p < self.k, self.planes[p], 0) | Mux(p == self.k, (1 << self.lanes) - 1, 0)
+                for p in range(PLANES)]
+        m.d.comb += self.r.eq(Cat(*[kept[CODE_BITS - 1 - bit][i] for i in range(self.lanes)
+                                    for bit in range(CODE_BITS)]))
         return m

@@ -12,7 +12,8 @@ from amaranth.sim import Simulator
 
 from smartquant.hw.top import SmartQuantTop
 from smartquant.spec import (COUNTERS, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
-                             pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES)
+                             pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES,
+                             CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE)
 
 AXI_SLVERR = 2
 
@@ -35,6 +36,8 @@ class BenchResult:
     cycles: int                    #: cycles from the first request offered to the last response
     first_response: int            #: cycle of the first response (0 = first request offered)
     dram: np.ndarray               #: the RAM contents after the run
+    error_cause: int               #: CSR_ERR_CAUSE after the run
+    error_addr: int                #: CSR_ERR_ADDR_HI:LO after the run
 
 
 class AxiRam:
@@ -183,7 +186,10 @@ def run_top(memory: np.ndarray, csr_writes, requests, *, dram_lines: int, cfg: B
             lo = await csr_read(counter_csr(name))
             hi = await csr_read(counter_csr(name) + 1)
             counters[name] = lo | (hi << 32)
-        result.update(responses=responses, counters=counters, cycles=cycle, first_response=first_response)
+        error_cause = await csr_read(CSR_ERR_CAUSE)
+        error_addr = await csr_read(CSR_ERR_ADDR_LO) | (await csr_read(CSR_ERR_ADDR_HI) << 32)
+        result.update(responses=responses, counters=counters, cycles=cycle, first_response=first_response,
+                      error_cause=error_cause, error_addr=error_addr)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
