@@ -127,6 +127,17 @@ def check_feasible(spec: AccumulatorSpec, views, tile: int) -> None:
             f"(side budgets {pos}/{neg})")
 
 
+def narrowest_accumulator(input_bits: int, signed_inputs: bool, tile: int, views) -> int:
+    """Smallest P for which AXE can fit a tile of `tile` weights at every view in `views`."""
+    for p in range(input_bits + 1, MAX_ACCUMULATOR_BITS + 1):
+        try:
+            check_feasible(AccumulatorSpec(p, input_bits, signed_inputs, tile), views, tile)
+            return p
+        except SmartquantError:
+            continue
+    raise SmartquantError(f"no accumulator up to {MAX_ACCUMULATOR_BITS} bits fits tiles of {tile}")
+
+
 def integer_weights(q, k: int) -> np.ndarray:
     """v = r_k(q) - z (int64, out x padded_in) of a QuantizedTensor's k-bit view."""
     zeros = np.repeat(q.zeros.astype(np.int64), q.group_size, axis=-1)
