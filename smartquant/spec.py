@@ -219,3 +219,39 @@ def region_csr_writes(index: int, plane_base: int, meta_base: int, blocks: int, 
     return [(base + REGION_PLANE_BASE, plane_base), (base + REGION_META_BASE, meta_base),
             (base + REGION_BLOCKS, blocks),
             (base + REGION_CONFIG, region_config_word(group_size, symmetric, scale_format))]
+
+
+# ==============================================================================
+# Table-lookup (codebook) regions (issue 8; docs/RECIPES.md).  A LUT region keeps
+# the plane and metadata layout (the zero byte is unused), and its fp16/bf16 views
+# answer `s * table_k[c]` instead of `s * (r - z)`: table_k is the region's view-k
+# codebook (2**k binary16 entries), c = q >> (8-k) the view code, s the group scale.
+# The codebook of all eight views is one CODEBOOK_LINES-line table set in DRAM;
+# entry (k, c) sits at index (1 << k) | c (entries 0 and 1 are reserved, zero), so
+# view k's table is the contiguous run 2**k .. 2**(k+1) - 1.
+# ==============================================================================
+CODEBOOK_ENTRY_BYTES = 2                                   #: one binary16 entry
+CODEBOOK_ENTRIES = 1 << (CODE_BITS + 1)                    #: 512 (index (1 << k) | c, k = 1..8)
+CODEBOOK_LINES = CODEBOOK_ENTRIES * CODEBOOK_ENTRY_BYTES // LINE_BYTES   #: 16
+CFG_LUT = 1 << 8                     #: REGION_CONFIG: the region is a table-lookup region
+CFG_CODEBOOK_SHIFT = 12              #: REGION_CONFIG [31:12]: codebook base line // CODEBOOK_LINES
+CFG_CODEBOOK_BITS = CSR_DATA_BITS - CFG_CODEBOOK_SHIFT
+
+
+def codebook_index(k: int, c: int) -> int:
+    """Entry index of view k's code c in a table set: a 1, then the k bits of c."""
+    return (1 << k) | c
+
+
+def codebook_lines_read(k: int) -> int:
+    """Codebook lines a read at view k needs: the lines holding entries 2**k .. 2**(k+1) - 1."""
+    return max(1, (1 << (k + 1)) * CODEBOOK_ENTRY_BYTES // LINE_BYTES)
+
+
+def lut_config_bits(codebook_base: int) -> int:
+    """The REGION_CONFIG bits (OR them into `region_config_word`) of a LUT region whose
+    table set starts at DRAM line `codebook_base` (a multiple of CODEBOOK_LINES)."""
+    if codebook_base % CODEBOOK_LINES or not 0 <= codebook_base // CODEBOOK_LINES < (1 << CFG_CODEBOOK_BITS):
+        raise ValueError(f"codebook base {codebook_base} is not a multiple of {CODEBOOK_LINES} lines "
+                         f"below {CODEBOOK_LINES << CFG_CODEBOOK_BITS}")
+    return CFG_LUT | ((codebook_base // CODEBOOK_LINES) << CFG_CODEBOOK_SHIFT)
