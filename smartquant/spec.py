@@ -245,7 +245,7 @@ def codebook_index(k: int, c: int) -> int:
 
 def codebook_lines_read(k: int) -> int:
     """Codebook lines a read at view k needs: the lines holding entries 2**k .. 2**(k+1) - 1."""
-    return max(1, (1 << (k + 1)) * CODEBOOK_ENTRY_BYTES // LINE_BYTES)
+    return max(1, (1 << k) * CODEBOOK_ENTRY_BYTES // LINE_BYTES)
 
 
 def lut_config_bits(codebook_base: int) -> int:
