@@ -1,8 +1,8 @@
 """Shared fixtures: a quantized MiniLM image and a tiny image covering every storage format.
 
-`minilm_image` is quantized once and cached in pytest's cache directory, keyed by a
-hash of the software modules that shape it, so later sessions load it in well under a
-second; `tiny_image` is small enough for exhaustive per-line checks.
+`minilm_image` is quantized once and cached in pytest's cache directory (or the
+session's tmp dir without the cache plugin), keyed by a hash of the software modules
+that shape it, so later sessions load it in well under a second; `tiny_image` is small enough for exhaustive per-line checks.
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ def _sw_hash() -> str:
 
 
 @pytest.fixture(scope="session")
-def minilm_image_dir(request) -> Path:
+def minilm_image_dir(request, tmp_path_factory) -> Path:
     """Directory of MiniLM quantized with defaults (G=128, asym, fp16) and NestedMSEClip(views=MINILM_VIEWS)."""
     from smartquant.sw.image import MANIFEST, Image
     from smartquant.sw.quantizer import NestedMSEClip
     from smartquant.sw.sources import minilm_source
     from smartquant.sw.store import quantize_model
 
-    path = Path(request.config.cache.mkdir("smartquant-images")) / f"minilm-{_sw_hash()}"
+    cache = getattr(request.config, "cache", None)      # absent under -p no:cacheprovider
+    folder = cache.mkdir("smartquant-images") if cache else tmp_path_factory.mktemp("images")
+    path = Path(folder) / f"minilm-{_sw_hash()}"
     if not (path / MANIFEST).is_file():
         source = minilm_source()
         quantize_model(source.weights, NestedMSEClip(views=MINILM_VIEWS), side=source.side,
