@@ -158,3 +158,38 @@ def test_region_table_lists_every_entry(tiny_image):
     table = region_table(tiny_image)
     assert [r["name"] for r in table] == [e.name for e in tiny_image.entries]
     assert all(r["plane_base"] % 8 == 0 and r["blocks"] > 0 for r in table)
+
+
+def _check_address(image, view, k, offset):
+    """response_line agrees with read_view, and poisons exactly where the rules say."""
+    data, poison = response_line(image, host_line_address(view, k, offset))
+    if view == View.RAW:
+        assert poison == (offset >= image.dram_lines)
+        return
+    if not 1 <= k <= 8:
+        assert (data, poison) == (bytes(64), True)
+        return
+    per = lines_per_block(view, k)
+    block, line = divmod(offset, per)
+    owner = [e for e in image.entries if e.plane_base // 8 <= block < e.plane_base // 8 + e.blocks]
+    if not owner or (view == View.INT8 and not owner[0].symmetric):
+        assert (data, poison) == (bytes(64), True)
+        return
+    e = owner[0]
+    i = ((block - e.plane_base // 8) * per + line) * LINE_BYTES
+    assert not poison and data == read_view(image, e.name, view, k)[i:i + LINE_BYTES]
+
+
+@given(st.sampled_from(list(View)), st.integers(0, 15), st.integers(0, 400))
+def test_random_addresses_agree_with_read_view(tiny_image, view, k, offset):
+    _check_address(tiny_image, view, k, offset)
+
+
+def test_minilm_random_lines_agree_with_read_view(minilm_image):
+    rng = np.random.default_rng(5)
+    total = minilm_image.dram_lines
+    for _ in range(40):
+        view = View(int(rng.integers(0, 5)))
+        k = int(rng.integers(1, 9))
+        per = 1 if view == View.RAW else lines_per_block(view, k)
+        _check_address(minilm_image, view, k, int(rng.integers(0, total // 8 * per + 50)))
