@@ -125,3 +125,8 @@ def region_config(image: Image, entry: TensorEntry) -> int:
     word = region_config_word(entry.group_size, entry.symmetric, entry.scale_format)
     base = codebook_base(image, entry.name)
     return word if base is None else word | lut_config_bits(base)
+
+
+def codebooks(image: Image) -> dict[str, int]:
+    """Codebook tensor name -> first line of its table set, in manifest order."""
+    return {e.name: codebook_base(image, e.name) for e in image.entries if codebook_base(image, e.name) is not None}

@@ -8,6 +8,7 @@ import time
 
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
 from ..sw.quantizer import StoreFormat
+from ..sw.recipe_store import quantize_with_recipe
 from ..sw.store import parse_views, quantize_source
 
 
@@ -24,6 +25,8 @@ def register(subparsers) -> None:
                    help="bit widths the clipping search optimises, e.g. 3,4,8 (default %(default)s)")
     p.add_argument("--method", choices=("mse", "rtn"), default="mse",
                    help="mse: clipping search over the views (default); rtn: plain min/max")
+    p.add_argument("--recipe", metavar="RECIPE",
+                   help="per-tensor options from `smartquant recipe` (overrides the format options)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +34,8 @@ def run(args) -> int:
     views = parse_views(args.views)
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     start = time.perf_counter()
-    image = quantize_source(args.source, fmt, views=views, method=args.method)
+    image = (quantize_with_recipe(args.source, args.recipe) if args.recipe
+             else quantize_source(args.source, fmt, views=views, method=args.method))
     image.save(args.output)
     print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
           f"{len(image.side)} side tensors ({time.perf_counter() - start:.1f} s)")
