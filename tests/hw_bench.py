@@ -196,3 +196,32 @@ def run_top(memory: np.ndarray, csr_writes, requests, *, dram_lines: int, cfg: B
     sim.add_testbench(bench)
     sim.run()
     return BenchResult(dram=ram.mem, **result)
+
+
+def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4, 8)) -> list[tuple]:
+    """(view, k, cycles per block, added latency) for a sequential read of `blocks` blocks of the
+    smallest tensor of an image, no stalls anywhere.  Cycles per block: from the first
+    response to the last, per block; added latency: first response cycle (counted from the
+    first request) minus the DRAM latency."""
+    from smartquant.spec import Opcode, View, host_line_address, lines_per_block
+    from smartquant.sw.image import Image
+    image = Image.load(image_dir)
+    entry = min(image.entries, key=lambda e: (e.blocks, e.name))
+    free = BenchConfig(latency=latency, p_axi_ready=1.0, p_axi_valid=1.0, p_host_valid=1.0, p_host_ready=1.0)
+    rows = []
+    for view in (View.PACKED, View.INT8, View.FP16, View.BF16):
+        for k in ks:
+            lpb = lines_per_block(view, k)
+            base = entry.plane_base // 8 * lpb
+            requests = [(Opcode.MEM_RD, host_line_address(view, k, base + i), 0) for i in range(blocks * lpb)]
+            entries = [dataclasses.replace(entry, symmetric=True)]   # int8 views need a symmetric region
+            result = run_top(image.dram, region_writes(entries), requests, dram_lines=image.dram_lines, cfg=free)
+            rows.append((view.name.lower(), k, round((result.cycles - result.first_response) / blocks, 2),
+                         result.first_response - latency))
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+    from smartquant.report import format_table
+    print(format_table(["view", "k", "cycles/block", "added latency"], measure(sys.argv[1])))
