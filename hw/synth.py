@@ -132,6 +132,7 @@ class SynthReport:
     cells: dict[str, int]             #: design cell counts by primitive type
     device_utilisation: dict[str, dict[str, int]]   #: used bels of the chip incl. wrapper
     seconds: float                    #: wall time of the tool runs
+    parameters: dict = dataclasses.field(default_factory=dict)   #: the design's parameters
 
     @property
     def meets_timing(self) -> bool:
@@ -149,13 +150,14 @@ class SynthReport:
                 ("Fmax (MHz)", round(self.fmax_mhz, 2)),
                 ("target (MHz)", self.freq_mhz),
                 ("meets timing", "yes" if self.meets_timing else "no"),
-                ("port bits in/out", f"{self.input_bits}/{self.output_bits}")]
+                ("port bits in/out", f"{self.input_bits}/{self.output_bits}"),
+                *((name, value) for name, value in self.parameters.items())]
 
 
 def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 100.0, *,
                ports=None, clock: str = "clk", seed: int = 1,
                timeout_s: float = DEFAULT_TIMEOUT_S, workdir: str | Path | None = None,
-               progress: bool = False) -> SynthReport:
+               resource_sharing: bool = True, progress: bool = False) -> SynthReport:
     """Synthesise, place and route `design` for `target` and report its resources and Fmax.
 
     `design` is an Amaranth `Elaboratable` (a `wiring.Component` brings its own ports; a
@@ -163,7 +165,9 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
     `top_name`.  The input port named `clock` (Amaranth's `clk`), if any, is driven by the
     wrapper's clock; every other port goes through the scan chains.  `timeout_s` bounds
     each tool run.  Tool files are kept in `workdir` when one is given.  `progress` shows
-    the flow's stages on stderr.
+    the flow's stages on stderr.  `resource_sharing=False` skips the SAT analysis of
+    yosys's `share` pass (it merges arithmetic used under exclusive conditions; its time
+    grows with the square of the number of alike cells, tens of minutes for 32 lanes).
     """
     if target not in TARGETS:
         raise SmartquantError(f"unknown synthesis target {target!r}; "
@@ -172,7 +176,7 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
         raise SmartquantError(f"target frequency must be positive, got {freq_mhz} MHz")
     flow = functools.partial(_run_flow, design, top_name, TARGETS[target], freq_mhz,
                              ports=ports, clock=clock, seed=seed, timeout_s=timeout_s,
-                             progress=progress)
+                             resource_sharing=resource_sharing, progress=progress)
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return flow(Path(workdir))
@@ -181,10 +185,11 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
 
 
 def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, *,
-              ports, clock: str, seed: int, timeout_s: float, progress: bool) -> SynthReport:
+              ports, clock: str, seed: int, timeout_s: float, resource_sharing: bool,
+              progress: bool) -> SynthReport:
     started = time.monotonic()
     stages = tqdm.tqdm(total=4, desc=f"synth {top_name} ({spec.name})", file=sys.stderr,
-                       disable=not progress, bar_format="{desc}: {n}/{total} {postfix}")
+                       disable=not progress, bar_format="{desc}: {n}/{total}{postfix}")
     with stages:
         stages.set_postfix_str("elaborate")
         read_design = _write_design(design, top_name, ports, work)
@@ -199,6 +204,8 @@ def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, 
             "read_verilog -sv wrapper.v",
             f"hierarchy -top {WRAPPER_NAME}",
             f"setattr -mod -set keep_hierarchy 1 {_yosys_name(top_name)}",
+            # with no activation patterns analysed, `share` takes every cell as always active
+            *([] if resource_sharing else ["scratchpad -set share.pattern_limit 0"]),
             f"{spec.yosys_synth} -top {WRAPPER_NAME}",
             *([spec.yosys_io_pads] if spec.yosys_io_pads else []),
             "tee -q -o stat.json stat -json",
@@ -434,15 +441,25 @@ def synthesize_sweep(design_factory: Callable[[int], object], values, top_name: 
 TOP_NAME = "smartquant_top"
 
 
+#: AXI data width of the FPGA configuration (bits): an FPGA's DRAM controller port is
+#: narrower than the ASIC-style 512-bit default of `SmartQuantTop`.
+FPGA_AXI_DATA_WIDTH = 128
+
+
 def synthesize_top(target: str = "ecp5", *, lanes: int | None = None,
-                   axi_data_width: int | None = None, **kwargs) -> SynthReport:
-    """Synthesise the controller, `hw.top.SmartQuantTop(lanes, axi_data_width)` (its own
-    defaults where None); other arguments as for `synthesize`."""
+                   axi_data_width: int = FPGA_AXI_DATA_WIDTH, resource_sharing: bool = False,
+                   **kwargs) -> SynthReport:
+    """Synthesise the controller, `hw.top.SmartQuantTop(lanes=..., axi_data_width=...)`
+    (its own default lanes where None); other arguments as for `synthesize`, except that
+    resource sharing is off by default (see `synthesize`).  The report's `parameters`
+    are the controller's."""
     from . import top
-    options = {name: value for name, value in
-               (("lanes", lanes), ("axi_data_width", axi_data_width)) if value is not None}
+    options = {"axi_data_width": axi_data_width, **({"lanes": lanes} if lanes else {})}
     try:
         controller = top.SmartQuantTop(**options)
     except (ValueError, TypeError) as exc:
         raise SmartquantError(f"cannot build the controller with {options}: {exc}") from exc
-    return synthesize(controller, TOP_NAME, target, **kwargs)
+    report = synthesize(controller, TOP_NAME, target, resource_sharing=resource_sharing,
+                        **kwargs)
+    report.parameters = dict(controller.params)
+    return report

@@ -16,12 +16,15 @@ def register(subparsers) -> None:
                         help="FPGA family (default device per family in docs/SYNTH.md)")
     parser.add_argument("--lanes", type=int, metavar="N", help="dequantizer lanes (default: the top's)")
     parser.add_argument("--axi-width", type=int, dest="axi_data_width", metavar="W",
-                        help="AXI data width in bits (default: the top's)")
+                        default=synth.FPGA_AXI_DATA_WIDTH,
+                        help="AXI data width in bits (default %(default)s, the FPGA configuration)")
     parser.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                         help="target clock frequency for place and route (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--timeout", type=float, default=synth.DEFAULT_TIMEOUT_S,
                         metavar="S", help="limit per tool run in seconds")
+    parser.add_argument("--share", action="store_true",
+                        help="run yosys's SAT resource sharing (slow: tens of minutes at 32 lanes)")
     parser.add_argument("--workdir", help="keep the tools' files (netlist, logs) here")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.set_defaults(func=run)
@@ -31,7 +34,7 @@ def run(args) -> int:
     result = synth.synthesize_top(
         args.target, lanes=args.lanes, axi_data_width=args.axi_data_width,
         freq_mhz=args.freq, seed=args.seed, timeout_s=args.timeout, workdir=args.workdir,
-        progress=True)
+        resource_sharing=args.share, progress=True)
     print(report.format_table(["quantity", "value"], result.table_rows()))
     print(f"\ncritical path ({result.critical_path_ns} ns):\n{result.critical_path}")
     if args.json:
