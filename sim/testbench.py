@@ -57,18 +57,18 @@ async def reset(dut) -> None:
     await ClockCycles(dut.clk, 2)
 
 
-async def program_regions(csr: CsrPort, regions: list[dict]) -> None:
-    """Write the segment's region table through the CSR port; unused entries invalid."""
+def region_writes(regions: list[dict]) -> list[tuple[int, int]]:
+    """CSR writes that program a segment's region table; unused entries invalid."""
+    writes = []
     for index in range(spec.MAX_REGIONS):
         if index < len(regions):
             region = regions[index]
-            writes = spec.region_csr_writes(index, region["plane_base"], region["meta_base"], region["blocks"],
-                                            region["group_size"], region["symmetric"],
-                                            spec.ScaleFormat(region["scale_format"]))
+            writes += spec.region_csr_writes(index, region["plane_base"], region["meta_base"], region["blocks"],
+                                             region["group_size"], region["symmetric"],
+                                             spec.ScaleFormat(region["scale_format"]))
         else:
-            writes = [(spec.CSR_REGION_BASE + spec.CSR_REGION_STRIDE * index + spec.REGION_CONFIG, 0)]
-        for addr, value in writes:
-            await csr.write(addr, value)
+            writes.append((spec.CSR_REGION_BASE + spec.CSR_REGION_STRIDE * index + spec.REGION_CONFIG, 0))
+    return writes
 
 
 async def read_counters(csr: CsrPort) -> dict[str, int]:
@@ -91,7 +91,7 @@ def counter_disagreement(counters: dict[str, int], scoreboard, bus_bytes_read: i
     return None
 
 
-def summarize(config, trace, scoreboard, host, counters, wall_s, error) -> dict:
+def summarize(config, trace, scoreboard, bus, counters, wall_s, error) -> dict:
     latencies = np.array(scoreboard.latencies or [0])
     first = scoreboard.first_mismatch
     return {
@@ -102,16 +102,16 @@ def summarize(config, trace, scoreboard, host, counters, wall_s, error) -> dict:
         "requests": len(trace),
         "lines_compared": scoreboard.compared,
         "poisoned": scoreboard.poisoned,
-        "cycles": host.bus.cycles,
-        "dram_bytes_read_bus": host.bus.bytes_read,
-        "dram_read_bursts": host.bus.read_bursts,
-        "dram_bytes_written_bus": host.bus.bytes_written,
-        "read_bus_utilisation": host.bus.read_beats / max(host.bus.cycles, 1),
+        "cycles": bus.cycles,
+        "dram_bytes_read_bus": bus.bytes_read,
+        "dram_read_bursts": bus.read_bursts,
+        "dram_bytes_written_bus": bus.bytes_written,
+        "read_bus_utilisation": bus.read_beats / max(bus.cycles, 1),
         "latency_cycles": {"mean": float(latencies.mean()), "min": int(latencies.min()),
                            "max": int(latencies.max())},
         "counters": counters,
         "wall_s": wall_s,
-        "cycles_per_s": host.bus.cycles / max(wall_s, 1e-9),
+        "cycles_per_s": bus.cycles / max(wall_s, 1e-9),
         "settings": dataclasses.asdict(config),
     }
 
@@ -141,7 +141,8 @@ async def replay_trace(dut):
     started, error, counters = time.perf_counter(), None, {}
     try:
         for segment in trace.segments:
-            await program_regions(csr, segment.regions)
+            for addr, value in region_writes(segment.regions):
+                await csr.write(addr, value)
             await host.replay(segment.start, segment.stop)
             if scoreboard.first_mismatch:
                 break
@@ -152,7 +153,7 @@ async def replay_trace(dut):
         error = scoreboard.first_mismatch.text
     if error is None:
         error = counter_disagreement(counters, scoreboard, host.bus.bytes_read)
-    stats = summarize(config, trace, scoreboard, host, counters, time.perf_counter() - started, error)
+    stats = summarize(config, trace, scoreboard, host.bus, counters, time.perf_counter() - started, error)
     with open(config.stats, "w") as f:
         json.dump(stats, f, indent=2)
     assert error is None, error

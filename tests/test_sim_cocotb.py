@@ -139,3 +139,13 @@ def test_icarus_runs_the_same_scoreboard_and_writes_fst(base_trace, tmp_path):
     stats = run_trace(path, SimOptions(simulator="icarus", seed=6, waves=str(waves), **STALLY))
     assert_passed(stats, trace)
     assert waves.stat().st_size > 1000
+
+
+def test_amaranth_simulator_runs_the_same_scoreboard(tiny_image, image_dir, tmp_path):
+    entry = next(e for e in tiny_image.entries if e.symmetric)
+    trace = make_trace(tiny_image, image_dir, [entry.name], [(View.INT8, 3), (View.BF16, 2)], "random",
+                       errors=2, seed=8)
+    save_trace(trace, tmp_path / "t")
+    stats = run_trace(tmp_path / "t", SimOptions(simulator="amaranth", seed=8, **STALLY))
+    assert_passed(stats, trace)
+    assert stats["simulator"] == "amaranth"

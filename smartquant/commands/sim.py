@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sim", help="co-verify the RTL against a golden trace (cocotb)",
                               description=__doc__)
     p.add_argument("trace", help="trace directory (smartquant trace output)")
-    p.add_argument("--sim", default="verilator", choices=runner.SIMULATORS)
+    p.add_argument("--sim", default="verilator", choices=runner.SIMULATORS,
+                   help="verilator (default), icarus, or amaranth (Amaranth's simulator: slow, small traces)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stall patterns")
     p.add_argument("--stall", type=float, default=0.2,
                    help="pause probability per cycle on every AXI channel and host stream (0: none)")
