@@ -53,7 +53,7 @@ class DramPort(wiring.Component):
         size = (width // 8).bit_length() - 1
 
         # --- read requests -> AR ---
-        m.submodules.read_queue = rq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=2)
+        m.submodules.read_queue = rq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
         m.submodules.landing = landing = SyncFIFOBuffered(
             width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
         head = data.View(READ_REQUEST, rq.r_data)
@@ -108,7 +108,7 @@ class DramPort(wiring.Component):
                     m.d.sync += [filled[s].eq(1), fail[s].eq(failed | beat_failed)]
 
         # --- writes -> AW, W; B -> wresp ---
-        m.submodules.write_queue = wq = SyncFIFOBuffered(width=WRITE_REQUEST.size, depth=2)
+        m.submodules.write_queue = wq = SyncFIFOBuffered(width=WRITE_REQUEST.size, depth=4)
         m.submodules.wresp_queue = bq = SyncFIFOBuffered(width=1, depth=self.wresp_depth)
         wr = data.View(WRITE_REQUEST, wq.r_data)
         aw_sent, w_sent = Signal(), Signal()

@@ -34,7 +34,7 @@ class SmartQuantTop(wiring.Component):
     `plane_slots` / `meta_slots` block buffers, `job_depth` requests between issue and response."""
 
     def __init__(self, *, lanes: int = 32, axi_data_width: int = 512, axi_addr_width: int = 32,
-                 axi_id_width: int = 4, plane_slots: int = 16, meta_slots: int = 8, job_depth: int = 128):
+                 axi_id_width: int = 4, plane_slots: int = 64, meta_slots: int = 8, job_depth: int = 128):
         if not 12 <= axi_addr_width <= 64:
             raise ValueError(f"AXI address width {axi_addr_width} outside 12..64")
         if not 1 <= axi_id_width <= 16:

@@ -52,15 +52,16 @@ def test_tiny_image_every_view_and_k(tiny_image):
     assert result.counters["errors_int8_asymmetric"] == asym_int8 > 0
 
 
-def test_narrow_axi_and_few_lanes(tiny_image):
-    """axi_data_width=128 (4 beats per line) and lanes=8 (4 steps per fp16 line)."""
+def test_narrow_axi_few_lanes_few_buffers(tiny_image):
+    """axi_data_width=128 (4 beats per line), lanes=8 (4 steps per fp16 line), and the
+    fewest block buffers and a short job queue, so fetches wait for released slots."""
     requests = []
     for view in QUANTIZED:
         for entry in tiny_image.entries[:3]:
             requests += tensor_requests(entry, view, 3)
     result = run_top(tiny_image.dram, region_writes(tiny_image.entries), requests,
                      dram_lines=tiny_image.dram_lines, cfg=BenchConfig(latency=5, seed=2),
-                     axi_data_width=128, lanes=8)
+                     axi_data_width=128, lanes=8, plane_slots=2, meta_slots=2, job_depth=8)
     check_against_golden(tiny_image, requests, result)
 
 
