@@ -17,6 +17,7 @@ it (pre-LN, plus `encoder.final_layer_norm` at the end).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -95,6 +96,18 @@ class WeightSource(Protocol):
 Observer = Callable[[str, torch.Tensor], None]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run torch on one thread: the matrices of a few-token forward pass are small, and a
+    second thread on a shared 2-core machine makes a matmul up to ~30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _gelu(x: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.nn.functional.gelu(x, approximate="tanh" if kind == "gelu_tanh" else "none")
 
@@ -157,7 +170,10 @@ class Transformer:
             raise SmartquantError(f"{ids.shape[1]} tokens exceed the model's maximum "
                                   f"of {self.config.max_positions}")
         mask = torch.ones_like(ids) if mask is None else mask
-        x = self._embed(ids)
+        with one_thread():
+            return self._layers(self._embed(ids), mask, observe)
+
+    def _layers(self, x: torch.Tensor, mask: torch.Tensor, observe: Observer | None) -> torch.Tensor:
         for i in range(self.config.num_layers):
             names = layer_names(i)
             if self.config.pre_layer_norm:

@@ -1,0 +1,74 @@
+"""The shipped evaluation set: sentence pairs (paraphrase / related / unrelated) and
+calibration sentences, written for this project (sw/data/, no downloads).
+
+`sentence_pairs.tsv`: one pair a line, `label<TAB>sentence_a<TAB>sentence_b`;
+`calibration.txt`: one sentence a line.  Lines starting with `#` are comments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+
+from ..errors import SmartquantError
+
+LABELS = ("paraphrase", "related", "unrelated")
+
+
+@dataclasses.dataclass(frozen=True)
+class SentencePair:
+    label: str
+    a: str
+    b: str
+
+
+def _lines(path: str | Path | None, default: str) -> tuple[str, list[str]]:
+    if path is None:
+        text = resources.files("smartquant.sw").joinpath("data", default).read_text()
+        where = default
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SmartquantError(f"{path}: cannot read ({exc.strerror})") from None
+        where = str(path)
+    return where, [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _take(items: list, limit: int | None) -> list:
+    """The first `limit` items spread over the whole list (every n-th), or all of them."""
+    if limit is None or limit >= len(items):
+        return items
+    if limit < 1:
+        raise SmartquantError(f"sample size {limit} must be at least 1")
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def load_pairs(path: str | Path | None = None, limit: int | None = None) -> list[SentencePair]:
+    """Sentence pairs (all, or `limit` of them spread over the labels)."""
+    where, lines = _lines(path, "sentence_pairs.tsv")
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split("\t")
+        if len(fields) != 3 or fields[0] not in LABELS or not all(f.strip() for f in fields[1:]):
+            raise SmartquantError(f"{where}: pair {number} is not 'label<TAB>sentence<TAB>sentence' "
+                                  f"with a label in {LABELS}")
+        pairs.append(SentencePair(*fields))
+    if not pairs:
+        raise SmartquantError(f"{where}: no sentence pairs")
+    return _take(pairs, limit)
+
+
+def load_calibration(path: str | Path | None = None, limit: int | None = None) -> list[str]:
+    """Calibration sentences for static plans (disjoint from the pairs)."""
+    where, lines = _lines(path, "calibration.txt")
+    if not lines:
+        raise SmartquantError(f"{where}: no calibration sentences")
+    return _take(lines, limit)
+
+
+def unique_sentences(pairs: list[SentencePair]) -> list[str]:
+    """Every sentence of the pairs once, in first-seen order."""
+    return list(dict.fromkeys(s for p in pairs for s in (p.a, p.b)))
