@@ -25,8 +25,6 @@ from .fetch import FetchIssue
 from .layouts import JOB
 from .respond import DRS, NDR, Responder
 
-from ..spec import LINE_BYTES
-
 
 class SmartQuantTop(wiring.Component):
     """Parameters: `lanes` weights dequantized per cycle (1..32, power of two),

@@ -114,6 +114,24 @@ class AxiRam:
         self.now += 1
 
 
+async def bus_write(ctx, bus, addr: int, value: int) -> None:
+    """One CSR-bus write cycle."""
+    ctx.set(bus.addr, addr)
+    ctx.set(bus.w_data, value)
+    ctx.set(bus.w_en, 1)
+    await ctx.tick()
+    ctx.set(bus.w_en, 0)
+
+
+async def bus_read(ctx, bus, addr: int) -> int:
+    """One CSR-bus read: r_en for a cycle, r_data the cycle after."""
+    ctx.set(bus.addr, addr)
+    ctx.set(bus.r_en, 1)
+    await ctx.tick()
+    ctx.set(bus.r_en, 0)
+    return ctx.get(bus.r_data)
+
+
 def region_writes(entries) -> list[tuple[int, int]]:
     """CSR writes programming region i with entries[i] (TensorEntry-like)."""
     writes = []
@@ -134,18 +152,10 @@ def run_top(memory: np.ndarray, csr_writes, requests, *, dram_lines: int, cfg: B
 
     async def bench(ctx):
         async def csr_write(addr, value):
-            ctx.set(dut.csr.addr, addr)
-            ctx.set(dut.csr.w_data, value)
-            ctx.set(dut.csr.w_en, 1)
-            await ctx.tick()
-            ctx.set(dut.csr.w_en, 0)
+            await bus_write(ctx, dut.csr, addr, value)
 
         async def csr_read(addr):
-            ctx.set(dut.csr.addr, addr)
-            ctx.set(dut.csr.r_en, 1)
-            await ctx.tick()
-            ctx.set(dut.csr.r_en, 0)
-            return ctx.get(dut.csr.r_data)
+            return await bus_read(ctx, dut.csr, addr)
 
         for addr, value in [(CSR_DRAM_LINES, dram_lines), *csr_writes]:
             await csr_write(addr, value)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from hw_bench import bus_read, bus_write
+
 from smartquant.hw.csr import CsrFile
 from smartquant.hw.decode import AddressDecoder
 from smartquant.hw.layouts import Kind
@@ -134,18 +136,10 @@ def test_csr_file():
 
     async def bench(ctx):
         async def write(addr, value):
-            ctx.set(dut.bus.addr, addr)
-            ctx.set(dut.bus.w_data, value)
-            ctx.set(dut.bus.w_en, 1)
-            await ctx.tick()
-            ctx.set(dut.bus.w_en, 0)
+            await bus_write(ctx, dut.bus, addr, value)
 
         async def read(addr):
-            ctx.set(dut.bus.addr, addr)
-            ctx.set(dut.bus.r_en, 1)
-            await ctx.tick()
-            ctx.set(dut.bus.r_en, 0)
-            return ctx.get(dut.bus.r_data)
+            return await bus_read(ctx, dut.bus, addr)
 
         assert await read(CSR_ID) == CSR_ID_VALUE
         assert await read(CSR_DRAM_LINES) == 1 << 20
