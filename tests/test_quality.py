@@ -1,0 +1,69 @@
+"""Evaluation set, quality metrics and the experiment rows (small samples)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from smartquant.errors import SmartquantError
+from smartquant.sw import experiment
+from smartquant.sw.evalset import LABELS, load_calibration, load_pairs, unique_sentences
+from smartquant.sw.quality import rank, spearman
+
+values = st.lists(st.integers(-1000, 1000), min_size=2, max_size=40, unique=True)
+
+
+@given(values)
+def test_spearman_of_monotone_maps(x):
+    x = np.array(x, dtype=np.int64)
+    assert spearman(x, x ** 3 + 5) == pytest.approx(1.0)
+    assert spearman(x, -7 * x) == pytest.approx(-1.0)
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=30))
+def test_ranks_average_ties(x):
+    r = rank(x)
+    assert r.sum() == pytest.approx(len(x) * (len(x) + 1) / 2)
+    for i in range(len(x)):
+        assert r[i] == pytest.approx(sum(v < x[i] for v in x) + (sum(v == x[i] for v in x) + 1) / 2)
+
+
+def test_spearman_with_ties():
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / np.sqrt(3))
+
+
+def test_evalset_is_shipped_and_balanced():
+    pairs = load_pairs()
+    assert 60 <= len(pairs) <= 100
+    assert {p.label for p in pairs} == set(LABELS)
+    assert not set(load_calibration()) & set(unique_sentences(pairs))
+    assert len({p.label for p in load_pairs(limit=6)}) == 3
+
+
+def test_malformed_evalset(tmp_path):
+    bad = tmp_path / "pairs.tsv"
+    bad.write_text("similar\tone\ttwo\n")
+    with pytest.raises(SmartquantError, match="pair 1 is not"):
+        load_pairs(bad)
+    with pytest.raises(SmartquantError, match="cannot read"):
+        load_pairs(tmp_path / "missing.tsv")
+
+
+def test_experiment_rows_and_plots(minilm_image, tmp_path):
+    ev = experiment.prepare(minilm_image, pairs=load_pairs(limit=6), calibration=load_calibration(limit=3))
+    steps = []
+    rows = experiment.run(ev, static_ks=(3, 8), budgets=(3.5,), progress=steps.append)
+    assert steps == ["uniform 3", "uniform 8", "static 3.5", "dynamic 3.5"]
+    by = {r["plan"]: r for r in rows}
+    assert by["uniform 8"]["vs_int8"] == 1.0
+    assert by["uniform 8"]["cosine_mean"] > 0.999 and by["uniform 8"]["spearman"] > 0.99
+    assert by["uniform 3"]["cosine_mean"] < by["uniform 8"]["cosine_mean"]
+    for plan in ("static 3.5", "dynamic 3.5"):
+        assert by[plan]["avg_bits"] <= 3.5 + 1e-9
+        assert by["uniform 3"]["dram_bytes"] < by[plan]["dram_bytes"] < by["uniform 8"]["dram_bytes"]
+    paths = experiment.plot(rows, tmp_path / "plots")
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_image_without_the_model(tiny_image):
+    with pytest.raises(SmartquantError, match="image lacks 36 linear weights"):
+        experiment.prepare(tiny_image)
