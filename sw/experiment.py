@@ -25,7 +25,8 @@ from ..errors import SmartquantError
 from .evalset import SentencePair, load_calibration, load_pairs, unique_sentences
 from .model import SentenceEncoder, SentenceTokenizer, TransformerConfig, linear_weight_names, load_encoder, model_dir
 from .plan import plan_average_bits, plan_dram_bytes, uniform_plan
-from .policy import DEFAULT_KS, PrecisionPolicy
+from ..spec import PLANES
+from .policy import DEFAULT_KS, PrecisionPolicy, check_budget
 from .quality import quality
 from .weights import StorePlan, StoreValues
 
@@ -103,9 +104,19 @@ def dynamic_row(ev: Evaluation, budget: float) -> dict:
     return _row(ev, f"dynamic {budget:g}", "dynamic", np.mean(bits), np.mean(dram), embeddings)
 
 
+def check_settings(static_ks: Sequence[int], budgets: Sequence[float], ks: Sequence[int] = DEFAULT_KS) -> None:
+    """SmartquantError for a uniform k outside 1..8 or a budget the allowed ks cannot meet."""
+    for k in static_ks:
+        if not 1 <= k <= PLANES:
+            raise SmartquantError(f"uniform k={k} outside 1..{PLANES}")
+    for budget in budgets:
+        check_budget(budget, ks)
+
+
 def run(ev: Evaluation, static_ks: Sequence[int] = STATIC_KS, budgets: Sequence[float] = BUDGETS,
         progress: Progress | None = None) -> list[dict]:
     """Rows for uniform k in `static_ks`, then static and dynamic plans at each budget."""
+    check_settings(static_ks, budgets, ev.policy.ks)
     progress = progress or (lambda label: None)
     rows = []
     for k in static_ks:
