@@ -13,14 +13,17 @@ where a_j is the mean square of input channel j over the tokens that reach the
 layer (the activation norm per input channel) and the squared view error is the
 weight sensitivity (the golden store's own values).  With the usual noise model
 (error variance x 4 per bit removed) a slice read at k bits costs
-n_s * I_s * 4^(k_ref - k).  `allocate` minimises the sum under
+n_s * g_t * I_s * 4^(k_ref - k), where the tensor gain g_t (measured once on
+calibration text, `PrecisionPolicy.calibrate`) converts a layer's output error into
+the error it causes in the sentence embedding.  `allocate` minimises the sum under
 `sum_s n_s k_s <= budget * sum_s n_s` by greedy marginal analysis, which never
 gives a more important slice fewer bits than a less important one.
 
 Plans: `static_plan` allocates over all slices with input-independent statistics
-(calibration sentences, or a_j = 1); `DynamicPlanner` keeps each tensor's static
-bit total and, as the model runs, re-allocates that tensor's slices from the
-activations that actually reach it (causal: decided when the layer's input is known).
+(calibration sentences, or a_j = 1); `DynamicPlanner` (one per forward pass) keeps
+each tensor's static bit total and, as the model runs, re-allocates that tensor's
+slices from the activations that actually reach it (causal: decided when the
+layer's input is known, before its weights are read).
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ import torch
 
 from ..errors import SmartquantError
 from ..spec import BLOCK_WEIGHTS, PLANES
-from .model import TransformerConfig, linear_weight_names
+from .model import SentenceEncoder, TransformerConfig, linear_weight_names
 from .plan import PlanEntry, check_plan, plan_requests  # noqa: F401  (plan_requests is policy API)
-from .weights import StoreValues, plan_rows, side_tensor
+from .weights import StorePlan, StoreValues, plan_rows, side_tensor
 
 DEFAULT_KS = (2, 3, 4, 5, 6, 8)
 K_REF = 4      #: precision whose measured view error is the slice sensitivity
@@ -175,8 +178,6 @@ class PrecisionPolicy:
 
     def calibrate(self, tokenizer, sentences: Sequence[str], progress=None) -> None:
         """Measure a_j and the tensor gains g_t on calibration sentences (see class doc)."""
-        from .model import SentenceEncoder
-        from .weights import StorePlan
         if not sentences:
             raise SmartquantError("calibration needs at least one sentence")
         top = {n: PlanEntry(n, 0, self.image.entry(n).shape[0], PLANES) for n in self.tensors}
