@@ -69,7 +69,7 @@ def smallest_tensor(image):
     return min(image.entries, key=lambda e: (e.blocks, e.name))
 
 
-@pytest.mark.parametrize("view,k", [(View.PACKED, 3), (View.FP16, 4)])
+@pytest.mark.parametrize("view,k", [(View.PACKED, 3), (View.FP16, 4)], ids=["packed-3", "fp16-4"])
 def test_minilm_tensor_dram_bytes(minilm_image, view, k):
     """A whole MiniLM tensor read sequentially: bit-exact, and DRAM bytes read are k lines
     per block (plus each metadata line once for fp16), from the CSR counters."""
@@ -88,7 +88,7 @@ def test_minilm_tensor_dram_bytes(minilm_image, view, k):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("k", KS)
-@pytest.mark.parametrize("view", QUANTIZED)
+@pytest.mark.parametrize("view", QUANTIZED, ids=lambda v: v.name.lower())
 def test_minilm_tensor_every_view(minilm_image, view, k):
     """The acceptance sweep: a whole MiniLM tensor at every view and k (int8 views of the
     asymmetric MiniLM tensors are poison, as the golden decoder says)."""
