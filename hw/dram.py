@@ -1,7 +1,8 @@
 """The DRAM side: AXI4 manager and the block buffers its read data lands in.
 
-Reads: each request names a buffer slot (a plane slot, 8 lines wide, or a metadata slot,
-one line) and a burst of whole lines; data beats are written straight into the slot and
+Reads: plane and metadata requests come in two queues (metadata first onto AR); each
+names a buffer slot (a plane slot, 8 lines wide, or a metadata slot, one line) and a
+burst of whole lines; data beats are written straight into the slot and
 the slot's `filled` flag rises with the last beat (`failed` too if any beat had SLVERR or
 DECERR).  Every read uses ARID 0 and every write AWID 0, so the subordinate returns them
 in order and beats land by a FIFO of issued bursts.  Writes: one line per request (AW and
@@ -19,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec import LINE_BITS, LINE_BYTES, PLANES
 from .axi import AXI_BURST_INCR, axi4_signature
 
-READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "meta": 1, "slot": 8})
+READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "slot": 8})
 WRITE_REQUEST = data.StructLayout({"line": 32, "data": LINE_BITS})
 _LANDING = data.StructLayout({"meta": 1, "slot": 8})
 
@@ -34,7 +35,8 @@ class DramPort(wiring.Component):
         self.plane_slots, self.meta_slots = plane_slots, meta_slots
         self.wresp_depth = wresp_depth
         super().__init__({
-            "reads": In(stream.Signature(READ_REQUEST)),
+            "plane_reads": In(stream.Signature(READ_REQUEST)),
+            "meta_reads": In(stream.Signature(READ_REQUEST)),
             "writes": In(stream.Signature(WRITE_REQUEST)),
             "wresp": Out(stream.Signature(1)),          # 1: the write failed
             "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
@@ -52,20 +54,23 @@ class DramPort(wiring.Component):
         width, bpl = self.data_width, self.beats_per_line
         size = (width // 8).bit_length() - 1
 
-        # --- read requests -> AR ---
-        m.submodules.read_queue = rq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
+        # --- read requests (plane and metadata queues) -> AR, metadata first ---
+        m.submodules.plane_queue = pq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
+        m.submodules.meta_queue = mq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
         m.submodules.landing = landing = SyncFIFOBuffered(
             width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
-        head = data.View(READ_REQUEST, rq.r_data)
+        for queue, reads in ((pq, self.plane_reads), (mq, self.meta_reads)):
+            m.d.comb += [queue.w_en.eq(reads.valid), queue.w_data.eq(reads.payload), reads.ready.eq(queue.w_rdy)]
+        pick_meta = mq.r_rdy
+        head = data.View(READ_REQUEST, Mux(pick_meta, mq.r_data, pq.r_data))
         m.d.comb += [
-            rq.w_en.eq(self.reads.valid), rq.w_data.eq(self.reads.payload), self.reads.ready.eq(rq.w_rdy),
-            axi.arvalid.eq(rq.r_rdy & landing.w_rdy),
+            axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy),
             axi.araddr.eq(head.line * LINE_BYTES), axi.arlen.eq(head.lines * bpl - 1),
             axi.arsize.eq(size), axi.arburst.eq(AXI_BURST_INCR), axi.arid.eq(0),
         ]
         ar_done = axi.arvalid & axi.arready
-        m.d.comb += [rq.r_en.eq(ar_done), landing.w_en.eq(ar_done),
-                     landing.w_data.eq(Cat(head.meta, head.slot))]
+        m.d.comb += [pq.r_en.eq(ar_done & ~pick_meta), mq.r_en.eq(ar_done & pick_meta),
+                     landing.w_en.eq(ar_done), landing.w_data.eq(Cat(pick_meta, head.slot))]
 
         # --- R -> block buffers ---
         m.submodules.plane_mem = plane_mem = Memory(shape=PLANES * LINE_BITS, depth=self.plane_slots, init=[])
@@ -91,18 +96,20 @@ class DramPort(wiring.Component):
             self.read_beat.eq(r_beat),
         ]
         outstanding = Signal(range(self.plane_slots + self.meta_slots + 4))
-        issued = self.reads.valid & self.reads.ready
+        plane_issued = self.plane_reads.valid & self.plane_reads.ready
+        meta_issued = self.meta_reads.valid & self.meta_reads.ready
         burst_end = r_beat & axi.rlast
-        m.d.sync += outstanding.eq(outstanding + issued - burst_end)
+        m.d.sync += outstanding.eq(outstanding + plane_issued + meta_issued - burst_end)
         m.d.comb += [landing.r_en.eq(burst_end), self.reads_idle.eq(outstanding == 0)]
         with m.If(r_beat):
             m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
         with m.If(burst_end):
             m.d.sync += [beat.eq(0), failed.eq(0)]
-        for filled, fail, is_meta in ((self.plane_filled, self.plane_failed, 0),
-                                      (self.meta_filled, self.meta_failed, 1)):
+        for filled, fail, issued, reads, is_meta in (
+                (self.plane_filled, self.plane_failed, plane_issued, self.plane_reads, 0),
+                (self.meta_filled, self.meta_failed, meta_issued, self.meta_reads, 1)):
             for s in range(len(filled)):
-                with m.If(issued & (self.reads.payload.meta == is_meta) & (self.reads.payload.slot == s)):
+                with m.If(issued & (reads.payload.slot == s)):
                     m.d.sync += [filled[s].eq(0), fail[s].eq(0)]
                 with m.If(burst_end & (dest.meta == is_meta) & (dest.slot == s)):
                     m.d.sync += [filled[s].eq(1), fail[s].eq(failed | beat_failed)]

@@ -29,7 +29,8 @@ class FetchIssue(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(COMMAND)),
             "job": Out(stream.Signature(JOB)),
-            "reads": Out(stream.Signature(READ_REQUEST)),
+            "plane_reads": Out(stream.Signature(READ_REQUEST)),
+            "meta_reads": Out(stream.Signature(READ_REQUEST)),
             "writes": Out(stream.Signature(WRITE_REQUEST)),
             "reads_idle": In(1), "writes_idle": In(1),
             "release_plane": In(1), "release_meta": In(1),
@@ -60,17 +61,16 @@ class FetchIssue(wiring.Component):
                                       & (plane_lines >= c.k))
         meta_have = meta_pending | (meta_cached & (meta_line == c.meta_line))
         want_plane = self.cmd.valid & needs_plane & ~plane_have & (plane_used < P) & self.writes_idle
-        want_meta = (self.cmd.valid & needs_meta & plane_have & ~meta_have & (meta_used < M)
-                     & self.writes_idle)
+        want_meta = self.cmd.valid & needs_meta & ~meta_have & (meta_used < M) & self.writes_idle
         m.d.comb += [
-            self.reads.valid.eq(want_plane | want_meta),
-            self.reads.payload.meta.eq(~want_plane),
-            self.reads.payload.line.eq(Mux(want_plane, c.plane_line, c.meta_line)),
-            self.reads.payload.lines.eq(Mux(want_plane & quantized, c.k, 1)),
-            self.reads.payload.slot.eq(Mux(want_plane, plane_next, meta_next)),
+            self.plane_reads.valid.eq(want_plane), self.plane_reads.payload.line.eq(c.plane_line),
+            self.plane_reads.payload.lines.eq(Mux(quantized, c.k, 1)),
+            self.plane_reads.payload.slot.eq(plane_next),
+            self.meta_reads.valid.eq(want_meta), self.meta_reads.payload.line.eq(c.meta_line),
+            self.meta_reads.payload.lines.eq(1), self.meta_reads.payload.slot.eq(meta_next),
         ]
-        alloc_plane = want_plane & self.reads.ready
-        alloc_meta = want_meta & self.reads.ready
+        alloc_plane = want_plane & self.plane_reads.ready
+        alloc_meta = want_meta & self.meta_reads.ready
 
         m.d.comb += [
             self.writes.valid.eq(self.cmd.valid & is_write & self.reads_idle & self.job.ready),

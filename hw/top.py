@@ -72,7 +72,8 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ndr), resp.ndr)
         wiring.connect(m, wiring.flipped(self.axi), dram.axi)
         wiring.connect(m, dec.cmd, issue.cmd)
-        wiring.connect(m, issue.reads, dram.reads)
+        wiring.connect(m, issue.plane_reads, dram.plane_reads)
+        wiring.connect(m, issue.meta_reads, dram.meta_reads)
         wiring.connect(m, issue.writes, dram.writes)
         wiring.connect(m, dram.wresp, resp.wresp)
         m.d.comb += [
