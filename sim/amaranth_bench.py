@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import collections
 import random
-import time
 
 from amaranth.sim import Simulator
 
-from .. import spec
 from ..sw.trace import load_trace
 from .dram import random_pauses
-from .host import BusCounters, HangError, HostModel
+from .host import BusCounters, HostModel
 from .scoreboard import Scoreboard
-from .testbench import BenchConfig, counter_disagreement, region_writes, summarize
+from .testbench import BenchConfig, run_segments
 
 AR = ("arvalid", "araddr", "arlen", "arsize", "arid")
 R = ("rready",)
@@ -109,61 +107,51 @@ def run_trace_amaranth(trace_path, config: BenchConfig, top) -> dict:
     result = {}
     axi = {name: getattr(top.axi, name) for name in SAMPLED + tuple(ram.out)}
 
-    async def csr_write(ctx, addr, value):
-        ctx.set(top.csr.addr, addr)
-        ctx.set(top.csr.w_data, value)
-        ctx.set(top.csr.w_en, 1)
-        await ctx.tick()
-        ctx.set(top.csr.w_en, 0)
+    class Csr:
+        """The register bus through Amaranth's simulator context (CsrPort's interface)."""
 
-    async def csr_read(ctx, addr):
-        ctx.set(top.csr.addr, addr)
-        ctx.set(top.csr.r_en, 1)
-        await ctx.tick()
-        ctx.set(top.csr.r_en, 0)
-        return ctx.get(top.csr.r_data)
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        async def write(self, addr, value):
+            self.ctx.set(top.csr.addr, addr)
+            self.ctx.set(top.csr.w_data, value)
+            self.ctx.set(top.csr.w_en, 1)
+            await self.ctx.tick()
+            self.ctx.set(top.csr.w_en, 0)
+
+        async def read(self, addr):
+            self.ctx.set(top.csr.addr, addr)
+            self.ctx.set(top.csr.r_en, 1)
+            await self.ctx.tick()
+            self.ctx.set(top.csr.r_en, 0)
+            return self.ctx.get(top.csr.r_data)
 
     async def bench(ctx):
-        started, error, counters = time.perf_counter(), None, {}
-        await csr_write(ctx, spec.CSR_DRAM_LINES, trace.dram_bytes // spec.LINE_BYTES)
-        await csr_write(ctx, spec.CSR_COUNTER_CLEAR, 1)
-        try:
-            for segment in trace.segments:
-                for addr, value in region_writes(segment.regions):
-                    await csr_write(ctx, addr, value)
-                model.begin(segment.start, segment.stop)
-                finished = False
-                while not finished:
-                    values = await ctx.tick().sample(
-                        top.req.ready, top.drs.valid, top.drs.payload.as_value(), top.ndr.valid,
-                        top.ndr.payload.as_value(), *(axi[n] for n in SAMPLED))
-                    req_ready, drs_valid, drs_payload, ndr_valid, ndr_payload = values[2:7]
-                    sampled = dict(zip(SAMPLED, values[7:]))
-                    finished = model.edge(req_ready, drs_valid, lambda: drs_payload, ndr_valid, lambda: ndr_payload)
-                    bus.cycles += 1
-                    bus.read_beats += bool(ram.out["rvalid"] and sampled["rready"])
-                    bus.read_bursts += bool(ram.out["arready"] and sampled["arvalid"])
-                    bus.write_beats += bool(ram.out["wready"] and sampled["wvalid"])
-                    ram.edge(model.cycle, sampled)
-                    for name, value in ram.out.items():
-                        ctx.set(axi[name], value)
-                    if model.req_payload is not None:
-                        ctx.set(top.req.payload.as_value(), model.req_payload)
-                    ctx.set(top.req.valid, model.req_valid)
-                    ctx.set(top.drs.ready, model.drs_ready)
-                    ctx.set(top.ndr.ready, model.ndr_ready)
-                if scoreboard.first_mismatch:
-                    break
-            for name in spec.COUNTERS:
-                low = await csr_read(ctx, spec.counter_csr(name))
-                counters[name] = low | (await csr_read(ctx, spec.counter_csr(name) + 1)) << 32
-        except HangError as exc:
-            error = str(exc)
-        if scoreboard.first_mismatch and error is None:
-            error = scoreboard.first_mismatch.text
-        if error is None:
-            error = counter_disagreement(counters, scoreboard, bus.bytes_read)
-        result.update(summarize(config, trace, scoreboard, bus, counters, time.perf_counter() - started, error))
+        async def replay(start, stop):
+            model.begin(start, stop)
+            finished = False
+            while not finished:
+                values = await ctx.tick().sample(
+                    top.req.ready, top.drs.valid, top.drs.payload.as_value(), top.ndr.valid,
+                    top.ndr.payload.as_value(), *(axi[n] for n in SAMPLED))
+                req_ready, drs_valid, drs_payload, ndr_valid, ndr_payload = values[2:7]
+                sampled = dict(zip(SAMPLED, values[7:]))
+                finished = model.edge(req_ready, drs_valid, lambda: drs_payload, ndr_valid, lambda: ndr_payload)
+                bus.cycles += 1
+                bus.read_beats += bool(ram.out["rvalid"] and sampled["rready"])
+                bus.read_bursts += bool(ram.out["arready"] and sampled["arvalid"])
+                bus.write_beats += bool(ram.out["wready"] and sampled["wvalid"])
+                ram.edge(model.cycle, sampled)
+                for name, value in ram.out.items():
+                    ctx.set(axi[name], value)
+                if model.req_payload is not None:
+                    ctx.set(top.req.payload.as_value(), model.req_payload)
+                ctx.set(top.req.valid, model.req_valid)
+                ctx.set(top.drs.ready, model.drs_ready)
+                ctx.set(top.ndr.ready, model.ndr_ready)
+
+        result.update(await run_segments(config, trace, scoreboard, Csr(ctx), replay, bus))
 
     sim = Simulator(top)
     sim.add_clock(4e-9)

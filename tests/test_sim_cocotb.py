@@ -133,10 +133,14 @@ def test_watchdog_fails_a_stuck_run(base_trace):
     assert "oldest outstanding: request" in stats["error"]
 
 
-def test_icarus_runs_the_same_scoreboard_and_writes_fst(base_trace, tmp_path):
-    path, trace = base_trace
+def test_icarus_runs_the_same_scoreboard_and_writes_fst(tiny_image, image_dir, tmp_path):
+    # Icarus runs this design at tens of cycles per second: a small trace
+    entry = min(tiny_image.entries, key=lambda e: e.blocks)
+    trace = make_trace(tiny_image, image_dir, [entry.name], [(View.PACKED, 3), (View.FP16, 2)], "random",
+                       errors=2, seed=6)
+    save_trace(trace, tmp_path / "t")
     waves = tmp_path / "run.fst"
-    stats = run_trace(path, SimOptions(simulator="icarus", seed=6, waves=str(waves), **STALLY))
+    stats = run_trace(tmp_path / "t", SimOptions(simulator="icarus", seed=6, waves=str(waves), **STALLY))
     assert_passed(stats, trace)
     assert waves.stat().st_size > 1000
 
