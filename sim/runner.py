@@ -154,6 +154,7 @@ class SimOptions:
     waves: str | None = None         #: copy the waveform here (VCD from Verilator, FST from Icarus)
     lanes: int | None = None
     axi_data_width: int | None = None
+    responses: str | None = None     #: save the received DRS lines here (.npy, request order)
 
 
 def waves_suffix(simulator: str) -> str:
@@ -163,7 +164,8 @@ def waves_suffix(simulator: str) -> str:
 def _bench_config(trace_path: Path, options: SimOptions, stats_path: str = "") -> BenchConfig:
     return BenchConfig(trace=str(trace_path), stats=stats_path, seed=options.seed,
                        stall=options.stall, read_latency=options.read_latency,
-                       max_in_flight=options.max_in_flight, watchdog_cycles=options.watchdog_cycles)
+                       max_in_flight=options.max_in_flight, watchdog_cycles=options.watchdog_cycles,
+                       responses=str(Path(options.responses).resolve()) if options.responses else "")
 
 
 def _run_amaranth(trace_path: Path, options: SimOptions) -> dict:

@@ -34,6 +34,7 @@ class Scoreboard:
         self.poisoned = 0
         self.mismatches: list[Mismatch] = []
         self.latencies: list[int] = []
+        self.received = np.zeros_like(trace.line)    #: u8[n, 64] DRS data as it arrived, by request
 
     def accepted(self, index: int, cycle: int) -> None:
         tag = int(self.trace.tag[index])
@@ -57,6 +58,7 @@ class Scoreboard:
         elif poison != expected_poison:
             self._fail(index, cycle, f"{where}: poison {poison}, expected {expected_poison}")
         elif data is not None and not poison:
+            self.received[index] = np.frombuffer(data, np.uint8)
             expected = self.trace.line[index].tobytes()
             if data != expected:
                 self._fail(index, cycle, f"{where}: {describe_difference(data, expected)}")

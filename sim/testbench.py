@@ -40,6 +40,7 @@ class BenchConfig:
     read_latency: int = 0            #: extra DRAM read latency, cycles per burst
     max_in_flight: int = 64
     watchdog_cycles: int = 20000
+    responses: str = ""              #: if set, save the DRS lines received here (.npy, u8[requests, 64])
 
     def host_settings(self) -> HostSettings:
         return HostSettings(max_in_flight=self.max_in_flight, request_gap=self.stall,
@@ -112,6 +113,8 @@ async def run_segments(config: BenchConfig, trace, scoreboard, csr, replay, bus)
         error = scoreboard.first_mismatch.text
     if error is None:
         error = counter_disagreement(counters, scoreboard, bus.bytes_read)
+    if config.responses:
+        np.save(config.responses, scoreboard.received)
     return summarize(config, trace, scoreboard, bus, counters, time.perf_counter() - started, error)
 
 

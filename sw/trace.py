@@ -30,6 +30,7 @@ from ..errors import SmartquantError
 from ..spec import LINE_BYTES, Opcode, View
 from . import golden
 from .image import Image
+from .plan import plan_requests
 
 TRACE_FORMAT = "smartquant-trace"
 TRACE_VERSION = 1
@@ -260,6 +261,21 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
     opcode, addr, line, poison = (np.concatenate(c) for c in zip(*columns))
     return Trace(Path(image_path), int(image.dram.size), settings, segments, opcode,
                  (np.arange(count) % TAGS).astype(np.uint8), addr, line, poison)
+
+
+def plan_trace(image: Image, image_path: str | os.PathLike, plan, view: View = View.FP16) -> Trace:
+    """The requests a host issues to fetch a precision plan's weights (sw/plan.py) in `view`,
+    in plan order, with the golden response of each: what the device sees during inference."""
+    names = list(dict.fromkeys(p.tensor for p in plan))
+    if not names or len(names) > spec.MAX_REGIONS:
+        raise SmartquantError(f"a plan trace needs 1..{spec.MAX_REGIONS} tensors, the plan has {len(names)}")
+    addr = np.array(plan_requests(image, plan, view), dtype=np.uint64)
+    line = np.stack([np.frombuffer(golden.response_line(image, int(a))[0], np.uint8) for a in addr])
+    settings = {"plan": [p.to_json() for p in plan], "view": View(view).name.lower()}
+    return Trace(Path(image_path), int(image.dram.size), settings,
+                 [Segment([region_of(image.entry(n)) for n in names], 0, len(addr))],
+                 np.full(len(addr), Opcode.MEM_RD, np.uint8), (np.arange(len(addr)) % TAGS).astype(np.uint8),
+                 addr, line, np.zeros(len(addr), np.uint8))
 
 
 def _make_bad(kind, image, regions, dram_lines, rng):
