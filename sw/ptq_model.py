@@ -18,7 +18,7 @@ from ..errors import SmartquantError
 from .axe import AccumulatorSpec
 from .gpfq import GPFQ
 from .gptq import GPTQ
-from .model import SentenceEncoder, linear_weight_names, load_encoder
+from .model import SentenceEncoder, load_encoder
 from .weights import FullPrecision
 
 #: algorithm name -> (sequential quantizer class or None for RTN, uses the accumulator spec)

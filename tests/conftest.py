@@ -30,7 +30,7 @@ def _sw_hash() -> str:
 @pytest.fixture(scope="session")
 def minilm_image_dir(request, tmp_path_factory) -> Path:
     """Directory of MiniLM quantized with defaults (G=128, asym, fp16) and NestedMSEClip(views=MINILM_VIEWS)."""
-    from smartquant.sw.image import MANIFEST, Image
+    from smartquant.sw.image import MANIFEST
     from smartquant.sw.quantizer import NestedMSEClip
     from smartquant.sw.sources import minilm_source
     from smartquant.sw.store import quantize_model
