@@ -1,0 +1,107 @@
+"""`smartquant bench`: the RTL's DRAM bytes per weight, read-bus utilisation, host lines
+per cycle and added latency per view, k, DRAM latency and backpressure, in cycle-level
+simulation (Verilator), and simulator speed (sim/bench.py, docs/BENCH.md)."""
+
+from __future__ import annotations
+
+from ..errors import SmartquantError
+from ..report import format_table, write_json
+from ..sim import bench
+from ..spec import View
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SmartquantError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise SmartquantError(f"{what}: no values given")
+    return values
+
+
+def _views(text: str) -> tuple[View, ...]:
+    names = {v.name.lower(): v for v in bench.VIEWS}
+    unknown = [n for n in text.split(",") if n not in names]
+    if unknown:
+        raise SmartquantError(f"--views: unknown view {unknown[0]!r} (one of {', '.join(names)})")
+    return tuple(names[n] for n in text.split(","))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="throughput, DRAM bytes and latency of the RTL in simulation",
+                              description=__doc__)
+    p.add_argument("--full", action="store_true",
+                   help="the whole grid: k = 1..8 and DRAM models holding 16 and 256 read bursts")
+    p.add_argument("--views", default="packed,int8,fp16,bf16", help="views to measure")
+    p.add_argument("--ks", help="bits k (default 2,3,4,8; --full: 1..8)")
+    p.add_argument("--latencies", default="16,64,128", help="DRAM read latencies, cycles")
+    p.add_argument("--stall", type=float, default=bench.BACKPRESSURE_STALL,
+                   help="backpressure points' pause probability per cycle (0: no backpressure points)")
+    p.add_argument("--dram-outstanding", help=f"read bursts the DRAM model holds at once "
+                   f"(default {bench.DRAM_OUTSTANDING}; --full: 16,{bench.DRAM_OUTSTANDING})")
+    p.add_argument("--blocks", type=int, default=256, help="512-weight blocks of the synthetic tensor")
+    p.add_argument("--group-size", type=int, default=128, help="weights per scale of the synthetic tensor")
+    p.add_argument("--lanes", type=int, help="RTL lanes per cycle (default: the RTL's)")
+    p.add_argument("--axi-width", type=int, help="AXI data width in bits (default: the RTL's)")
+    p.add_argument("--no-speed", action="store_true", help="skip the simulator speed comparison")
+    p.add_argument("--speed-blocks", type=int, default=8, help="blocks of the simulator speed trace (fp16:4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write points, acceptance and speed as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR")
+    p.add_argument("--check", action="store_true", help="exit 1 when issue 9's acceptance is not met")
+    p.set_defaults(func=run)
+
+
+def sweep_from_args(args) -> bench.Sweep:
+    ks = _ints(args.ks, "--ks") if args.ks else (bench.FULL_KS if args.full else bench.DEFAULT_KS)
+    if not all(1 <= k <= 8 for k in ks):
+        raise SmartquantError(f"--ks: bits must be 1..8, got {ks}")
+    outstanding = (_ints(args.dram_outstanding, "--dram-outstanding") if args.dram_outstanding
+                   else (16, bench.DRAM_OUTSTANDING) if args.full else (bench.DRAM_OUTSTANDING,))
+    if not 0 <= args.stall < 1:
+        raise SmartquantError(f"--stall must be in [0, 1), got {args.stall}")
+    return bench.Sweep(views=_views(args.views), ks=ks, latencies=_ints(args.latencies, "--latencies"),
+                       stalls=(0.0, args.stall) if args.stall else (0.0,), dram_outstanding=outstanding,
+                       blocks=args.blocks, group_size=args.group_size, lanes=args.lanes,
+                       axi_data_width=args.axi_width, seed=args.seed)
+
+
+POINT_COLUMNS = [("view", "view"), ("k", "k"), ("read_latency", "DRAM lat"), ("dram_outstanding", "DRAM outst"),
+                 ("stall", "stall"), ("host_lines_per_cycle", "host lines/cyc"),
+                 ("read_bus_utilisation", "read bus util"), ("bound_lines_per_cycle", "bound"),
+                 ("efficiency", "of bound"), ("bytes_per_weight", "B/weight"), ("ideal_bytes_per_weight", "ideal"),
+                 ("bytes_vs_ideal", "vs ideal"), ("added_latency", "added lat"), ("limit", "limit")]
+CHECK_COLUMNS = [("view", "view"), ("k", "k"), ("dram_outstanding", "DRAM outst"), ("measure", "measure"),
+                 ("value", "value"), ("of_bound", "of bound"), ("bytes_vs_ideal", "B/weight vs ideal"),
+                 ("limit", "limit")]
+SPEED_COLUMNS = [("simulator", "simulator"), ("cycles", "cycles"), ("wall_s", "wall s"),
+                 ("cycles_per_s", "cycles/s"), ("weights_per_s", "weights/s"), ("speedup_vs_slowest", "x slowest")]
+
+
+def _table(rows: list[dict], columns) -> str:
+    return format_table([h for _, h in columns], [[row.get(key, "-") for key, _ in columns] for row in rows])
+
+
+def run(args) -> int:
+    sweep = sweep_from_args(args)
+    rows = bench.run_sweep(sweep)
+    speed = [] if args.no_speed else bench.simulator_speed(blocks=args.speed_blocks, lanes=args.lanes,
+                                                           axi_data_width=args.axi_width)
+    checks = bench.acceptance(rows)
+    print(_table(rows, POINT_COLUMNS))
+    if checks:
+        print(f"\nacceptance (DRAM latency {bench.ACCEPT_LATENCY}, no backpressure: >= "
+              f"{bench.ACCEPT_EFFICIENCY:.0%} of the bound, bytes within {bench.ACCEPT_BYTES:.0%} of ideal)")
+        print(_table([{**c, "result": "PASS" if c["passed"] else "SHORT"} for c in checks],
+                     CHECK_COLUMNS + [("result", "result")]))
+    if speed:
+        print()
+        print(_table(speed, SPEED_COLUMNS))
+    if args.json:
+        write_json(args.json, {"sweep": {**sweep.__dict__, "views": [v.name.lower() for v in sweep.views],
+                                         "design": sweep.design()},
+                               "points": rows, "acceptance": checks, "simulators": speed})
+    if args.plot:
+        bench.plot(rows, speed, args.plot)
+    return 1 if args.check and not all(c["passed"] for c in checks) else 0

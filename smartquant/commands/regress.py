@@ -1,0 +1,59 @@
+"""`smartquant regress IMAGE`: many seeds and configurations of the co-verification in
+parallel processes (or on a Ray cluster), with the failures, their seeds and the
+command replaying each (sim/regress.py, docs/BENCH.md).  Exit 1 when a job fails."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from ..errors import SmartquantError
+from ..report import format_table, write_json
+from ..sim import regress
+from ..sw.image import Image
+
+ERROR_CHARS = 120       #: error text shown per failure in the table (the JSON has all of it)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("regress", help="co-verification over many seeds and configurations, in parallel",
+                              description=__doc__)
+    p.add_argument("image", help="image directory (smartquant quantize output)")
+    p.add_argument("--configs", default="default",
+                   help="comma-separated: " + "; ".join(f"{c.name}: {c.description}" for c in regress.CONFIGS.values()))
+    p.add_argument("--seeds", type=int, default=8, help="seeds per configuration")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="run this one seed only (replay)")
+    p.add_argument("--tensors-per-job", type=int, default=2, help="tensors each job reads")
+    p.add_argument("--jobs", type=int, help="parallel processes (default: CPU count)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('auto', 'ray://host:10001'; "
+                   "needs smartquant[cluster] and the image at the same path on every node)")
+    p.add_argument("--keep", metavar="DIR", help="keep every job's trace under DIR (for smartquant sim --waves)")
+    p.add_argument("--json", metavar="FILE", help="write every job's result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.seeds < 1 and args.seed is None:
+        raise SmartquantError(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = [args.seed] if args.seed is not None else list(range(args.first_seed, args.first_seed + args.seeds))
+    image = Image.load(args.image)
+    jobs = regress.make_jobs(image, [c for c in args.configs.split(",") if c], seeds, args.tensors_per_job)
+    with tqdm(total=len(jobs), desc="regress", unit="job", file=sys.stderr, disable=None) as bar:
+        results = regress.run_regress(jobs, args.image, args.jobs, args.ray, args.keep,
+                                      on_result=lambda result: bar.update(1))
+    rows = regress.summary(results)
+    print(format_table(["config", "jobs", "passed", "failed", "failing seeds"],
+                       [[r["config"], r["jobs"], r["passed"], r["failed"],
+                         " ".join(map(str, r["failing_seeds"])) or "-"] for r in rows]))
+    failures = [r for r in results if not r["passed"]]
+    for result in failures:
+        result["replay"] = regress.replay_command(result["config"], result["seed"], args.image, args.tensors_per_job)
+    if failures:
+        print("\nfailures")
+        print(format_table(["config", "seed", "error", "replay"],
+                           [[r["config"], r["seed"], (r["error"] or "")[:ERROR_CHARS], r["replay"]] for r in failures]))
+    if args.json:
+        write_json(args.json, {"summary": rows, "jobs": results})
+    return 1 if failures else 0
