@@ -78,8 +78,7 @@ class Sweep:
     dram_outstanding: tuple = (DRAM_OUTSTANDING,)
     blocks: int = 256               #: 512-weight blocks of the synthetic tensor (> the RTL's 64 plane slots)
     group_size: int = spec.DEFAULT_GROUP_SIZE
-    lanes: int | None = None        #: RTL parameters; None: hw/top.py's defaults
-    axi_data_width: int | None = None
+    rtl: dict = dataclasses.field(default_factory=dict)    #: SmartQuantTop parameters overriding its defaults
     seed: int = 0
 
     def design(self) -> dict:
@@ -87,7 +86,21 @@ class Sweep:
         from ..hw.top import SmartQuantTop
         defaults = {name: p.default for name, p in inspect.signature(SmartQuantTop.__init__).parameters.items()
                     if p.default is not inspect.Parameter.empty}
-        return {**defaults, **runner.design_params(self.lanes, self.axi_data_width)}
+        unknown = sorted(set(self.rtl) - set(defaults))
+        if unknown:
+            raise SmartquantError(f"unknown RTL parameter {unknown[0]!r} (one of {', '.join(defaults)})")
+        return {**defaults, **self.rtl}
+
+    def verilog(self) -> str:
+        """The design's Verilog (hw/top.py with `rtl`); bad parameters are bad input."""
+        from ..hw.top import generate_verilog
+        self.design()
+        if set(self.rtl) <= {"lanes", "axi_data_width"}:       # the runner's cached Verilog
+            return runner.design_verilog(self.rtl.get("lanes"), self.rtl.get("axi_data_width"))
+        try:
+            return generate_verilog(**self.rtl)
+        except ValueError as exc:
+            raise SmartquantError(f"RTL parameters {self.rtl}: {exc}") from None
 
 
 def bench_image(blocks: int, group_size: int = spec.DEFAULT_GROUP_SIZE, seed: int = 0) -> Image:
@@ -205,11 +218,11 @@ def _progress(results: Path, total: int, desc: str):
         bar.close()
 
 
-def run_points(points: list[PerfPoint], image_dir: str | os.PathLike, lanes: int | None = None,
-               axi_data_width: int | None = None) -> list[dict]:
-    """Measure `points` (traces of the image in `image_dir`) in one Verilator simulation;
-    their stats in order.  A point that fails co-verification is an error."""
-    sim_runner, build_dir = runner.build("verilator", runner.design_verilog(lanes, axi_data_width))
+def run_points(points: list[PerfPoint], image_dir: str | os.PathLike, verilog: str | None = None) -> list[dict]:
+    """Measure `points` (traces of the image in `image_dir`) in one Verilator simulation of
+    `verilog` (default: hw/top.py's defaults); their stats in order.  A point that fails
+    co-verification is an error."""
+    sim_runner, build_dir = runner.build("verilator", verilog or runner.design_verilog())
     with tempfile.TemporaryDirectory(prefix="smartquant-bench-") as test_dir:
         results = Path(test_dir) / "results.jsonl"
         config = PerfConfig(image=str(Path(image_dir).resolve()), results=str(results),
@@ -247,7 +260,7 @@ def make_traces(image: Image, image_dir: Path, views_ks: list[tuple[View, int]],
 
 def run_sweep(sweep: Sweep) -> list[dict]:
     """Every point of `sweep`, measured; one metrics dict per point (views, k, latency, stall order)."""
-    design = sweep.design()
+    design, verilog = sweep.design(), sweep.verilog()
     image = bench_image(sweep.blocks, sweep.group_size, sweep.seed)
     region = {"blocks": image.entries[0].blocks, "meta_lines": image.entries[0].meta_lines,
               "group_size": image.entries[0].group_size}
@@ -260,15 +273,14 @@ def run_sweep(sweep: Sweep) -> list[dict]:
                 for outstanding in sweep.dram_outstanding for stall in sweep.stalls]
         points = [PerfPoint(str(traces[view, k]), latency, stall, sweep.seed, dram_outstanding=outstanding)
                   for view, k, latency, outstanding, stall in keys]
-        stats = run_points(points, work / "image", sweep.lanes, sweep.axi_data_width)
+        stats = run_points(points, work / "image", verilog)
     return [point_metrics(s, key[0], key[1], region, design) for s, key in zip(stats, keys)]
 
 
-def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 8, view: View = View.FP16, k: int = 4,
-                    lanes: int | None = None, axi_data_width: int | None = None) -> list[dict]:
+def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 16, view: View = View.FP16, k: int = 4) -> list[dict]:
     """Cycles and weights per second of each simulator on the same small trace (`blocks`
-    blocks at `view`:`k`, DRAM latency 16, no stalls), and the speed-up over the slowest.
-    Icarus without `iverilog` installed is listed as not installed."""
+    blocks at `view`:`k`, DRAM latency 16, no stalls) and the RTL's default parameters,
+    and the speed-up over the slowest.  Icarus without `iverilog` is listed as not installed."""
     image = bench_image(blocks)
     rows = []
     with tempfile.TemporaryDirectory(prefix="smartquant-speed-") as work:
@@ -279,8 +291,7 @@ def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 8, view: View = V
             if simulator == "icarus" and shutil.which("iverilog") is None:
                 rows.append({"simulator": simulator, "installed": False})
                 continue
-            stats = runner.run_trace(trace, runner.SimOptions(simulator=simulator, read_latency=16, max_in_flight=256,
-                                                              lanes=lanes, axi_data_width=axi_data_width))
+            stats = runner.run_trace(trace, runner.SimOptions(simulator=simulator, read_latency=16, max_in_flight=256))
             if not stats["passed"]:
                 raise SmartquantError(f"simulator speed run on {simulator} failed: {stats['error']}")
             rows.append({"simulator": simulator, "installed": True, "cycles": stats["cycles"],

@@ -181,11 +181,16 @@ def _local(jobs, image_dir, verilogs, workers, keep) -> Iterator[dict]:
             yield future.result()
 
 
-def _ray(jobs, image_dir, verilogs, address, keep) -> Iterator[dict]:
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise SmartquantError("--ray needs Ray, the optional extra: pip install 'smartquant[cluster]'") from None
+    return ray
+
+
+def _ray(jobs, image_dir, verilogs, address, keep) -> Iterator[dict]:
+    ray = _import_ray()
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(run_job)
     shared = {name: ray.put(text) for name, text in verilogs.items()}
@@ -203,9 +208,11 @@ def run_regress(jobs: list[Job], image_dir: str | os.PathLike, workers: int | No
     image_dir = str(Path(image_dir).resolve())
     keep = str(Path(keep).resolve()) if keep else None
     if ray_address is None:
-        workers = workers or os.cpu_count() or 1
+        workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise SmartquantError(f"--jobs must be >= 1, got {workers}")
+    else:
+        _import_ray()       # before minutes of Verilog generation
     verilogs = prepare(jobs) if ray_address is None else {j.config: CONFIGS[j.config].verilog() for j in jobs}
     stream = (_ray(jobs, image_dir, verilogs, ray_address, keep) if ray_address
               else _local(jobs, image_dir, verilogs, workers, keep))

@@ -44,13 +44,30 @@ def register(subparsers) -> None:
     p.add_argument("--group-size", type=int, default=128, help="weights per scale of the synthetic tensor")
     p.add_argument("--lanes", type=int, help="RTL lanes per cycle (default: the RTL's)")
     p.add_argument("--axi-width", type=int, help="AXI data width in bits (default: the RTL's)")
-    p.add_argument("--no-speed", action="store_true", help="skip the simulator speed comparison")
-    p.add_argument("--speed-blocks", type=int, default=8, help="blocks of the simulator speed trace (fp16:4)")
+    p.add_argument("--rtl", default="", metavar="NAME=VALUE,...",
+                   help="other RTL parameters, e.g. job_depth=256,plane_slots=128 (a new Verilator build)")
+    p.add_argument("--no-speed", action="store_true",
+                   help="skip the simulator speed comparison (Verilator, Icarus, Amaranth; default RTL)")
+    p.add_argument("--speed-blocks", type=int, default=16, help="blocks of the simulator speed trace (fp16:4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write points, acceptance and speed as JSON")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR")
     p.add_argument("--check", action="store_true", help="exit 1 when issue 9's acceptance is not met")
     p.set_defaults(func=run)
+
+
+def _rtl(args) -> dict:
+    params = {}
+    for item in filter(None, args.rtl.split(",")):
+        name, _, value = item.partition("=")
+        try:
+            params[name.strip()] = int(value)
+        except ValueError:
+            raise SmartquantError(f"--rtl: expected NAME=INTEGER, got {item!r}") from None
+    for name, value in (("lanes", args.lanes), ("axi_data_width", args.axi_width)):
+        if value is not None:
+            params[name] = value
+    return params
 
 
 def sweep_from_args(args) -> bench.Sweep:
@@ -63,8 +80,7 @@ def sweep_from_args(args) -> bench.Sweep:
         raise SmartquantError(f"--stall must be in [0, 1), got {args.stall}")
     return bench.Sweep(views=_views(args.views), ks=ks, latencies=_ints(args.latencies, "--latencies"),
                        stalls=(0.0, args.stall) if args.stall else (0.0,), dram_outstanding=outstanding,
-                       blocks=args.blocks, group_size=args.group_size, lanes=args.lanes,
-                       axi_data_width=args.axi_width, seed=args.seed)
+                       blocks=args.blocks, group_size=args.group_size, rtl=_rtl(args), seed=args.seed)
 
 
 POINT_COLUMNS = [("view", "view"), ("k", "k"), ("read_latency", "DRAM lat"), ("dram_outstanding", "DRAM outst"),
@@ -86,8 +102,7 @@ def _table(rows: list[dict], columns) -> str:
 def run(args) -> int:
     sweep = sweep_from_args(args)
     rows = bench.run_sweep(sweep)
-    speed = [] if args.no_speed else bench.simulator_speed(blocks=args.speed_blocks, lanes=args.lanes,
-                                                           axi_data_width=args.axi_width)
+    speed = [] if args.no_speed else bench.simulator_speed(blocks=args.speed_blocks)
     checks = bench.acceptance(rows)
     print(_table(rows, POINT_COLUMNS))
     if checks:
