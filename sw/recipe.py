@@ -241,11 +241,17 @@ def search(weights: dict[str, np.ndarray], bits: int, budget: float, options=Non
         raise SmartquantError(f"bits {bits} outside 1..{CODE_BITS}")
     views = tuple(views or (bits,))
     measured = measure_options(weights, options or option_grid(), bits, views, hessians, progress)
-    sizes = {n: int(np.size(w)) for n, w in weights.items()}
-    choice = choose(measured, int(budget * sum(sizes.values()) // LINE_BITS))
-    return Recipe(bits, budget, views, {n: choice[n][0] for n in weights},
+    return best_recipe(measured, {n: int(np.size(w)) for n, w in weights.items()}, bits, budget, views)
+
+
+def best_recipe(measured: dict, sizes: dict[str, int], bits: int, budget: float, views,
+                kinds=KINDS) -> Recipe:
+    """The least-error recipe among the `measure_options` rows of the given `kinds`."""
+    rows = {n: [r for r in measured[n] if r[0].kind in kinds] for n in measured}
+    choice = choose(rows, int(budget * sum(sizes.values()) // LINE_BITS))
+    return Recipe(bits, budget, tuple(views), {n: choice[n][0] for n in measured},
                   {n: {"bits_per_weight": choice[n][1] * LINE_BITS / sizes[n], "error": choice[n][2],
-                       "weights": sizes[n]} for n in weights})
+                       "weights": sizes[n]} for n in measured})
 
 
 def apply(weights: dict[str, np.ndarray], recipe: Recipe, hessians: dict[str, np.ndarray] | None = None,

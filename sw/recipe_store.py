@@ -16,20 +16,24 @@ from .sources import MINILM, load_source
 CALIBRATION_SENTENCES = 64
 
 
+def input_moments(inputs: dict) -> dict[str, np.ndarray]:
+    """name -> H = X^T X / n (in, in) of each layer's calibration inputs X (tokens, in)."""
+    out = {}
+    for name, x in inputs.items():
+        x = np.asarray(x, dtype=np.float64)
+        out[name] = x.T @ x / x.shape[0]
+    return out
+
+
 def calibration_hessians(source_name: str, sentences: int = CALIBRATION_SENTENCES) -> dict[str, np.ndarray]:
-    """name -> input second moment H = X^T X / n (in, in) of every linear layer the packaged
-    model runs on its calibration sentences; {} for a source with no model to run."""
+    """`input_moments` of every linear layer the packaged model runs on its calibration
+    sentences; {} for a source with no model to run."""
     if source_name != MINILM:
         return {}
     from .evalset import load_calibration
     from .model import load_encoder
     from .ptq_model import calibration_inputs
-    inputs = calibration_inputs(load_encoder(MINILM), load_calibration(limit=sentences))
-    out = {}
-    for name, x in inputs.items():
-        x = x.double().numpy()
-        out[name] = x.T @ x / x.shape[0]
-    return out
+    return input_moments(calibration_inputs(load_encoder(MINILM), load_calibration(limit=sentences)))
 
 
 def search_source(spec: str, bits: int, budget: float | None = None, options=None, views=None,
