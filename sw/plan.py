@@ -40,9 +40,10 @@ def entry_blocks(entry, row_start: int, row_stop: int) -> range:
                  -(-row_stop * entry.padded_in // BLOCK_WEIGHTS))
 
 
-def check_plan(image, plan: Iterable[PlanEntry], complete: bool = True) -> None:
+def check_plan(image, plan: Iterable[PlanEntry], required: Iterable[str] = ()) -> None:
     """Raise SmartquantError unless each entry is block-aligned, in range, 1 <= k <= 8, no two
-    entries overlap and (if `complete`) every stored tensor's rows are covered exactly once."""
+    entries overlap, and every tensor the plan names (and every `required` one) is covered
+    completely."""
     covered: dict[str, list[tuple[int, int]]] = {}
     for p in plan:
         e = image.entry(p.tensor)
@@ -62,11 +63,10 @@ def check_plan(image, plan: Iterable[PlanEntry], complete: bool = True) -> None:
         for (_, stop), (start, _) in zip(ranges, ranges[1:]):
             if start < stop:
                 raise SmartquantError(f"plan ranges of {name!r} overlap at row {start}")
-    if complete:
-        for e in image.entries:
-            rows = sum(b - a for a, b in covered.get(e.name, []))
-            if rows != e.shape[0]:
-                raise SmartquantError(f"plan covers {rows} of {e.shape[0]} rows of {e.name!r}")
+    for name in set(covered) | set(required):
+        rows = sum(b - a for a, b in covered.get(name, []))
+        if rows != image.entry(name).shape[0]:
+            raise SmartquantError(f"plan covers {rows} of {image.entry(name).shape[0]} rows of {name!r}")
 
 
 def plan_requests(image, plan: Iterable[PlanEntry], view: View = View.FP16) -> list[int]:

@@ -60,9 +60,22 @@ class StoreValues:
         return self._cache[key]
 
 
+def plan_rows(values: StoreValues, name: str, entries: Iterable[PlanEntry]) -> torch.Tensor:
+    """Weight `name` (out, in) with each plan entry's rows at its k."""
+    out = np.empty(values.image.entry(name).shape, dtype=np.float32)
+    for p in entries:
+        out[p.row_start:p.row_stop] = values.get(name, p.k)[p.row_start:p.row_stop]
+    return torch.from_numpy(out)
+
+
+def side_tensor(image, name: str) -> torch.Tensor:
+    """A non-linear parameter from the image's side data."""
+    return _lookup(image.side, name, "image side data")
+
+
 def _by_tensor(image, plan: Iterable[PlanEntry]) -> dict[str, list[PlanEntry]]:
     plan = list(plan)
-    check_plan(image, plan, complete=True)
+    check_plan(image, plan)
     out: dict[str, list[PlanEntry]] = {}
     for p in plan:
         out.setdefault(p.tensor, []).append(p)
@@ -78,14 +91,10 @@ class StorePlan:
         self.values = values or StoreValues(image)
 
     def linear(self, name: str) -> torch.Tensor:
-        entry = self.image.entry(name)
-        out = np.empty(entry.shape, dtype=np.float32)
-        for p in self.plan[name]:
-            out[p.row_start:p.row_stop] = self.values.get(name, p.k)[p.row_start:p.row_stop]
-        return torch.from_numpy(out)
+        return plan_rows(self.values, name, self.plan[name])
 
     def tensor(self, name: str) -> torch.Tensor:
-        return _lookup(self.image.side, name, "image side data")
+        return side_tensor(self.image, name)
 
 
 class LineSource(StorePlan):
