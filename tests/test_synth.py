@@ -2,6 +2,8 @@
 designs.  Budget: ~15 s after YoWASP's one-time compile of yosys (~40 s, cached in
 ~/.cache/YoWASP)."""
 
+import json
+
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
@@ -102,3 +104,27 @@ def test_timeout_is_reported():
 def test_not_a_design_is_rejected():
     with pytest.raises(SmartquantError, match="cannot synthesise a int"):
         synth.synthesize(42, "forty_two", "ecp5")
+
+
+@pytest.mark.slow
+def test_cli_synthesises_the_smallest_controller(tmp_path, capsys):
+    """The controller's smallest configuration (1 lane, 64-bit AXI) on the ECP5: over
+    15 minutes on the shared 2-core machine, so a slow test (place and route dominate)."""
+    from smartquant.cli import main
+    from smartquant.hw import top
+
+    out = tmp_path / "synth.json"
+    assert main(["synth", "--target", "ecp5", "--lanes", "1", "--axi-width", "64",
+                 "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "LUTs" in table and "critical path" in table
+    result = json.loads(out.read_text())
+    assert result["parameters"] == top.SmartQuantTop(lanes=1, axi_data_width=64).params
+    assert result["luts"] > 0 and result["registers"] > 0 and result["fmax_mhz"] > 0
+    assert result["block_rams"] > 0          # the block buffers
+
+
+def test_cli_rejects_a_bad_controller_configuration(capsys):
+    from smartquant.cli import main
+    assert main(["synth", "--lanes", "3"]) == 2
+    assert "cannot build the controller" in capsys.readouterr().err
