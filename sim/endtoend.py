@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sw.model import SentenceEncoder, Transformer, layer_names
+from ..sw.model import SentenceEncoder, SentenceTokenizer, Transformer, TransformerConfig, layer_names
 from ..sw.trace import plan_trace, save_trace
 from ..sw.weights import LineSource, StorePlan
 from .runner import SimOptions, run_trace
@@ -65,27 +65,26 @@ def served_lines(trace, received: np.ndarray) -> dict[int, bytes]:
     return {int(addr): received[i].tobytes() for i, addr in enumerate(trace.addr)}
 
 
-def compare_paths(encoder: SentenceEncoder, golden: StorePlan, rtl: ServedLayer, layer: int,
-                  sentences: list[str]) -> dict:
+def compare_paths(config: TransformerConfig, tokenizer: SentenceTokenizer, golden: StorePlan,
+                  rtl: ServedLayer, layer: int, sentences: list[str]) -> dict:
     """Weights, the output of layers 0..`layer` alone, and the full model's embeddings,
     on the golden source against the RTL-served one."""
     weights_equal = all(torch.equal(golden.linear(n), rtl.linear(n)) for n in rtl.served.plan)
-    ids, mask = encoder.tokenizer.batch(sentences)
-    partial = dataclasses.replace(encoder.config, num_layers=layer + 1)
+    ids, mask = tokenizer.batch(sentences)
+    partial = dataclasses.replace(config, num_layers=layer + 1)
     hidden = [Transformer(partial, source).hidden_states(ids, mask) for source in (golden, rtl)]
-    embeddings = [SentenceEncoder(encoder.config, encoder.tokenizer, source).embed(sentences)
-                  for source in (golden, rtl)]
+    embeddings = [SentenceEncoder(config, tokenizer, source).embed(sentences) for source in (golden, rtl)]
     return {"weights_equal": weights_equal,
             "layer_output_equal": torch.equal(*hidden),
             "embeddings_equal": bool(np.array_equal(*embeddings)),
             "max_abs_diff": float((hidden[0] - hidden[1]).abs().max())}
 
 
-def coverify_layer(image, image_path: str | Path, plan, layer: int, encoder: SentenceEncoder,
-                   sentences: list[str], workdir: str | Path,
+def coverify_layer(image, image_path: str | Path, plan, layer: int, config: TransformerConfig,
+                   tokenizer: SentenceTokenizer, sentences: list[str], workdir: str | Path,
                    options: SimOptions = SimOptions()) -> EndToEndResult:
     """Serve encoder layer `layer` of `plan` (fp16 view) from the simulated RTL and run the
-    model on it; `encoder` supplies the config and tokenizer."""
+    model on `sentences` with it."""
     workdir = Path(workdir)
     names = set(layer_weights(layer))
     layer_plan = [p for p in plan if p.tensor in names]
@@ -97,4 +96,4 @@ def coverify_layer(image, image_path: str | Path, plan, layer: int, encoder: Sen
     golden = StorePlan(image, plan)
     rtl = ServedLayer(LineSource(image, layer_plan, lines), golden)
     return EndToEndResult(lines_checked=stats["lines_compared"], line_mismatches=stats["mismatches"],
-                          sim=stats, **compare_paths(encoder, golden, rtl, layer, sentences))
+                          sim=stats, **compare_paths(config, tokenizer, golden, rtl, layer, sentences))

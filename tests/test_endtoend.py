@@ -34,7 +34,8 @@ def mixed_plan(minilm_image, encoder):
 @pytest.fixture(scope="module")
 def served(minilm_image, minilm_image_dir, mixed_plan, encoder, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("endtoend")
-    result = coverify_layer(minilm_image, minilm_image_dir, mixed_plan, 0, encoder, SENTENCES, workdir)
+    result = coverify_layer(minilm_image, minilm_image_dir, mixed_plan, 0, encoder.config, encoder.tokenizer,
+                            SENTENCES, workdir)
     return result, workdir
 
 
@@ -58,7 +59,7 @@ def test_a_corrupted_served_line_is_caught(served, minilm_image, mixed_plan, enc
     layer_plan = [p for p in mixed_plan if p.tensor in layer_weights(0)]
     golden = StorePlan(minilm_image, mixed_plan)
     rtl = ServedLayer(LineSource(minilm_image, layer_plan, served_lines(trace, received)), golden)
-    verdict = compare_paths(encoder, golden, rtl, 0, SENTENCES)
+    verdict = compare_paths(encoder.config, encoder.tokenizer, golden, rtl, 0, SENTENCES)
     assert not verdict["weights_equal"]
     assert not verdict["layer_output_equal"]
     assert verdict["max_abs_diff"] > 0

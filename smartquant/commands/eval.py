@@ -8,21 +8,12 @@ import sys
 
 from tqdm import tqdm
 
-from ..errors import SmartquantError
 from ..report import format_table, write_json
+from .common import number_list
 from ..sw import experiment
 from ..sw.evalset import load_calibration, load_pairs
 from ..sw.image import Image
 from ..sw.policy import DEFAULT_KS
-
-
-def _numbers(kind):
-    def parse(text: str):
-        try:
-            return tuple(kind(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise SmartquantError(f"{text!r} is not a comma-separated list of numbers") from None
-    return parse
 
 
 def register(subparsers) -> None:
@@ -43,8 +34,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    uniform, budgets = _numbers(int)(args.uniform), _numbers(float)(args.budgets)
-    ks = _numbers(int)(args.ks)
+    uniform, budgets = number_list(int)(args.uniform), number_list(float)(args.budgets)
+    ks = number_list(int)(args.ks)
     experiment.check_settings(uniform, budgets, ks)
     image = Image.load(args.image)
     with tqdm(desc="eval", unit="step", file=sys.stderr, disable=None) as bar:

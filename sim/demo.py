@@ -1,0 +1,75 @@
+"""The main job, from nothing to a report: quantize MiniLM into a store image, pick
+precision plans (uniform, static mixed, dynamic per sentence), measure their quality
+and DRAM traffic, and co-verify one encoder layer of every plan in RTL simulation
+(the layer's weights served by the simulated controller must give exactly the golden
+software path's output)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from ..sw import experiment
+from ..sw.evalset import load_calibration, load_pairs
+from ..sw.plan import uniform_plan
+from ..sw.quantizer import StoreFormat
+from ..sw.store import quantize_source
+from .endtoend import coverify_layer
+from .runner import SimOptions
+
+#: views the demo image's clipping search optimises (the k the plans use most)
+DEMO_VIEWS = (2, 3, 4, 8)
+COLUMNS = experiment.COLUMNS + ("rtl_lines", "rtl_mismatches", "rtl_exact")
+
+
+@dataclasses.dataclass
+class DemoSettings:
+    out_dir: Path
+    pairs: int = 24                      #: evaluation sentence pairs (of the shipped set)
+    calibration: int = 8                 #: calibration sentences for the static plans
+    uniform: tuple[int, ...] = (2, 3, 4, 8)
+    budgets: tuple[float, ...] = (3.0, 4.0)
+    layer: int = 0                       #: encoder layer co-verified in RTL simulation
+    sim: SimOptions = dataclasses.field(default_factory=lambda: SimOptions(stall=0.1, read_latency=20))
+
+
+def _plan_for_row(ev: experiment.Evaluation, row: dict):
+    """(plan, sentences) to co-verify for a result row: a dynamic row's plan is the one its
+    policy chose for the first sentence, run on that sentence."""
+    kind, setting = row["kind"], float(row["plan"].split()[-1])
+    if kind == "uniform":
+        return uniform_plan(ev.image, int(setting), ev.policy.tensors), ev.sentences[:2]
+    if kind == "static":
+        return ev.policy.static_plan(setting), ev.sentences[:2]
+    planner = ev.policy.dynamic(setting)
+    ev.encoder(planner).embed(ev.sentences[:1], observe=planner)
+    return planner.plan, ev.sentences[:1]
+
+
+def run_demo(settings: DemoSettings, progress: Callable[[str], None] = lambda label: None) -> dict:
+    """Everything the demo reports, as one JSON-ready dict; files under settings.out_dir."""
+    out = Path(settings.out_dir)
+    experiment.check_settings(settings.uniform, settings.budgets)
+    progress("quantize MiniLM")
+    image = quantize_source("minilm", StoreFormat(), views=DEMO_VIEWS, warn=lambda message: None)
+    image.save(out / "image")
+    ev = experiment.prepare(image, "minilm", load_pairs(limit=settings.pairs),
+                            load_calibration(limit=settings.calibration), progress=progress)
+    rows = experiment.run(ev, settings.uniform, settings.budgets, progress)
+    for row in rows:
+        progress(f"RTL layer {settings.layer}, {row['plan']}")
+        plan, sentences = _plan_for_row(ev, row)
+        result = coverify_layer(image, out / "image", plan, settings.layer, ev.config, ev.tokenizer,
+                                sentences, out / "rtl" / row["plan"].replace(" ", "-"), settings.sim)
+        row.update(rtl_lines=result.lines_checked, rtl_mismatches=result.line_mismatches,
+                   rtl_exact=result.passed, rtl_cycles=result.sim["cycles"],
+                   rtl_dram_bytes=result.sim["dram_bytes_read_bus"])
+    plots = [str(p) for p in experiment.plot(rows, out / "plots")]
+    return {"image": str(out / "image"), "pairs": len(ev.pairs), "sentences": len(ev.sentences),
+            "layer": settings.layer, "rows": rows, "plots": plots}
+
+
+def table_rows(rows: list[dict]) -> list[list]:
+    return [base + [r["rtl_lines"], r["rtl_mismatches"], "yes" if r["rtl_exact"] else "NO"]
+            for base, r in zip(experiment.table_rows(rows), rows)]
