@@ -16,12 +16,20 @@ from .sources import MINILM, load_source
 CALIBRATION_SENTENCES = 64
 
 
-def input_moments(inputs: dict) -> dict[str, np.ndarray]:
-    """name -> H = X^T X / n (in, in) of each layer's calibration inputs X (tokens, in)."""
+#: damping of the input second moment, relative to its mean diagonal: a few hundred
+#: calibration tokens leave H rank-deficient, and an undamped H would count no error at
+#: all in the input directions calibration never saw (GPTQ damps its H the same way)
+MOMENT_DAMPING = 0.1
+
+
+def input_moments(inputs: dict, damping: float = MOMENT_DAMPING) -> dict[str, np.ndarray]:
+    """name -> H = X^T X / n + damping * mean(diag) * I (in, in) of each layer's
+    calibration inputs X (tokens, in)."""
     out = {}
     for name, x in inputs.items():
         x = np.asarray(x, dtype=np.float64)
-        out[name] = x.T @ x / x.shape[0]
+        h = x.T @ x / x.shape[0]
+        out[name] = h + damping * float(np.mean(np.diag(h))) * np.eye(h.shape[0])
     return out
 
 
