@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from smartquant.errors import SmartquantError
 from smartquant.sw.model import (Transformer, TransformerConfig, linear_weight_names, load_encoder,
@@ -21,7 +22,6 @@ def encoder():
 
 
 def test_minilm_matches_transformers(encoder):
-    transformers = pytest.importorskip("transformers")  # dev dependency, always installed
     root = str(model_dir("minilm"))
     reference = transformers.BertModel.from_pretrained(root, add_pooling_layer=False).eval()
     batch = transformers.AutoTokenizer.from_pretrained(root)(SENTENCES, padding=True, return_tensors="pt")
@@ -42,7 +42,6 @@ def test_batched_equals_one_at_a_time(encoder):
 
 
 def _random_gpt2(seed=0):
-    transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4,
                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
