@@ -354,19 +354,24 @@ def plot(rows: list[dict], speed: list[dict], out_dir: str | os.PathLike) -> lis
         plt.close(fig)
         written.append(out_dir / name)
 
+    several_dram = len({r["dram_outstanding"] for r in rows}) > 1
+
     def lines(key, label):
         def panel(ax, sel):
-            for latency in sorted({r["read_latency"] for r in sel}):
-                for stall, style in ((0.0, "o-"), (None, "x--")):
-                    pts = [r for r in sel if r["read_latency"] == latency and (r["stall"] == 0) == (stall == 0.0)]
-                    if pts:
-                        ax.plot([r["k"] for r in pts], [r[key] for r in pts], style,
-                                label=f"lat {latency}" + ("" if stall == 0.0 else ", backpressure"))
+            curves = dict.fromkeys((r["read_latency"], r["dram_outstanding"], bool(r["stall"])) for r in sel)
+            for latency, outstanding, stalled in sorted(curves):
+                pts = [r for r in sel if (r["read_latency"], r["dram_outstanding"], bool(r["stall"]))
+                       == (latency, outstanding, stalled)]
+                ax.plot([r["k"] for r in pts], [r[key] for r in pts], "x--" if stalled else "o-",
+                        label=f"lat {latency}" + (f", DRAM {outstanding} bursts" if several_dram else "")
+                        + (", backpressure" if stalled else ""))
             ax.set_ylabel(label)
         return panel
 
     def bytes_panel(ax, sel):
-        pts = [r for r in sel if r["read_latency"] == sel[0]["read_latency"] and not r["stall"]]
+        first = sel[0]
+        pts = [r for r in sel if (r["read_latency"], r["dram_outstanding"]) == (first["read_latency"],
+               first["dram_outstanding"]) and not r["stall"]]
         ax.plot([r["k"] for r in pts], [r["bytes_per_weight"] for r in pts], "o-", label="measured")
         ax.plot([r["k"] for r in pts], [r["ideal_bytes_per_weight"] for r in pts], "k:", label="ideal")
         ax.set_ylabel("DRAM bytes / weight")
