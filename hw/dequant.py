@@ -9,10 +9,19 @@ bits; adding `(max(biased exponent, 1) - 1) << m` to the rounded significand giv
 encoding, with a rounding carry moving into the exponent by itself.  Encodings at or
 above infinity's become infinity.  NaN results (NaN scale, infinite scale times 0) are
 the canonical quiet NaN (0x7E00 / 0x7FC0).  No floating-point library involved.
+
+`Dequantizer` is a stream pipeline of `LATENCY` register stages (one result per cycle):
+1. |r - z|, its sign; the group scale decoded (`ScaleDecode`, shared by all lanes);
+2. the exact product |r - z| * significand (one 9x11 multiplier per lane);
+3. t, the position of the product's leading one;
+4. the shift amount, the exponent field of the encoding;
+5. the shift with guard and sticky bits: the kept significand and its round-up bit;
+6. rounding add plus exponent field, infinity and the special cases -> the 16 result bits.
+All stages advance together while the output is empty or taken (`output.ready`).
 """
 
-from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS
@@ -58,97 +67,150 @@ class ScaleDecode(wiring.Component):
 
 
 class DequantLane(wiring.Component):
-    """Combinational: one weight, s * (r - z) rounded to the output format (`out_bf16`)."""
+    """One weight through stages 1-6 (module docstring); its registers move on `advance`.
+
+    `r`, `zero`: stage 1's inputs; the decoded scale fields: stage 1's registers;
+    `out_bf16`: stage 2's; `floor_guard` = (1 - bias - m - E) - 1 clamped to -12..MAX_SHIFT - 1
+    (which keeps max(t - m, 1 - bias - m - E) clamped at MAX_SHIFT, minus 1) and `exp_base` =
+    E + bias - 1: stage 3's (all shared by the lanes).  `result` is stage 6's register."""
 
     def __init__(self):
         super().__init__({
-            "r": In(CODE_BITS), "zero": In(CODE_BITS),
-            "scale_sign": In(1), "significand": In(SIG_BITS), "exponent": In(signed(10)),
-            "scale_inf": In(1), "scale_nan": In(1), "out_bf16": In(1),
+            "advance": In(1), "r": In(CODE_BITS), "zero": In(CODE_BITS),
+            "scale_sign": In(1), "significand": In(SIG_BITS), "scale_inf": In(1), "scale_nan": In(1),
+            "out_bf16": In(1), "floor_guard": In(signed(6)), "exp_base": In(signed(12)),
             "result": Out(16),
         })
 
     def elaborate(self, platform):
         m = Module()
-        diff = Signal(signed(CODE_BITS + 1))
-        magnitude = Signal(CODE_BITS)
-        product = Signal(PRODUCT_BITS)
-        m.d.comb += [
-            diff.eq(self.r - self.zero),
-            magnitude.eq(Mux(diff < 0, -diff, diff)),
-            product.eq(magnitude * self.significand),
-        ]
-        sign = self.scale_sign ^ (diff < 0)
+        latch = []                             # every register of the lane, loaded on `advance`
 
-        lead = Signal(signed(6))                   # t: position of the leading one
+        # 1: |r - z| and its sign
+        diff = Signal(signed(CODE_BITS + 1))
+        m.d.comb += diff.eq(self.r - self.zero)
+        magnitude, negative = Signal(CODE_BITS), Signal()
+        latch += [magnitude.eq(Mux(diff < 0, -diff, diff)), negative.eq(diff < 0)]
+
+        # 2: exact product; the sign and the NaN / infinity cases
+        product = Signal(PRODUCT_BITS)
+        sign2, nan2, inf2 = Signal(), Signal(), Signal()
+        latch += [product.eq(magnitude * self.significand), sign2.eq(self.scale_sign ^ negative),
+                  nan2.eq(self.scale_nan | (self.scale_inf & (magnitude == 0))), inf2.eq(self.scale_inf)]
+
+        # 3: t, the position of the product's leading one
+        lead = Signal(range(PRODUCT_BITS))
         for i in range(PRODUCT_BITS):
             with m.If(product[i]):
                 m.d.comb += lead.eq(i)
+        lead3, product3 = Signal(range(PRODUCT_BITS)), Signal(PRODUCT_BITS)
+        sign3, nan3, inf3, zero3, bf16_3 = Signal(), Signal(), Signal(), Signal(), Signal()
+        latch += [lead3.eq(lead), product3.eq(product), sign3.eq(sign2), nan3.eq(nan2), inf3.eq(inf2),
+                  zero3.eq(product == 0), bf16_3.eq(self.out_bf16)]
 
-        mant_bits = Signal(4)
-        bias = Signal(signed(9))
-        m.d.comb += [mant_bits.eq(Mux(self.out_bf16, 7, 10)), bias.eq(Mux(self.out_bf16, 127, 15))]
-        inf_enc = Mux(self.out_bf16, 0x7F80, 0x7C00)
-        nan_enc = Mux(self.out_bf16, 0x7FC0, 0x7E00)
+        # 4: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most MAX_SHIFT) as shift - 1;
+        #    exponent field max(t + E + bias - 1, 0) << m
+        mant_bits = Mux(bf16_3, 7, 10)
+        shift_less_one = Signal(signed(6))
+        biased_less_one = Signal(signed(12))
+        normal = Signal(signed(6))
+        m.d.comb += [normal.eq(lead3 - Mux(bf16_3, 7 + 1, 10 + 1)),
+                     shift_less_one.eq(Mux(normal > self.floor_guard, normal, self.floor_guard)),
+                     biased_less_one.eq(lead3 + self.exp_base)]
+        product4 = Signal(PRODUCT_BITS)
+        right = Signal()                       # shift > 0: rounded; else exact, shifted left
+        left = Signal(4)
+        below_guard = Signal(range(MAX_SHIFT))  # dropped bits under the guard bit
+        exp_field = Signal(20)
+        sign4, nan4, inf4, zero4, bf16_4 = Signal(), Signal(), Signal(), Signal(), Signal()
+        latch += [product4.eq(product3), right.eq(shift_less_one >= 0), left.eq((~shift_less_one)[:4]),
+                  below_guard.eq(shift_less_one),
+                  exp_field.eq((Mux(biased_less_one < 0, 0, biased_less_one) << mant_bits)[:20]),
+                  sign4.eq(sign3), nan4.eq(nan3), inf4.eq(inf3), zero4.eq(zero3), bf16_4.eq(bf16_3)]
 
-        biased = Signal(signed(12))                # biased exponent of the exact product
-        m.d.comb += biased.eq(lead + self.exponent + bias)
-        # shift = lsb - E = max(t - m, 1 - bias - m - E)
-        shift = Signal(signed(12))
-        normal_shift = lead - mant_bits
-        floor_shift = 1 - bias - mant_bits - self.exponent
-        m.d.comb += shift.eq(Mux(normal_shift > floor_shift, normal_shift, floor_shift))
+        # 5: shift with guard and sticky bits; round-to-nearest-even's increment
+        with_guard = Signal(PRODUCT_BITS)      # kept bits and the guard bit below them
+        m.d.comb += with_guard.eq(product4 >> below_guard)
+        sticky = (product4 & ((Const(1, 1) << below_guard) - 1)[:PRODUCT_BITS]) != 0
+        kept = with_guard >> 1
+        significand = Signal(PRODUCT_BITS + 11)
+        round_up = Signal()
+        exp_field5 = Signal(20)
+        sign5, nan5, inf5, zero5, bf16_5 = Signal(), Signal(), Signal(), Signal(), Signal()
+        latch += [significand.eq(Mux(right, kept, product4 << left)),
+                  round_up.eq(right & with_guard[0] & (sticky | kept[0])), exp_field5.eq(exp_field),
+                  sign5.eq(sign4), nan5.eq(nan4), inf5.eq(inf4), zero5.eq(zero4), bf16_5.eq(bf16_4)]
 
-        rounded = Signal(PRODUCT_BITS + 11)
-        with m.If(shift <= 0):
-            m.d.comb += rounded.eq(product << (-shift)[:4])
-        with m.Else():
-            below_guard = Signal(range(MAX_SHIFT))     # dropped bits under the guard bit
-            m.d.comb += below_guard.eq(Mux(shift > MAX_SHIFT, MAX_SHIFT, shift) - 1)
-            with_guard = Signal(PRODUCT_BITS)      # kept bits and the guard bit below them
-            m.d.comb += with_guard.eq(product >> below_guard)
-            sticky = (with_guard << below_guard)[:PRODUCT_BITS] != product
-            kept = with_guard >> 1
-            m.d.comb += rounded.eq(kept + (with_guard[0] & (sticky | kept[0])))
-
+        # 6: encoding (a rounding carry moves into the exponent by itself), specials
         encoding = Signal(range(1 << 20))
-        m.d.comb += encoding.eq(rounded + ((Mux(biased > 1, biased, 1) - 1) << mant_bits)[:20])
-
-        with m.If(self.scale_nan | (self.scale_inf & (magnitude == 0))):
-            m.d.comb += self.result.eq(nan_enc)
-        with m.Elif(product == 0):
-            m.d.comb += self.result.eq(sign << 15)
-        with m.Elif(self.scale_inf | (encoding >= inf_enc)):
-            m.d.comb += self.result.eq(inf_enc | (sign << 15))
-        with m.Else():
-            m.d.comb += self.result.eq(encoding[:15] | (sign << 15))
+        m.d.comb += encoding.eq(significand + round_up + exp_field5)
+        inf_enc = Mux(bf16_5, 0x7F80, 0x7C00)
+        nan_enc = Mux(bf16_5, 0x7FC0, 0x7E00)
+        latch.append(self.result.eq(
+            Mux(nan5, nan_enc,
+                Mux(zero5, sign5 << 15,
+                    Mux(inf5 | (encoding >= inf_enc), inf_enc, encoding[:15]) | (sign5 << 15)))))
+        with m.If(self.advance):
+            m.d.sync += latch
         return m
 
 
+def dequant_input(lanes: int) -> data.StructLayout:
+    """Payload of `Dequantizer.input`: `lanes` codes r sharing one group (zero, scale bits)."""
+    return data.StructLayout({
+        "r": data.ArrayLayout(CODE_BITS, lanes), "zero": CODE_BITS, "scale": 16,
+        "scale_bf16": 1, "scale_pow2": 1, "out_bf16": 1,
+    })
+
+
 class Dequantizer(wiring.Component):
-    """Combinational: `lanes` codes r sharing one group (zero, scale) -> 16-bit results."""
+    """Stream pipeline: `lanes` codes of one group -> `lanes` 16-bit results, `LATENCY`
+    cycles later, one step per cycle; stalls as a whole while `output` is held."""
+
+    LATENCY = 6
 
     def __init__(self, lanes: int):
         self.lanes = lanes
         super().__init__({
-            "r": In(data.ArrayLayout(CODE_BITS, lanes)),
-            "zero": In(CODE_BITS), "scale": In(16),
-            "scale_bf16": In(1), "scale_pow2": In(1), "out_bf16": In(1),
-            "result": Out(data.ArrayLayout(16, lanes)),
+            "input": In(stream.Signature(dequant_input(lanes))),
+            "output": Out(stream.Signature(data.ArrayLayout(16, lanes))),
         })
 
     def elaborate(self, platform):
         m = Module()
+        p = self.input.payload
+        advance = ~self.output.valid | self.output.ready
+        m.d.comb += self.input.ready.eq(advance)
+        valid = Signal(self.LATENCY)           # bit n: stage n + 1 holds a step
+        with m.If(advance):
+            m.d.sync += valid.eq(Cat(self.input.valid, valid[:-1]))
+        m.d.comb += self.output.valid.eq(valid[-1])
+
+        # shared by the lanes: the scale decoded in stage 1, its shift terms in stage 2
         m.submodules.scale = scale = ScaleDecode()
-        m.d.comb += [scale.bits.eq(self.scale), scale.bf16.eq(self.scale_bf16), scale.pow2.eq(self.scale_pow2)]
+        m.d.comb += [scale.bits.eq(p.scale), scale.bf16.eq(p.scale_bf16), scale.pow2.eq(p.scale_pow2)]
+        decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
+                                            "inf": 1, "nan": 1}))
+        out_bf16_1, out_bf16_2 = Signal(), Signal()
+        floor_shift = Signal(signed(12))
+        terms = [Signal(data.StructLayout({"floor_guard": signed(6), "exp_base": signed(12)}), name=f"terms{n}")
+                 for n in (2, 3)]
+        m.d.comb += floor_shift.eq(Mux(out_bf16_1, 1 - 127 - 7, 1 - 15 - 10) - decoded.exponent)
+        with m.If(advance):
+            m.d.sync += [decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan)),
+                         out_bf16_1.eq(p.out_bf16), out_bf16_2.eq(out_bf16_1),
+                         terms[0].floor_guard.eq(Mux(floor_shift < -11, -11,
+                                                     Mux(floor_shift > MAX_SHIFT, MAX_SHIFT, floor_shift)) - 1),
+                         terms[0].exp_base.eq(decoded.exponent + Mux(out_bf16_1, 127, 15) - 1),
+                         terms[1].eq(terms[0])]
         for i in range(self.lanes):
-            lane = DequantLane()
-            m.submodules[f"lane{i}"] = lane
+            m.submodules[f"lane{i}"] = lane = DequantLane()
             m.d.comb += [
-                lane.r.eq(self.r[i]), lane.zero.eq(self.zero),
-                lane.scale_sign.eq(scale.sign), lane.significand.eq(scale.significand),
-                lane.exponent.eq(scale.exponent), lane.scale_inf.eq(scale.inf),
-                lane.scale_nan.eq(scale.nan), lane.out_bf16.eq(self.out_bf16),
-                self.result[i].eq(lane.result),
+                lane.advance.eq(advance), lane.r.eq(p.r[i]), lane.zero.eq(p.zero),
+                lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),
+                lane.scale_inf.eq(decoded.inf), lane.scale_nan.eq(decoded.nan),
+                lane.floor_guard.eq(terms[1].floor_guard), lane.exp_base.eq(terms[1].exp_base),
+                lane.out_bf16.eq(out_bf16_2),
+                self.output.payload[i].eq(lane.result),
             ]
         return m

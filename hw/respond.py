@@ -2,11 +2,14 @@
 
 A sequencer takes the oldest job once its data is there (its plane slot filled, and its
 metadata slot for fp16/bf16; its write response for a write) and feeds one step per
-cycle into a one-stage pipeline: the block buffers are read at the step's clock edge,
-then the planes are transposed, dequantized and packed combinationally into an
-ordered output queue.  A step is one whole line, except for fp16/bf16 where a line of
-32 weights takes 32 / lanes steps.  The sequencer only starts a step when the output
-queue has room for it, so the pipeline never stalls (credit flow).
+cycle into a pipeline of `PIPELINE_DEPTH` register stages:
+  1. the block buffers' registered read ports (read at the step's clock edge);
+  2. plane transpose / line select and the group's metadata word, registered;
+  3..8. the dequantizer (`Dequantizer.LATENCY` stages; other views' lines ride alongside);
+then the line is packed into an ordered output queue.  A step is one whole line, except
+for fp16/bf16 where a line of 32 weights takes 32 / lanes steps.  The sequencer only
+starts a line's step when the output queue has room for every line in flight, so the
+pipeline never stalls (credit flow).
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -16,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import DRS_FIELDS, LINE_BITS, NDR_FIELDS, PLANES, ErrorCause, View
 from .csr import ERROR_REPORT
-from .dequant import Dequantizer
+from .dequant import Dequantizer, dequant_input
 from .layouts import JOB, Kind
 from .transpose import CodeGather
 
@@ -25,12 +28,21 @@ NDR = data.StructLayout(dict(NDR_FIELDS))
 FP_LINE_WEIGHTS = LINE_BITS // 16           #: 32 weights per fp16 / bf16 line
 INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
 _OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
+#: cycles from a step's start to its line's write into the output queue
+PIPELINE_DEPTH = 2 + Dequantizer.LATENCY
+
+
+def _side_layout(steps: int) -> data.StructLayout:
+    """What a step carries from stage 2 to the output queue beside the dequantizer."""
+    return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "step": range(steps), "entry": _OUT})
+
+
 _VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: View.INT8,
                  Kind.FP16: View.FP16, Kind.BF16: View.BF16}
 
 
 class Responder(wiring.Component):
-    def __init__(self, *, lanes: int, plane_slots: int, meta_slots: int, out_depth: int = 4):
+    def __init__(self, *, lanes: int, plane_slots: int, meta_slots: int, out_depth: int = PIPELINE_DEPTH + 8):
         if lanes not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"lanes={lanes} must be a power of two in 1..32")
         self.lanes, self.out_depth = lanes, out_depth
@@ -78,7 +90,8 @@ class Responder(wiring.Component):
         s1 = Signal(JOB)
         s1_step = Signal(range(steps))
         s1_last, s1_failed = Signal(), Signal()
-        room = out.level + s1_valid < self.out_depth
+        in_flight = Signal(range(self.out_depth + 1))       # lines started, not yet in the queue
+        room = out.level + in_flight < self.out_depth
         go = self.job.valid & ready & room
         first = step == 0
         m.d.comb += [
@@ -91,52 +104,69 @@ class Responder(wiring.Component):
         ]
         with m.If(go):
             m.d.sync += step.eq(Mux(last, 0, step + 1))
+        m.d.sync += in_flight.eq(in_flight + (go & last) - out.w_en)
         m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last), s1_failed.eq(failed)]
 
-        # --- stage 1: buffers read; transpose, dequantize, pack ---
+        # --- stage 1: buffers read; transpose / select, metadata word -> stage 2 registers ---
         planes = [self.plane_rd_data[p * LINE_BITS:(p + 1) * LINE_BITS] for p in range(PLANES)]
-        line_out = Signal(LINE_BITS)
+        line_out = Signal(LINE_BITS)                             # raw, packed and int8 lines
         m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
         m.submodules.gather = gather = CodeGather(lanes)
-        m.submodules.dequant = dq = Dequantizer(lanes)
         chunk_index = s1.line * steps + s1_step
         weight = s1.line * FP_LINE_WEIGHTS + s1_step * lanes     # first weight of the step in its block
         group = s1.first_group + (weight >> s1.log2_group)
         meta = self.meta_rd_data.word_select(group[:4], 32)
-        chunk = Cat(*[dq.result[i] for i in range(lanes)])
-        acc = Signal(LINE_BITS)                                  # earlier steps of the line
         for p in range(PLANES):
             m.d.comb += [gather8.planes[p].eq(planes[p].word_select(s1.line[:3], INT8_LINE_WEIGHTS)),
                          gather.planes[p].eq(planes[p].word_select(chunk_index, lanes))]
-        m.d.comb += [
-            gather8.k.eq(s1.k), gather.k.eq(s1.k),
-            dq.r.eq(gather.r), dq.scale.eq(meta[:16]), dq.zero.eq(meta[16:24]),
-            dq.scale_bf16.eq(s1.scale_bf16), dq.scale_pow2.eq(s1.scale_pow2),
-            dq.out_bf16.eq(s1.kind == Kind.BF16),
-        ]
+        m.d.comb += [gather8.k.eq(s1.k), gather.k.eq(s1.k)]
         with m.Switch(s1.kind):
             with m.Case(Kind.RAW_RD, Kind.PACKED):
                 m.d.comb += line_out.eq(Cat(*planes).word_select(s1.line[:3], LINE_BITS))
             with m.Case(Kind.INT8):
                 m.d.comb += line_out.eq(Cat(*[gather8.r[i] ^ 0x80 for i in range(INT8_LINE_WEIGHTS)]))
-            with m.Case(Kind.FP16, Kind.BF16):
-                m.d.comb += line_out.eq(Cat(acc[:(steps - 1) * lanes * 16], chunk))
-        if steps > 1:
-            with m.If(s1_valid & ~s1_last):
-                m.d.sync += acc.word_select(s1_step, lanes * 16).eq(chunk)
         poison = (s1.kind == Kind.ERROR) | s1_failed
-        entry = data.View(_OUT, out.w_data)
         view = Signal(3)
         with m.Switch(s1.kind):
             for kind, v in _VIEW_OF_KIND.items():
                 with m.Case(kind):
                     m.d.comb += view.eq(v)
         m.d.comb += [
-            out.w_en.eq(s1_valid & s1_last),
-            entry.ndr.eq(s1.write), entry.tag.eq(s1.tag), entry.poison.eq(poison), entry.view.eq(view),
-            entry.data.eq(Mux(poison, 0, line_out)),
             self.dram_error.valid.eq(s1_valid & s1_last & s1_failed),
             self.dram_error.cause.eq(ErrorCause.DRAM_ERROR), self.dram_error.addr.eq(s1.addr),
+        ]
+        # stage 2 registers: the dequantizer's input and what rides alongside it to the queue
+        side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(2, PIPELINE_DEPTH + 1)]
+        step_in = Signal(dequant_input(lanes))
+        m.d.sync += [
+            side[0].valid.eq(s1_valid), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
+            side[0].fp.eq(s1.kind.as_value().matches(Kind.FP16, Kind.BF16)),
+            side[0].entry.ndr.eq(s1.write), side[0].entry.tag.eq(s1.tag), side[0].entry.poison.eq(poison),
+            side[0].entry.view.eq(view), side[0].entry.data.eq(Mux(poison, 0, line_out)),
+            step_in.r.eq(gather.r), step_in.scale.eq(meta[:16]), step_in.zero.eq(meta[16:24]),
+            step_in.scale_bf16.eq(s1.scale_bf16), step_in.scale_pow2.eq(s1.scale_pow2),
+            step_in.out_bf16.eq(s1.kind == Kind.BF16),
+            *[later.eq(earlier) for earlier, later in zip(side, side[1:])],
+        ]
+
+        # --- stages 3..: dequantize (never stalls: the output is always taken) ---
+        m.submodules.dequant = dq = Dequantizer(lanes)
+        m.d.comb += [dq.input.valid.eq(side[0].valid & side[0].fp), dq.input.payload.eq(step_in),
+                     dq.output.ready.eq(1)]
+
+        # --- pack the line into the output queue ---
+        tail = side[-1]
+        chunk = Cat(*[dq.output.payload[i] for i in range(lanes)])
+        acc = Signal(LINE_BITS)                                  # earlier steps of the line
+        if steps > 1:
+            with m.If(tail.valid & tail.fp & ~tail.last):
+                m.d.sync += acc.word_select(tail.step, lanes * 16).eq(chunk)
+        fp_line = Mux(tail.entry.poison, 0, Cat(acc[:(steps - 1) * lanes * 16], chunk))
+        entry = data.View(_OUT, out.w_data)
+        m.d.comb += [
+            out.w_en.eq(tail.valid & tail.last),
+            entry.eq(tail.entry),
+            entry.data.eq(Mux(tail.fp, fp_line, tail.entry.data)),
         ]
 
         # --- ordered output: DRS or NDR ---

@@ -36,28 +36,67 @@ def bf16_scales():
             0x4780, 0x477F, 0x7F7F, 0xFF7F, 0x7F80, 0x7FC1]
 
 
-def run_dequantizer(cases):
-    """cases: list of (scale_bits, scale_format, zero, out_bf16); returns results for r = 0..255 each."""
+def run_dequantizer(cases, seed=0):
+    """cases: list of (scale_bits, scale_format, zero, out_bf16); returns results for r = 0..255 each.
+
+    Steps of LANES codes go through the pipeline with random gaps on the input and random
+    backpressure on the output; results must come back in order, one per step."""
     dut = Dequantizer(LANES)
+    rng = np.random.default_rng(seed)
+    steps = [(case, list(range(base, base + LANES))) for case in cases for base in range(0, 256, LANES)]
     results = []
 
     async def bench(ctx):
-        for scale_bits, scale_format, zero, out_bf16 in cases:
-            ctx.set(dut.scale, scale_bits)
-            ctx.set(dut.scale_bf16, scale_format == ScaleFormat.BF16)
-            ctx.set(dut.scale_pow2, scale_format == ScaleFormat.POW2)
-            ctx.set(dut.zero, zero)
-            ctx.set(dut.out_bf16, out_bf16)
-            row = []
-            for base in range(0, 256, LANES):
-                ctx.set(dut.r, list(range(base, base + LANES)))
-                row += [int(v) for v in ctx.get(dut.result)]
-            results.append(row)
+        sent = 0
+        while len(results) < len(steps):
+            if sent < len(steps):
+                (scale_bits, scale_format, zero, out_bf16), r = steps[sent]
+                ctx.set(dut.input.payload, {"r": r, "zero": zero, "scale": scale_bits,
+                                            "scale_bf16": scale_format == ScaleFormat.BF16,
+                                            "scale_pow2": scale_format == ScaleFormat.POW2,
+                                            "out_bf16": out_bf16})
+            offer = sent < len(steps) and rng.random() < 0.8
+            ctx.set(dut.input.valid, offer)
+            ctx.set(dut.output.ready, rng.random() < 0.8)
+            taken = offer and ctx.get(dut.input.ready)
+            if ctx.get(dut.output.valid) and ctx.get(dut.output.ready):
+                results.append([int(v) for v in ctx.get(dut.output.payload)])
+            sent += taken
+            await ctx.tick()
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return results
+    per_case = 256 // LANES
+    return [sum(results[i:i + per_case], []) for i in range(0, len(results), per_case)]
+
+
+def test_full_rate_and_latency():
+    """With the output always taken, a step enters every cycle and leaves LATENCY cycles later."""
+    dut = Dequantizer(LANES)
+    codes = [list(range(base, base + LANES)) for base in range(0, 256, LANES)]
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.output.ready, 1)
+        ctx.set(dut.input.payload, {"zero": 128, "scale": 0x3C00})
+        for cycle in range(len(codes) + Dequantizer.LATENCY):
+            ctx.set(dut.input.valid, cycle < len(codes))
+            if cycle < len(codes):
+                ctx.set(dut.input.payload.r, codes[cycle])
+                assert ctx.get(dut.input.ready)
+            if ctx.get(dut.output.valid):
+                out.append((cycle, [int(v) for v in ctx.get(dut.output.payload)]))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [c for c, _ in out] == [Dequantizer.LATENCY + n for n in range(len(codes))]
+    expected = reference(np.arange(256), 128, 0x3C00, ScaleFormat.FP16, False)
+    assert sum((row for _, row in out), []) == expected.tolist()
 
 
 @pytest.mark.parametrize("out_bf16", [False, True])
@@ -81,7 +120,7 @@ def test_random_scales_round_once():
               int(rng.integers(0, 256)), bool(rng.integers(0, 2))) for _ in range(12)]
     cases += [(int(rng.integers(0, 0x7F80)), ScaleFormat.BF16, int(rng.integers(0, 256)),
                bool(rng.integers(0, 2))) for _ in range(12)]
-    for (s, fmt, z, ob), row in zip(cases, run_dequantizer(cases)):
+    for (s, fmt, z, ob), row in zip(cases, run_dequantizer(cases, seed=1)):
         assert row == reference(np.arange(256), z, s, fmt, ob).tolist(), (hex(s), fmt, z, ob)
 
 
