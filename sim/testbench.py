@@ -66,7 +66,8 @@ def region_writes(regions: list[dict]) -> list[tuple[int, int]]:
             region = regions[index]
             writes += spec.region_csr_writes(index, region["plane_base"], region["meta_base"], region["blocks"],
                                              region["group_size"], region["symmetric"],
-                                             spec.ScaleFormat(region["scale_format"]))
+                                             spec.ScaleFormat(region["scale_format"]),
+                                             codebook_base=region.get("codebook_base"))
         else:
             writes.append((spec.CSR_REGION_BASE + spec.CSR_REGION_STRIDE * index + spec.REGION_CONFIG, 0))
     return writes

@@ -195,19 +195,23 @@ CFG_LOG2_GROUP_SHIFT = 4             #: [7:4] log2(group size), 5..15
 
 
 def region_config_word(group_size: int, symmetric: bool, scale_format: ScaleFormat,
-                       valid: bool = True) -> int:
-    """The REGION_CONFIG word of a region."""
+                       valid: bool = True, codebook_base: int | None = None) -> int:
+    """The REGION_CONFIG word of a region; a LUT region names its table set's first
+    DRAM line in `codebook_base` (see `lut_config_bits`)."""
     log2_group = group_size.bit_length() - 1
     if group_size != 1 << log2_group or not 5 <= log2_group <= 15:
         raise ValueError(f"group size {group_size} is not a power of two in 32..32768")
     return ((CFG_VALID if valid else 0) | (CFG_SYMMETRIC if symmetric else 0)
             | (int(ScaleFormat(scale_format)) << CFG_SCALE_FORMAT_SHIFT)
-            | (log2_group << CFG_LOG2_GROUP_SHIFT))
+            | (log2_group << CFG_LOG2_GROUP_SHIFT)
+            | (0 if codebook_base is None else lut_config_bits(codebook_base)))
 
 
 def region_csr_writes(index: int, plane_base: int, meta_base: int, blocks: int, group_size: int,
-                      symmetric: bool, scale_format: ScaleFormat) -> list[tuple[int, int]]:
-    """(word address, value) writes that program region `index` (config word last)."""
+                      symmetric: bool, scale_format: ScaleFormat,
+                      codebook_base: int | None = None) -> list[tuple[int, int]]:
+    """(word address, value) writes that program region `index` (config word last);
+    `codebook_base`: the table set of a LUT region, None for an affine one."""
     if not 0 <= index < MAX_REGIONS:
         raise ValueError(f"region index {index} outside 0..{MAX_REGIONS - 1}")
     if plane_base % PLANES:
@@ -218,7 +222,8 @@ def region_csr_writes(index: int, plane_base: int, meta_base: int, blocks: int, 
     base = CSR_REGION_BASE + CSR_REGION_STRIDE * index
     return [(base + REGION_PLANE_BASE, plane_base), (base + REGION_META_BASE, meta_base),
             (base + REGION_BLOCKS, blocks),
-            (base + REGION_CONFIG, region_config_word(group_size, symmetric, scale_format))]
+            (base + REGION_CONFIG, region_config_word(group_size, symmetric, scale_format,
+                                                      codebook_base=codebook_base))]
 
 
 # ==============================================================================

@@ -8,6 +8,9 @@ Views (DESIGN.md sections 2 and 4, docs/FORMATS.md):
   (float64) and rounded once to nearest even, little-endian 2 bytes; a NaN result
   (NaN scale, or infinite scale times 0) is the canonical quiet NaN 0x7E00 / 0x7FC0.
 The zero point is always the stored zero byte (symmetric quantizers store 128).
+Table-lookup (LUT) tensors (`TensorEntry.codebook_base` set; docs/RECIPES.md): fp16 / bf16
+answer `s * table_k[c]` (table entry `(1 << k) | c` of the tensor's table set, binary16)
+computed exactly and rounded once the same way; packed as any tensor; int8 is poison.
 A bad address answers 64 zero bytes with poison set.
 """
 
@@ -18,7 +21,7 @@ import numpy as np
 from ..errors import SmartquantError
 from ..spec import (BLOCK_WEIGHTS, LINE_BYTES, PLANES, SYMMETRIC_ZERO, View, lines_per_block,
                     split_host_line_address)
-from .fpformat import bf16_bits, fp16_bits, scale_value
+from .fpformat import bf16_bits, fp16_bits, fp16_value, scale_value
 from .image import Image, TensorEntry, unpack_metadata, unpack_planes
 
 POISON = (bytes(LINE_BYTES), True)
@@ -37,6 +40,25 @@ def view_code(q, k: int) -> np.ndarray:
     return (q & np.uint8((0xFF << (PLANES - k)) & 0xFF)) | np.uint8(1 << (PLANES - 1 - k))
 
 
+def has_int8_view(entry: TensorEntry) -> bool:
+    """Symmetric affine tensors have an int8 view; asymmetric and LUT tensors answer poison."""
+    return entry.symmetric and entry.codebook_base is None
+
+
+def round_view(values: np.ndarray, view: View) -> np.ndarray:
+    """uint16 fp16 / bf16 bits of exact float64 values, nearest even, NaN canonical."""
+    bits = fp16_bits(values) if view == View.FP16 else bf16_bits(values)
+    bits[np.isnan(values)] = CANONICAL_NAN[view]
+    return bits
+
+
+def lut_result_bits(entry_bits, scale_bits, scale_format, view: View) -> np.ndarray:
+    """uint16 results of one table-lookup lane: binary16 entries times scales, rounded once to `view`."""
+    with np.errstate(invalid="ignore"):
+        values = fp16_value(entry_bits) * scale_value(scale_bits, scale_format)
+    return round_view(values, View(view))
+
+
 def _group_metadata(image: Image, entry: TensorEntry) -> tuple[np.ndarray, np.ndarray]:
     """(scale float64, zero float64) of every group of `entry`, read from DRAM."""
     scale_bits, zeros = unpack_metadata(image.lines(entry.meta_base, entry.meta_lines).tobytes(), entry.groups)
@@ -51,14 +73,18 @@ def _decode_blocks(image: Image, entry: TensorEntry, view: View, k: int, first: 
     r = view_code(unpack_planes(planes, k), k)
     if view == View.INT8:
         return (r.astype(np.int16) - SYMMETRIC_ZERO).astype(np.int8).tobytes()
-    scale, zero = _group_metadata(image, entry)
     per_block = BLOCK_WEIGHTS // entry.group_size
     groups = slice(first * per_block, (first + count) * per_block)
-    with np.errstate(invalid="ignore"):
-        values = np.repeat(scale[groups], entry.group_size) * (r - np.repeat(zero[groups], entry.group_size))
-    bits = fp16_bits(values) if view == View.FP16 else bf16_bits(values)
-    bits[np.isnan(values)] = CANONICAL_NAN[view]
-    return bits.astype("<u2").tobytes()
+    if entry.codebook_base is not None:
+        from .codebook import codebook_values          # codebook -> quantizer -> golden.view_code
+        scale_bits, _ = unpack_metadata(image.lines(entry.meta_base, entry.meta_lines).tobytes(), entry.groups)
+        values = codebook_values(unpack_planes(planes, k), scale_bits[groups], entry.scale_format,
+                                 image.table_bits(entry), entry.group_size, k)
+    else:
+        scale, zero = _group_metadata(image, entry)
+        with np.errstate(invalid="ignore"):
+            values = np.repeat(scale[groups], entry.group_size) * (r - np.repeat(zero[groups], entry.group_size))
+    return round_view(values, view).astype("<u2").tobytes()
 
 
 def _entry_of_block(image: Image, block: int) -> TensorEntry | None:
@@ -82,7 +108,7 @@ def response_line(image: Image, host_line_addr: int) -> tuple[bytes, bool]:
     per_block = lines_per_block(view, k)
     block, line = divmod(offset, per_block)
     entry = _entry_of_block(image, block)
-    if entry is None or (view == View.INT8 and not entry.symmetric):
+    if entry is None or (view == View.INT8 and not has_int8_view(entry)):
         return POISON
     data = _decode_blocks(image, entry, view, k, block - entry.plane_base // PLANES, 1)
     return data[line * LINE_BYTES:(line + 1) * LINE_BYTES], False
@@ -92,8 +118,8 @@ def read_view(image: Image, name: str, view: View, k: int) -> bytes:
     """Every line of tensor `name` in a quantized `view` at `k` bits, in view-offset order."""
     entry = image.entry(name)
     view = _check_view(view, k)
-    if view == View.INT8 and not entry.symmetric:
-        raise SmartquantError(f"tensor {name!r} is asymmetric: it has no int8 view")
+    if view == View.INT8 and not has_int8_view(entry):
+        raise SmartquantError(f"tensor {name!r} is asymmetric or a table-lookup tensor: it has no int8 view")
     return _decode_blocks(image, entry, view, k, 0, entry.blocks)
 
 
@@ -134,7 +160,8 @@ def view_offset(entry: TensorEntry, view: View, k: int, block: int = 0, line: in
 def region_table(image: Image) -> list[dict]:
     """The entries as region-table rows (what the CSRs hold per tensor)."""
     return [{"name": e.name, "plane_base": e.plane_base, "meta_base": e.meta_base, "blocks": e.blocks,
-             "group_size": e.group_size, "symmetric": e.symmetric, "scale_format": int(e.scale_format)}
+             "group_size": e.group_size, "symmetric": e.symmetric, "scale_format": int(e.scale_format),
+             "codebook_base": e.codebook_base}
             for e in image.entries]
 
 

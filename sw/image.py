@@ -4,7 +4,11 @@ Layout (DESIGN.md section 3, docs/FORMATS.md): tensors in manifest order, each
 as its bit-planes (block b = 8 lines at `plane_base + 8*b`, line j = bit-plane
 7-j, weight i = bit i%8 of byte i//8) followed by its metadata (4 bytes per
 group: scale bits little-endian, zero u8, reserved 0; 16 groups per line); the
-next tensor's planes start at the next multiple of 8 lines.  On disk an image
+next tensor's planes start at the next multiple of 8 lines.  Codebook (table-lookup)
+tensors also have a table set: CODEBOOK_LINES lines of binary16 entries (entry of view k
+code c at index `(1 << k) | c`); the table sets follow the last tensor, 16-line aligned,
+in manifest order, and each entry records its first line in `codebook_base`
+(docs/RECIPES.md, "LUT region storage format").  On disk an image
 is a directory: `manifest.json`, `dram.bin` (byte 0 = device address 0) and,
 when there is side data (tensors not in the store), `side.safetensors`.
 """
@@ -21,7 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_dir
 from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
+from ..spec import (BLOCK_WEIGHTS, CODEBOOK_ENTRIES, CODEBOOK_LINES, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
                     META_BYTES_PER_GROUP, PLANES, SYMMETRIC_ZERO, ScaleFormat)
 
 if TYPE_CHECKING:
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 FORMAT_NAME = "smartquant-image"
 FORMAT_VERSION = 1
+#: info key under which images written before `codebook_base` listed their table sets
+LEGACY_CODEBOOKS_KEY = "codebooks"
 MANIFEST = "manifest.json"
 DRAM_FILE = "dram.bin"
 SIDE_FILE = "side.safetensors"
@@ -52,6 +58,7 @@ class TensorEntry:
     meta_lines: int                 #: ceil(groups / 16)
     rel_error: dict[int, float] | None = None   #: k -> ||W_k - W||_F / ||W||_F at quantize time
     norm: float | None = None                   #: ||W||_F of the source weight
+    codebook_base: int | None = None            #: first line of the table set (LUT tensor), else None
 
     @property
     def groups(self) -> int:
@@ -72,6 +79,8 @@ class TensorEntry:
             out["rel_error"] = {str(k): v for k, v in sorted(self.rel_error.items())}
         if self.norm is not None:
             out["norm"] = self.norm
+        if self.codebook_base is not None:
+            out["codebook_base"] = self.codebook_base
         return out
 
     @classmethod
@@ -85,7 +94,8 @@ class TensorEntry:
                        plane_base=int(d["plane_base"]), meta_base=int(d["meta_base"]),
                        blocks=int(d["blocks"]), meta_lines=int(d["meta_lines"]),
                        rel_error=None if rel is None else {int(k): float(v) for k, v in rel.items()},
-                       norm=None if d.get("norm") is None else float(d["norm"]))
+                       norm=None if d.get("norm") is None else float(d["norm"]),
+                       codebook_base=None if d.get("codebook_base") is None else int(d["codebook_base"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise SmartquantError(f"manifest tensor entry {d.get('name', '?')!r} is malformed: {exc!r}") from None
 
@@ -156,6 +166,12 @@ class Image:
         """DRAM lines [first, first+count) as a (count, 64) uint8 view."""
         return self.dram[first * LINE_BYTES:(first + count) * LINE_BYTES].reshape(count, LINE_BYTES)
 
+    def table_bits(self, entry: TensorEntry) -> np.ndarray:
+        """The uint16 [512] table set of LUT tensor `entry`, read from DRAM."""
+        if entry.codebook_base is None:
+            raise SmartquantError(f"tensor {entry.name!r} has no codebook")
+        return self.lines(entry.codebook_base, CODEBOOK_LINES).reshape(-1).view("<u2").astype(np.uint16)
+
     @classmethod
     def build(cls, tensors: Iterable[tuple[str, "QuantizedTensor"]], side: dict | None = None,
               rel_errors: dict[str, dict[int, float]] | None = None, norms: dict[str, float] | None = None,
@@ -163,8 +179,10 @@ class Image:
         """Lay quantized tensors out in DRAM in the given order (planes, then metadata, 8-line aligned).
 
         `rel_errors` (name -> k -> relative error) and `norms` (name -> ||W||_F) are recorded
-        in the manifest for `inspect`."""
+        in the manifest for `inspect`.  Tensors with a `table_bits` array (codebook tensors,
+        `sw.codebook.CodebookTensor`) get their table set after the last tensor."""
         entries, chunks, line = [], [], 0
+        tensors = list(tensors)
         rel_errors, norms = rel_errors or {}, norms or {}
         for name, qt in tensors:
             if any(e.name == name for e in entries):
@@ -192,6 +210,13 @@ class Image:
             end = entry.meta_base + entry.meta_lines
             line = _align(end)
             chunks.append(bytes((line - end) * LINE_BYTES))
+        tables = [(i, qt.table_bits) for i, (_, qt) in enumerate(tensors) if hasattr(qt, "table_bits")]
+        if tables:
+            first = _align(line, CODEBOOK_LINES)
+            chunks.append(bytes((first - line) * LINE_BYTES))
+            for n, (i, bits) in enumerate(tables):
+                entries[i] = dataclasses.replace(entries[i], codebook_base=first + n * CODEBOOK_LINES)
+                chunks.append(np.asarray(bits, dtype="<u2").reshape(CODEBOOK_ENTRIES).tobytes())
         dram = np.frombuffer(b"".join(chunks), dtype=np.uint8).copy()
         return cls(entries=entries, dram=dram, side=dict(side or {}), info=dict(info or {}))
 
@@ -226,11 +251,19 @@ class Image:
         if have > want:
             raise SmartquantError(f"{dram_path} has {have} bytes, the manifest says {want}")
         dram = np.fromfile(dram_path, dtype=np.uint8)
-        entries = [TensorEntry.from_json(d) for d in manifest["tensors"]]
-        for e in entries:
-            if e.plane_base % PLANES or e.meta_base + e.meta_lines > manifest["dram_lines"] \
-                    or e.plane_base + e.blocks * PLANES > manifest["dram_lines"]:
+        info = manifest.get("info", {})
+        legacy = info.get(LEGACY_CODEBOOKS_KEY, {}) if isinstance(info, dict) else {}
+        entries = []
+        for d in manifest["tensors"]:
+            e = TensorEntry.from_json(d)
+            if e.codebook_base is None and isinstance(legacy, dict) and legacy.get(e.name) is not None:
+                e = dataclasses.replace(e, codebook_base=int(legacy[e.name]))
+            lines = manifest["dram_lines"]
+            if e.plane_base % PLANES or e.meta_base + e.meta_lines > lines or e.plane_base + e.blocks * PLANES > lines \
+                    or (e.codebook_base is not None and (e.codebook_base % CODEBOOK_LINES
+                                                         or e.codebook_base + CODEBOOK_LINES > lines)):
                 raise SmartquantError(f"{path / MANIFEST}: tensor {e.name!r} lies outside dram.bin or is misaligned")
+            entries.append(e)
         side = {}
         if manifest.get("side"):
             from safetensors.numpy import load_file
@@ -238,7 +271,7 @@ class Image:
                 side = load_file(str(path / SIDE_FILE))
             except Exception as exc:  # safetensors raises several types for a bad file
                 raise SmartquantError(f"{path / SIDE_FILE}: unreadable side data ({exc})") from None
-        return cls(entries=entries, dram=dram, side=side, info=manifest.get("info", {}))
+        return cls(entries=entries, dram=dram, side=side, info=info)
 
 
 def _read_manifest(path: Path) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import SmartquantError
 from ..spec import CODE_BITS
-from . import golden_lut
+from .image import Image
 from .quantizer import relative_error
 from .recipe import Recipe, apply, read_recipe, search
 from .sources import MINILM, load_source
@@ -59,7 +59,7 @@ def build_image(weights: dict, quantized: dict, side=None, info=None):
     errors = {n: {k: relative_error(q.dequantize(k), np.asarray(weights[n], np.float64))
                   for k in range(1, CODE_BITS + 1)} for n, q in quantized.items()}
     norms = {n: float(np.linalg.norm(np.asarray(weights[n], np.float64))) for n in quantized}
-    return golden_lut.build(list(quantized.items()), side=side, rel_errors=errors, norms=norms, info=info)
+    return Image.build(list(quantized.items()), side=side, rel_errors=errors, norms=norms, info=info)
 
 
 def quantize_with_recipe(spec: str, recipe_path, sentences: int = CALIBRATION_SENTENCES,

@@ -113,7 +113,7 @@ def region_of(entry) -> dict:
     return {"name": entry.name, "plane_base": int(entry.plane_base), "meta_base": int(entry.meta_base),
             "blocks": int(entry.blocks), "meta_lines": int(entry.meta_lines),
             "group_size": int(entry.group_size), "symmetric": bool(entry.symmetric),
-            "scale_format": int(entry.scale_format)}
+            "scale_format": int(entry.scale_format), "codebook_base": entry.codebook_base}
 
 
 def _first_view_offset(region: dict, view: View, k: int) -> int:

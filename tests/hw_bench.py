@@ -137,7 +137,7 @@ def region_writes(entries) -> list[tuple[int, int]]:
     writes = []
     for i, e in enumerate(entries):
         writes += region_csr_writes(i, e.plane_base, e.meta_base, e.blocks, e.group_size,
-                                    e.symmetric, e.scale_format)
+                                    e.symmetric, e.scale_format, getattr(e, "codebook_base", None))
     return writes
 
 

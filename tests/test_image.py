@@ -120,3 +120,40 @@ def test_duplicate_names_are_an_error(tiny_quantized):
     qt = next(iter(tiny_quantized.values()))
     with pytest.raises(SmartquantError, match="twice"):
         Image.build([("a", qt), ("a", qt)])
+
+
+def _lut_image():
+    from smartquant.sw.codebook import CodebookQuantizer
+    rng = np.random.default_rng(2)
+    lut = CodebookQuantizer(64).quantize(rng.standard_normal((8, 128)) * 0.05)
+    return Image.build([("lut.weight", lut)]), lut
+
+
+def test_codebook_tensor_gets_an_aligned_table_set(tmp_path):
+    from smartquant.spec import CODEBOOK_LINES
+    image, lut = _lut_image()
+    entry = image.entry("lut.weight")
+    assert entry.codebook_base % CODEBOOK_LINES == 0
+    assert entry.codebook_base >= entry.meta_base + entry.meta_lines
+    assert image.dram_lines == entry.codebook_base + CODEBOOK_LINES
+    assert np.array_equal(image.table_bits(entry), lut.table_bits)
+    loaded = Image.load(image.save(tmp_path / "img"))
+    assert loaded.entry("lut.weight").codebook_base == entry.codebook_base
+
+
+def test_older_manifests_load(tiny_image, tmp_path):
+    """A manifest without `codebook_base` loads (None); one that listed table sets in
+    info["codebooks"] (images written before the field) gets them as `codebook_base`."""
+    path = tiny_image.save(tmp_path / "plain")
+    assert all(e.codebook_base is None for e in Image.load(path).entries)
+    image, _ = _lut_image()
+    path = image.save(tmp_path / "legacy")
+    manifest = json.loads((path / "manifest.json").read_text())
+    base = manifest["tensors"][0].pop("codebook_base")
+    manifest["info"] = {"codebooks": {"lut.weight": base}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert Image.load(path).entry("lut.weight").codebook_base == base
+    manifest["info"] = {"codebooks": {"lut.weight": base + 1}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SmartquantError, match="misaligned"):
+        Image.load(path)

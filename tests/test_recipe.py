@@ -9,9 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 from smartquant.cli import main
 from smartquant.errors import SmartquantError
-from smartquant.spec import (CODEBOOK_LINES, LINE_BYTES, PLANES, CFG_LUT, View, codebook_index,
+from smartquant.spec import (CODEBOOK_LINES, LINE_BYTES, PLANES, CFG_CODEBOOK_SHIFT, CFG_LUT, View,
+                             codebook_index, region_config_word,
                              host_line_address, lines_per_block)
-from smartquant.sw import golden, golden_lut
+from smartquant.sw import golden
 from smartquant.sw.codebook import CodebookQuantizer, fit_nested
 from smartquant.sw.fpformat import fp16_bits
 from smartquant.sw.image import Image
@@ -83,10 +84,10 @@ def test_recipe_json_round_trip_through_quantize(tmp_path):
     image = Image.load(tmp_path / "img")
     assert {e.name: (e.group_size, e.symmetric, e.scale_format.name.lower()) for e in image.entries} == \
         {n: (o.group_size, o.symmetric, o.scale_format) for n, o in options.items()}
-    assert list(golden_lut.codebooks(image)) == ["a.weight"]
+    assert [e.name for e in image.entries if e.codebook_base is not None] == ["a.weight"]
     for name, option in options.items():
         expected = option.quantize(weights[name].astype(np.float64), (3, 4)).dequantize(3)
-        assert np.array_equal(golden_lut.tensor_values(image, name, 3),
+        assert np.array_equal(golden.tensor_values(image, name, 3),
                               np.float16(expected).astype(np.float32)), name
 
 
@@ -149,27 +150,29 @@ def test_lut_image_lines_match_tensor_and_config():
     quantized = {"a.weight": CodebookQuantizer(32).quantize(weights["a.weight"]),
                  "b.weight": TensorOption(group_size=64).quantize(weights["b.weight"], (3,))}
     image = build_image(weights, quantized)
-    base = golden_lut.codebook_base(image, "a.weight")
-    assert base % CODEBOOK_LINES == 0 and golden_lut.codebook_base(image, "b.weight") is None
-    assert np.array_equal(golden_lut.table_bits(image, "a.weight"), quantized["a.weight"].table_bits)
     entry = image.entry("a.weight")
-    assert golden_lut.region_config(image, entry) & CFG_LUT
+    base = entry.codebook_base
+    assert base % CODEBOOK_LINES == 0 and image.entry("b.weight").codebook_base is None
+    assert np.array_equal(image.table_bits(entry), quantized["a.weight"].table_bits)
     for k in (1, 3, 8):
         for view in (View.FP16, View.BF16):
             per_block = lines_per_block(view, k)
             first = entry.plane_base // PLANES * per_block
-            lines = b"".join(golden_lut.response_line(image, host_line_address(view, k, first + i))[0]
+            lines = b"".join(golden.response_line(image, host_line_address(view, k, first + i))[0]
                              for i in range(entry.blocks * per_block))
-            assert lines == golden_lut.read_view(image, "a.weight", view, k)
-        assert np.array_equal(fp16_bits(golden_lut.tensor_values(image, "a.weight", k)),
+            assert lines == golden.read_view(image, "a.weight", view, k)
+        assert np.array_equal(fp16_bits(golden.tensor_values(image, "a.weight", k)),
                               fp16_bits(quantized["a.weight"].dequantize(k)))
-    # the affine tensor, int8 of the LUT tensor, packed and raw: as the plain golden decoder
+    # the affine tensor decodes affinely, packed / raw lines of the LUT tensor are its DRAM lines,
+    # its int8 view is poison
     other = image.entry("b.weight")
-    for addr in (host_line_address(View.FP16, 3, other.plane_base // PLANES * 16),
-                 host_line_address(View.INT8, 3, entry.plane_base // PLANES * 8),
-                 host_line_address(View.PACKED, 2, entry.plane_base // PLANES * 2 + 1),
-                 host_line_address(View.RAW, 0, base)):
-        assert golden_lut.response_line(image, addr) == golden.response_line(image, addr)
-    assert golden_lut.response_line(image, host_line_address(View.INT8, 3, entry.plane_base // PLANES * 8))[1]
+    assert golden.response_line(image, host_line_address(View.FP16, 3, other.plane_base // PLANES * 16))[0] == \
+        golden.read_view(image, "b.weight", View.FP16, 3)[:LINE_BYTES]
+    assert golden.response_line(image, host_line_address(View.PACKED, 2, entry.plane_base // PLANES * 2 + 1)) == \
+        (image.lines(entry.plane_base + 1, 1).tobytes(), False)
+    assert golden.response_line(image, host_line_address(View.RAW, 0, base)) == (image.lines(base, 1).tobytes(), False)
+    assert golden.response_line(image, host_line_address(View.INT8, 3, entry.plane_base // PLANES * 8)) == golden.POISON
+    config = region_config_word(entry.group_size, entry.symmetric, entry.scale_format, codebook_base=base)
+    assert config & CFG_LUT and config >> CFG_CODEBOOK_SHIFT == base // CODEBOOK_LINES
     assert image.lines(base, 1).tobytes()[:4] == bytes(4)      # reserved entries 0 and 1
     assert len(image.dram) == (base + CODEBOOK_LINES) * LINE_BYTES
