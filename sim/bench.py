@@ -95,9 +95,9 @@ class Sweep:
         """The design's Verilog (hw/top.py with `rtl`); bad parameters are bad input."""
         from ..hw.top import generate_verilog
         self.design()
-        if set(self.rtl) <= {"lanes", "axi_data_width"}:       # the runner's cached Verilog
-            return runner.design_verilog(self.rtl.get("lanes"), self.rtl.get("axi_data_width"))
         try:
+            if set(self.rtl) <= {"lanes", "axi_data_width"}:       # the runner's cached Verilog
+                return runner.design_verilog(self.rtl.get("lanes"), self.rtl.get("axi_data_width"))
             return generate_verilog(**self.rtl)
         except ValueError as exc:
             raise SmartquantError(f"RTL parameters {self.rtl}: {exc}") from None
