@@ -176,9 +176,12 @@ def prepare(jobs: list[Job]) -> dict[str, str | None]:
 def _local(jobs, image_dir, verilogs, workers, keep) -> Iterator[dict]:
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(run_job, job, image_dir, verilogs[job.config], keep) for job in jobs]
+        futures = {pool.submit(run_job, job, image_dir, verilogs[job.config], keep): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except Exception as exc:        # the worker process itself died
+                yield {**dataclasses.asdict(futures[future]), "passed": False, "error": f"harness: worker died: {exc!r}"}
 
 
 def _import_ray():
