@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import (COUNTERS, CSR_ADDR_BITS, CSR_COUNTER_BASE, CSR_COUNTER_CLEAR, CSR_DATA_BITS,
                     CSR_DRAM_LINES, CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, CSR_ID,
-                    CSR_ID_VALUE, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, LINE_ADDR_BITS,
+                    CSR_ID_VALUE, CSR_PARAMS, CFG_CODEBOOK_BITS, CFG_CODEBOOK_SHIFT, CFG_LUT, CSR_REGION_BASE, CSR_REGION_STRIDE, LINE_ADDR_BITS,
                     MAX_REGIONS, REGION_BLOCKS, REGION_CONFIG, REGION_META_BASE, REGION_PLANE_BASE,
                     ErrorCause, View)
 
@@ -23,6 +23,8 @@ CSR_BUS = wiring.Signature({
 REGION = data.StructLayout({
     "plane_base": 32, "meta_base": 32, "blocks": 32,
     "valid": 1, "symmetric": 1, "scale_format": 2, "log2_group": 4,
+    "lut": 1,                           # table-lookup region (spec.CFG_LUT)
+    "codebook": CFG_CODEBOOK_BITS,      # its table set's first DRAM line // CODEBOOK_LINES
 })
 
 #: one error report: cause and host line address
@@ -100,9 +102,11 @@ class CsrFile(wiring.Component):
         for i in range(MAX_REGIONS):
             base = CSR_REGION_BASE + CSR_REGION_STRIDE * i
             region = self.regions[i]
-            config = Signal(8, name=f"region{i}_config")
+            config = Signal(CSR_DATA_BITS, name=f"region{i}_config")
             m.d.comb += [region.valid.eq(config[0]), region.symmetric.eq(config[1]),
-                         region.scale_format.eq(config[2:4]), region.log2_group.eq(config[4:8])]
+                         region.scale_format.eq(config[2:4]), region.log2_group.eq(config[4:8]),
+                         region.lut.eq(config[CFG_LUT.bit_length() - 1]),
+                         region.codebook.eq(config[CFG_CODEBOOK_SHIFT:])]
             for offset, reg in ((REGION_PLANE_BASE, region.plane_base), (REGION_META_BASE, region.meta_base),
                                 (REGION_BLOCKS, region.blocks)):
                 plain = Signal(32, name=f"region{i}_{offset}")

@@ -9,7 +9,8 @@ Three registered stages (each advances when the next one has room):
      "Division by invariant integers using multiplication", Thm 4.2); k = 6 is (x >> 1) / 3.
      Checks view, opcode, k and the raw bound;
   C  finds the lowest-numbered valid region holding the block and forms the block's
-     plane and metadata line addresses (never outside the region).
+     plane and metadata line addresses (never outside the region); an fp16 / bf16 request
+     on a table-lookup region carries `lut` and the region's codebook (int8 there: poison).
 """
 
 from amaranth import Module, Signal
@@ -119,7 +120,7 @@ class AddressDecoder(wiring.Component):
             m.d.comb += cause.eq(b_error)
         with m.Elif((b_view != View.RAW) & ~hit):
             m.d.comb += cause.eq(ErrorCause.NO_REGION)
-        with m.Elif((b_view == View.INT8) & ~region.symmetric):
+        with m.Elif((b_view == View.INT8) & (~region.symmetric | region.lut)):
             m.d.comb += cause.eq(ErrorCause.INT8_ASYMMETRIC)
         kind = Signal(Kind)
         with m.If(cause != ErrorCause.NONE):
@@ -137,6 +138,9 @@ class AddressDecoder(wiring.Component):
                          c.payload.scale_bf16.eq(region.scale_format == ScaleFormat.BF16),
                          c.payload.scale_pow2.eq(region.scale_format == ScaleFormat.POW2),
                          c.payload.log2_group.eq(region.log2_group),
+                         c.payload.lut.eq(region.lut & (cause == ErrorCause.NONE) & ~b.write
+                                          & ((b_view == View.FP16) | (b_view == View.BF16))),
+                         c.payload.codebook.eq(region.codebook),
                          c.payload.first_group.eq(((in_region << 9) >> region.log2_group)[:4]),
                          c.payload.meta_line.eq(region.meta_base + ((in_region << 5) >> region.log2_group))]
             with m.If(b_view != View.RAW):

@@ -8,12 +8,20 @@ line and metadata line once.  A slot is released by the response stage when it
 starts on the job that allocated the next slot (all earlier jobs are then done), so
 `slots - 1` fetches can run ahead of the response stage.
 
+Table-lookup regions: before the first fp16 / bf16 command of a LUT region whose
+(codebook, k) differs from the table last loaded, a plane read of view k's codebook
+lines (`spec.codebook_lines_read(k)` lines from the line holding entry 2**k) goes into
+the next plane slot and a LUT_LOAD job (no response) tells the response stage to load
+the entries; then the command proceeds as usual.  A write forgets the loaded table.
+
 Ordering against writes: a read is only issued when no write awaits its response,
 and a write only when no read is in flight; a write also forgets the cached block
 and metadata line.  Errors pass straight through as jobs.
 """
 
 from amaranth import Module, Mux, Signal
+
+from ..spec import CFG_CODEBOOK_BITS, CODEBOOK_ENTRY_BYTES, CODEBOOK_LINES, LINE_BYTES, PLANES, codebook_lines_read
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,6 +60,16 @@ class FetchIssue(wiring.Component):
         plane_next = Mux(plane_cur == P - 1, 0, plane_cur + 1)
         meta_next = Mux(meta_cur == M - 1, 0, meta_cur + 1)
 
+        # the codebook whose view-k entries the lookup tables hold
+        table_valid, table_codebook, table_k = Signal(), Signal(CFG_CODEBOOK_BITS), Signal(4)
+        need_table = self.cmd.valid & c.lut & ~(table_valid & (table_codebook == c.codebook) & (table_k == c.k))
+        table_first, table_lines = Signal(4), Signal(4)     # line of entry 2**k in the set, lines read
+        with m.Switch(c.k):
+            for k in range(1, PLANES + 1):
+                with m.Case(k):
+                    m.d.comb += [table_first.eq((1 << k) * CODEBOOK_ENTRY_BYTES // LINE_BYTES),
+                                 table_lines.eq(codebook_lines_read(k))]
+
         quantized = c.kind.as_value().matches(Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16)
         needs_plane = quantized | (c.kind == Kind.RAW_RD)
         needs_meta = c.kind.as_value().matches(Kind.FP16, Kind.BF16)
@@ -60,16 +78,20 @@ class FetchIssue(wiring.Component):
         plane_have = plane_pending | (quantized & plane_cached & (plane_line == c.plane_line)
                                       & (plane_lines >= c.k))
         meta_have = meta_pending | (meta_cached & (meta_line == c.meta_line))
-        want_plane = self.cmd.valid & needs_plane & ~plane_have & (plane_used < P) & self.writes_idle
-        want_meta = self.cmd.valid & needs_meta & ~meta_have & (meta_used < M) & self.writes_idle
+        want_table = need_table & (plane_used < P) & self.writes_idle & self.job.ready
+        want_plane = self.cmd.valid & ~need_table & needs_plane & ~plane_have & (plane_used < P) & self.writes_idle
+        want_meta = self.cmd.valid & ~need_table & needs_meta & ~meta_have & (meta_used < M) & self.writes_idle
         m.d.comb += [
-            self.plane_reads.valid.eq(want_plane), self.plane_reads.payload.line.eq(c.plane_line),
-            self.plane_reads.payload.lines.eq(Mux(quantized, c.k, 1)),
+            self.plane_reads.valid.eq(want_plane | want_table),
+            self.plane_reads.payload.line.eq(Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,
+                                                 c.plane_line)),
+            self.plane_reads.payload.lines.eq(Mux(need_table, table_lines, Mux(quantized, c.k, 1))),
             self.plane_reads.payload.slot.eq(plane_next),
             self.meta_reads.valid.eq(want_meta), self.meta_reads.payload.line.eq(c.meta_line),
             self.meta_reads.payload.lines.eq(1), self.meta_reads.payload.slot.eq(meta_next),
         ]
         alloc_plane = want_plane & self.plane_reads.ready
+        load_table = want_table & self.plane_reads.ready
         alloc_meta = want_meta & self.meta_reads.ready
 
         m.d.comb += [
@@ -79,16 +101,18 @@ class FetchIssue(wiring.Component):
         plane_ok = ~needs_plane | plane_have | alloc_plane
         meta_ok = ~needs_meta | meta_have | alloc_meta
         write_ok = ~is_write | (self.writes.valid & self.writes.ready)
-        fire = self.cmd.valid & self.job.ready & plane_ok & meta_ok & write_ok
+        fire = self.cmd.valid & ~need_table & self.job.ready & plane_ok & meta_ok & write_ok
 
         job = self.job.payload
-        m.d.comb += [self.job.valid.eq(fire), self.cmd.ready.eq(fire)]
+        m.d.comb += [self.job.valid.eq(fire | load_table), self.cmd.ready.eq(fire)]
         for name in ("kind", "write", "tag", "addr", "cause", "line", "k", "scale_bf16", "scale_pow2",
-                     "log2_group", "first_group"):
+                     "log2_group", "first_group", "lut"):
             m.d.comb += getattr(job, name).eq(getattr(c, name))
+        with m.If(load_table):
+            m.d.comb += job.kind.eq(Kind.LUT_LOAD)
         m.d.comb += [
-            job.plane_slot.eq(Mux(alloc_plane, plane_next, plane_cur)),
-            job.plane_alloc.eq(plane_pending | alloc_plane),
+            job.plane_slot.eq(Mux(alloc_plane | load_table, plane_next, plane_cur)),
+            job.plane_alloc.eq(plane_pending | alloc_plane | load_table),
             job.meta_slot.eq(Mux(alloc_meta, meta_next, meta_cur)),
             job.meta_alloc.eq(meta_pending | alloc_meta),
         ]
@@ -100,10 +124,13 @@ class FetchIssue(wiring.Component):
         with m.If(alloc_plane):
             m.d.sync += [plane_cur.eq(plane_next), plane_cached.eq(quantized),
                          plane_line.eq(c.plane_line), plane_lines.eq(c.k)]
+        with m.If(load_table):
+            m.d.sync += [plane_cur.eq(plane_next), plane_cached.eq(0),
+                         table_valid.eq(1), table_codebook.eq(c.codebook), table_k.eq(c.k)]
         with m.If(alloc_meta):
             m.d.sync += [meta_cur.eq(meta_next), meta_cached.eq(1), meta_line.eq(c.meta_line)]
         with m.If(fire & is_write):
-            m.d.sync += [plane_cached.eq(0), meta_cached.eq(0)]
-        m.d.sync += [plane_used.eq(plane_used + alloc_plane - self.release_plane),
+            m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]
+        m.d.sync += [plane_used.eq(plane_used + alloc_plane + load_table - self.release_plane),
                      meta_used.eq(meta_used + alloc_meta - self.release_meta)]
         return m

@@ -2,7 +2,7 @@
 
 from amaranth.lib import data, enum
 
-from ..spec import LINE_ADDR_BITS, LINE_BITS, TAG_BITS
+from ..spec import CFG_CODEBOOK_BITS, LINE_ADDR_BITS, LINE_BITS, TAG_BITS
 
 
 class Kind(enum.Enum, shape=3):
@@ -14,6 +14,7 @@ class Kind(enum.Enum, shape=3):
     INT8 = 4
     FP16 = 5
     BF16 = 6
+    LUT_LOAD = 7    #: load view k's codebook entries from a plane slot into the lookup tables (no response)
 
 
 #: fields every request carries from decode to response
@@ -29,6 +30,7 @@ _COMMON = {
     "scale_pow2": 1,            # ... binary16 with the mantissa read as zero
     "log2_group": 4,
     "first_group": 4,           # the block's first group within its metadata line
+    "lut": 1,                   # fp16 / bf16 of a table-lookup region: s * table_k[c]
 }
 
 #: decode -> fetch: a request with its DRAM addresses (line addresses)
@@ -36,6 +38,7 @@ COMMAND = data.StructLayout({
     **_COMMON,
     "plane_line": 32,           # first plane line of the block, or the raw line
     "meta_line": 32,            # the block's metadata line
+    "codebook": CFG_CODEBOOK_BITS,   # a LUT region's table set: first DRAM line // CODEBOOK_LINES
     "data": LINE_BITS,          # MemWr payload
 })
 

@@ -7,25 +7,33 @@ cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   2. plane transpose / line select and the group's metadata word, registered;
   3..8. the dequantizer (`Dequantizer.LATENCY` stages; other views' lines ride alongside);
 then the line is packed into an ordered output queue.  A step is one whole line, except
-for fp16/bf16 where a line of 32 weights takes 32 / lanes steps.  The sequencer only
+for fp16/bf16 where a line of 32 weights takes 32 / lanes steps.  Table-lookup regions:
+a LUT_LOAD job (no response) takes 2**k steps, each writing one codebook entry from its
+plane slot into the `LutDequantizer` tables at the dequantizer's input stage (so lookups
+of earlier steps see the old table, later ones the new); an fp16 / bf16 step of a LUT
+region takes the lookup result, delayed to `Dequantizer.LATENCY`, instead of the affine
+one.  A failed codebook read poisons the LUT lines that follow, until the next load.  The sequencer only
 starts a line's step when the output queue has room for every line in flight, so the
 pipeline never stalls (credit flow).
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..spec import DRS_FIELDS, LINE_BITS, NDR_FIELDS, PLANES, ErrorCause, View
+from ..spec import CODEBOOK_ENTRY_BYTES, CODE_BITS, DRS_FIELDS, LINE_BITS, LINE_BYTES, NDR_FIELDS, PLANES, ErrorCause, View
 from .csr import ERROR_REPORT
 from .dequant import Dequantizer, dequant_input
 from .layouts import JOB, Kind
+from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
 from .transpose import CodeGather
 
 DRS = data.StructLayout(dict(DRS_FIELDS))
 NDR = data.StructLayout(dict(NDR_FIELDS))
 FP_LINE_WEIGHTS = LINE_BITS // 16           #: 32 weights per fp16 / bf16 line
+LINE_ENTRIES = LINE_BYTES // CODEBOOK_ENTRY_BYTES    #: 32 codebook entries per line
+MAX_TABLE_ENTRIES = 1 << CODE_BITS          #: entries of view 8's table: LUT_LOAD steps at k = 8
 INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
 _OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
 #: cycles from a step's start to its line's write into the output queue
@@ -34,7 +42,7 @@ PIPELINE_DEPTH = 2 + Dequantizer.LATENCY
 
 def _side_layout(steps: int) -> data.StructLayout:
     """What a step carries from stage 2 to the output queue beside the dequantizer."""
-    return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "step": range(steps), "entry": _OUT})
+    return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "lut": 1, "step": range(steps), "entry": _OUT})
 
 
 _VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: View.INT8,
@@ -68,9 +76,11 @@ class Responder(wiring.Component):
         m.submodules.out = out = SyncFIFOBuffered(width=_OUT.size, depth=self.out_depth)
 
         # --- sequencer ---
-        step = Signal(range(steps))
+        step = Signal(range(max(steps, MAX_TABLE_ENTRIES)))
         is_fp = j.kind.as_value().matches(Kind.FP16, Kind.BF16)
-        last = ~is_fp | (step == steps - 1)
+        is_load = j.kind == Kind.LUT_LOAD
+        table_failed = Signal()             # the last codebook read had an error
+        last = Mux(is_load, step == ((Const(1, INDEX_BITS) << j.k) - 1)[:CODE_BITS], ~is_fp | (step == steps - 1))
         plane_filled = self.plane_filled.bit_select(j.plane_slot, 1)
         meta_filled = self.meta_filled.bit_select(j.meta_slot, 1)
         ready = Signal()
@@ -88,7 +98,7 @@ class Responder(wiring.Component):
                 m.d.comb += [ready.eq(plane_filled), failed.eq(self.plane_failed.bit_select(j.plane_slot, 1))]
         s1_valid = Signal()
         s1 = Signal(JOB)
-        s1_step = Signal(range(steps))
+        s1_step = Signal.like(step)
         s1_last, s1_failed = Signal(), Signal()
         in_flight = Signal(range(self.out_depth + 1))       # lines started, not yet in the queue
         room = out.level + in_flight < self.out_depth
@@ -104,8 +114,11 @@ class Responder(wiring.Component):
         ]
         with m.If(go):
             m.d.sync += step.eq(Mux(last, 0, step + 1))
-        m.d.sync += in_flight.eq(in_flight + (go & last) - out.w_en)
-        m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last), s1_failed.eq(failed)]
+        m.d.sync += in_flight.eq(in_flight + (go & last & ~is_load) - out.w_en)
+        with m.If(go & first & is_load):
+            m.d.sync += table_failed.eq(failed)
+        m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last),
+                     s1_failed.eq(failed | (j.lut & table_failed))]
 
         # --- stage 1: buffers read; transpose / select, metadata word -> stage 2 registers ---
         planes = [self.plane_rd_data[p * LINE_BITS:(p + 1) * LINE_BITS] for p in range(PLANES)]
@@ -135,12 +148,21 @@ class Responder(wiring.Component):
             self.dram_error.valid.eq(s1_valid & s1_last & s1_failed),
             self.dram_error.cause.eq(ErrorCause.DRAM_ERROR), self.dram_error.addr.eq(s1.addr),
         ]
+        # a LUT_LOAD step: entry (1 << k) | step of the set, at that index in the slot's lines
+        # (k < 5: the first line holds view k's entries; else they start the slot)
+        load_index = (s1_step[:CODE_BITS] | (Const(1, INDEX_BITS) << s1.k))[:INDEX_BITS]
+        slot_entry = Mux(s1.k < 5, load_index, s1_step)[:CODE_BITS]
+        s1_load = s1_valid & (s1.kind == Kind.LUT_LOAD)
         # stage 2 registers: the dequantizer's input and what rides alongside it to the queue
         side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(2, PIPELINE_DEPTH + 1)]
         step_in = Signal(dequant_input(lanes))
+        step_k = Signal(4)
+        table_load = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry": ENTRY_BITS}))
         m.d.sync += [
-            side[0].valid.eq(s1_valid), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
-            side[0].fp.eq(s1.kind.as_value().matches(Kind.FP16, Kind.BF16)),
+            table_load.valid.eq(s1_load & ~s1_failed), table_load.index.eq(load_index),
+            table_load.entry.eq(Cat(*planes).word_select(slot_entry, ENTRY_BITS)), step_k.eq(s1.k),
+            side[0].valid.eq(s1_valid & ~s1_load), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
+            side[0].fp.eq(s1.kind.as_value().matches(Kind.FP16, Kind.BF16)), side[0].lut.eq(s1.lut),
             side[0].entry.ndr.eq(s1.write), side[0].entry.tag.eq(s1.tag), side[0].entry.poison.eq(poison),
             side[0].entry.view.eq(view), side[0].entry.data.eq(Mux(poison, 0, line_out)),
             step_in.r.eq(gather.r), step_in.scale.eq(meta[:16]), step_in.zero.eq(meta[16:24]),
@@ -153,10 +175,21 @@ class Responder(wiring.Component):
         m.submodules.dequant = dq = Dequantizer(lanes)
         m.d.comb += [dq.input.valid.eq(side[0].valid & side[0].fp), dq.input.payload.eq(step_in),
                      dq.output.ready.eq(1)]
+        # table lookup: one cycle, then LATENCY - 1 registers, so both results leave together
+        m.submodules.lut = lut = LutDequantizer(lanes)
+        m.d.comb += [
+            lut.load.valid.eq(table_load.valid), lut.load.payload.index.eq(table_load.index),
+            lut.load.payload.entry.eq(table_load.entry),
+            lut.valid.eq(side[0].valid & side[0].fp & side[0].lut), lut.r.eq(step_in.r), lut.k.eq(step_k),
+            lut.scale.eq(step_in.scale), lut.scale_bf16.eq(step_in.scale_bf16),
+            lut.scale_pow2.eq(step_in.scale_pow2), lut.out_bf16.eq(step_in.out_bf16),
+        ]
+        lut_delay = [Signal(lanes * ENTRY_BITS, name=f"lut_result{n}") for n in range(Dequantizer.LATENCY - 1)]
+        m.d.sync += [lut_delay[0].eq(lut.result), *[b.eq(a) for a, b in zip(lut_delay, lut_delay[1:])]]
 
         # --- pack the line into the output queue ---
         tail = side[-1]
-        chunk = Cat(*[dq.output.payload[i] for i in range(lanes)])
+        chunk = Mux(tail.lut, lut_delay[-1], Cat(*[dq.output.payload[i] for i in range(lanes)]))
         acc = Signal(LINE_BITS)                                  # earlier steps of the line
         if steps > 1:
             with m.If(tail.valid & tail.fp & ~tail.last):

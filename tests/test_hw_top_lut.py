@@ -1,0 +1,56 @@
+"""SmartQuantTop serving table-lookup (codebook) regions in the Amaranth simulator, bit-exact
+against the golden decoder (sw.golden), with random stalls on the host and every AXI channel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw_bench import BenchConfig, region_writes, run_top
+from test_hw_top import KS, check_against_golden, tensor_requests
+from smartquant.spec import LINE_BYTES, ScaleFormat, View, codebook_lines_read
+from smartquant.sw.codebook import CodebookQuantizer
+from smartquant.sw.image import Image
+
+
+@pytest.fixture(scope="module")
+def lut_image(tiny_quantized):
+    """Two LUT tensors (fp16 and bf16 scales, G=64 / 128) around an affine one."""
+    rng = np.random.default_rng(8)
+    affine_name = next(iter(tiny_quantized))
+    return Image.build([
+        ("lut_a", CodebookQuantizer(64).quantize(rng.standard_normal((6, 192)) * 0.05)),
+        (affine_name, tiny_quantized[affine_name]),
+        ("lut_b", CodebookQuantizer(128, ScaleFormat.BF16).quantize(rng.standard_t(3, (4, 256)) * 0.02)),
+    ])
+
+
+def test_lut_regions_every_k_fp16_bf16(lut_image):
+    """fp16 and bf16 views of both LUT tensors at k in {2,3,4,8}, interleaved with the affine
+    tensor, so the tables are reloaded on every (codebook, k) change; packed views of a LUT
+    region are its planes and int8 views are poison."""
+    lut_a, affine, lut_b = lut_image.entries
+    requests = []
+    for k in KS:
+        for view in (View.FP16, View.BF16):
+            requests += tensor_requests(lut_a, view, k, blocks=1) + tensor_requests(affine, view, k, blocks=1)[:5]
+            requests += tensor_requests(lut_b, view, k) + tensor_requests(lut_a, view, k, blocks=1)[:3]
+    requests += tensor_requests(lut_b, View.PACKED, 3) + tensor_requests(lut_a, View.INT8, 4, blocks=1)[:2]
+    result = run_top(lut_image.dram, region_writes(lut_image.entries), requests,
+                     dram_lines=lut_image.dram_lines, cfg=BenchConfig(latency=10, seed=21))
+    check_against_golden(lut_image, requests, result)
+    assert result.counters["errors_int8_asymmetric"] == 2
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_codebook_lines_count_as_dram_bytes(lut_image, k):
+    """A LUT tensor read sequentially (8 lanes, 128-bit AXI): its planes and metadata once,
+    plus view k's codebook lines once."""
+    entry = lut_image.entries[0]
+    requests = tensor_requests(entry, View.FP16, k)
+    result = run_top(lut_image.dram, region_writes(lut_image.entries), requests,
+                     dram_lines=lut_image.dram_lines, cfg=BenchConfig(latency=6, seed=k),
+                     axi_data_width=128, lanes=8, plane_slots=2, meta_slots=2, job_depth=8)
+    check_against_golden(lut_image, requests, result)
+    assert result.counters["dram_bytes_read"] == LINE_BYTES * (
+        k * entry.blocks + entry.meta_lines + codebook_lines_read(k))
