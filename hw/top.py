@@ -27,10 +27,12 @@ from .respond import DRS, NDR, Responder
 class SmartQuantTop(wiring.Component):
     """Parameters: `lanes` weights dequantized per cycle (1..32, power of two),
     `axi_data_width` (64..512 bits), `axi_addr_width` (byte addresses), `axi_id_width`,
-    `plane_slots` / `meta_slots` block buffers, `job_depth` requests between issue and response."""
+    `plane_slots` / `meta_slots` block buffers, `job_depth` requests between issue and response.
+    Defaults sized by `smartquant bench` (docs/BENCH.md): packed k=1 needs ~(latency + 6) plane
+    slots and DRAM latency L needs a job queue of ~L + 20 to stay at one host line per cycle."""
 
     def __init__(self, *, lanes: int = 32, axi_data_width: int = 512, axi_addr_width: int = 32,
-                 axi_id_width: int = 4, plane_slots: int = 64, meta_slots: int = 8, job_depth: int = 128):
+                 axi_id_width: int = 4, plane_slots: int = 128, meta_slots: int = 8, job_depth: int = 256):
         if not 12 <= axi_addr_width <= 64:
             raise ValueError(f"AXI address width {axi_addr_width} outside 12..64")
         if not 1 <= axi_id_width <= 16:
