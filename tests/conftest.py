@@ -96,3 +96,26 @@ def tiny_image(tiny_quantized):
     from smartquant.sw.image import Image
     return Image.build(list(tiny_quantized.items()), side={"bias": np.arange(7, dtype=np.float32)},
                        info={"source": "tiny"})
+
+
+@pytest.fixture(scope="session")
+def tiny_image_dir(tiny_image, tmp_path_factory):
+    """`tiny_image` saved as an image directory (read-only)."""
+    path = tmp_path_factory.mktemp("tiny") / "img"
+    tiny_image.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lut_image(tiny_quantized):
+    """Two LUT tensors (fp16 and bf16 scales, G=64 / 128) around an affine one."""
+    from smartquant.spec import ScaleFormat
+    from smartquant.sw.codebook import CodebookQuantizer
+    from smartquant.sw.image import Image
+    rng = np.random.default_rng(8)
+    affine_name = next(iter(tiny_quantized))
+    return Image.build([
+        ("lut_a", CodebookQuantizer(64).quantize(rng.standard_normal((6, 192)) * 0.05)),
+        (affine_name, tiny_quantized[affine_name]),
+        ("lut_b", CodebookQuantizer(128, ScaleFormat.BF16).quantize(rng.standard_t(3, (4, 256)) * 0.02)),
+    ])

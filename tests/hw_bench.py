@@ -13,7 +13,9 @@ from amaranth.sim import Simulator
 from smartquant.hw.top import SmartQuantTop
 from smartquant.spec import (COUNTERS, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
                              pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES,
-                             CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE)
+                             CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, Opcode, host_line_address,
+                             lines_per_block)
+from smartquant.sw import golden
 
 AXI_SLVERR = 2
 
@@ -229,6 +231,29 @@ def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4,
             rows.append((view.name.lower(), k, round((result.cycles - result.first_response) / blocks, 2),
                          result.first_response - latency))
     return rows
+
+# --- request lists and the golden check shared by the top-level tests ---
+
+KS = (2, 3, 4, 8)
+
+
+def tensor_requests(entry, view, k, blocks=None):
+    """MemRd of every line of `entry` in `view` at `k`, in order (first `blocks` blocks)."""
+    blocks = entry.blocks if blocks is None else blocks
+    return [(Opcode.MEM_RD, host_line_address(view, k, golden.view_offset(entry, view, k, b, j)), 0)
+            for b in range(blocks) for j in range(lines_per_block(view, k))]
+
+
+def check_against_golden(image, requests, result):
+    """Every response in request order, tag, kind and data/poison as the golden decoder says."""
+    assert len(result.responses) == len(requests)
+    for i, ((kind, tag, poison, data), (opcode, addr, _)) in enumerate(zip(result.responses, requests)):
+        assert tag == i % 256, f"response {i} out of order"
+        assert kind == ("ndr" if opcode == Opcode.MEM_WR else "drs"), i
+        if opcode == Opcode.MEM_RD:
+            want, want_poison = golden.response_line(image, addr)
+            assert (bool(poison), data) == (want_poison, want), \
+                f"request {i}: addr {addr:#x} poison {poison} vs {want_poison}"
 
 
 if __name__ == "__main__":

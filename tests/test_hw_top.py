@@ -8,34 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hw_bench import BenchConfig, region_writes, run_top
+from hw_bench import KS, BenchConfig, check_against_golden, region_writes, run_top, tensor_requests
 from smartquant.spec import (LINE_BYTES, PLANES, ErrorCause, Opcode, View, host_line_address,
                              lines_per_block)
 from smartquant.sw import golden
 
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
-KS = (2, 3, 4, 8)
-
-
-def tensor_requests(entry, view, k, blocks=None):
-    """MemRd of every line of `entry` in `view` at `k`, in order (first `blocks` blocks)."""
-    blocks = entry.blocks if blocks is None else blocks
-    return [(Opcode.MEM_RD, host_line_address(view, k, golden.view_offset(entry, view, k, b, j)), 0)
-            for b in range(blocks) for j in range(lines_per_block(view, k))]
-
-
-def check_against_golden(image, requests, result):
-    """Every response in request order, tag, kind and data/poison as the golden decoder says."""
-    assert len(result.responses) == len(requests)
-    for i, ((kind, tag, poison, data), (opcode, addr, _)) in enumerate(zip(result.responses, requests)):
-        assert tag == i % 256, f"response {i} out of order"
-        assert kind == ("ndr" if opcode == Opcode.MEM_WR else "drs"), i
-        if opcode == Opcode.MEM_RD:
-            want, want_poison = golden.response_line(image, addr)
-            assert (bool(poison), data) == (want_poison, want), \
-                f"request {i}: addr {addr:#x} poison {poison} vs {want_poison}"
-
-
 def test_tiny_image_every_view_and_k(tiny_image):
     """Every tensor of the tiny image (sym/asym, fp16/bf16/pow2 scales, G=32..256), every
     quantized view at k in {2,3,4,8} (int8 of asymmetric tensors: poison), plus raw lines."""

@@ -3,26 +3,10 @@ against the golden decoder (sw.golden), with random stalls on the host and every
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from hw_bench import BenchConfig, region_writes, run_top
-from test_hw_top import KS, check_against_golden, tensor_requests
-from smartquant.spec import LINE_BYTES, ScaleFormat, View, codebook_lines_read
-from smartquant.sw.codebook import CodebookQuantizer
-from smartquant.sw.image import Image
-
-
-@pytest.fixture(scope="module")
-def lut_image(tiny_quantized):
-    """Two LUT tensors (fp16 and bf16 scales, G=64 / 128) around an affine one."""
-    rng = np.random.default_rng(8)
-    affine_name = next(iter(tiny_quantized))
-    return Image.build([
-        ("lut_a", CodebookQuantizer(64).quantize(rng.standard_normal((6, 192)) * 0.05)),
-        (affine_name, tiny_quantized[affine_name]),
-        ("lut_b", CodebookQuantizer(128, ScaleFormat.BF16).quantize(rng.standard_t(3, (4, 256)) * 0.02)),
-    ])
+from hw_bench import KS, BenchConfig, check_against_golden, region_writes, run_top, tensor_requests
+from smartquant.spec import LINE_BYTES, View, codebook_lines_read
 
 
 def test_lut_regions_every_k_fp16_bf16(lut_image):

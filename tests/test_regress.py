@@ -5,17 +5,9 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from smartquant import cli
 from smartquant.sim import regress
-
-
-@pytest.fixture(scope="module")
-def image_dir(tiny_image, tmp_path_factory):
-    path = tmp_path_factory.mktemp("regress") / "img"
-    tiny_image.save(path)
-    return path
 
 
 def test_the_seed_alone_draws_the_workload(tiny_image):
@@ -26,10 +18,10 @@ def test_the_seed_alone_draws_the_workload(tiny_image):
     assert all(len(j.tensors) == 3 and j.views for j in jobs)
 
 
-def test_two_seeds_in_two_processes_pass(tiny_image, image_dir):
+def test_two_seeds_in_two_processes_pass(tiny_image, tiny_image_dir):
     jobs = regress.make_jobs(tiny_image, ["default"], [0, 1], tensors_per_job=2)
     seen = []
-    results = regress.run_regress(jobs, image_dir, workers=2, on_result=seen.append)
+    results = regress.run_regress(jobs, tiny_image_dir, workers=2, on_result=seen.append)
     assert [r["seed"] for r in results] == [0, 1] and len(seen) == 2
     for result in results:
         assert result["passed"], result["error"]
@@ -38,8 +30,8 @@ def test_two_seeds_in_two_processes_pass(tiny_image, image_dir):
                                          "failing_seeds": []}]
 
 
-def test_corrupted_configuration_fails_with_its_seed_and_replay(image_dir, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "regress", str(image_dir), "--configs", "corrupt",
+def test_corrupted_configuration_fails_with_its_seed_and_replay(tiny_image_dir, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "regress", str(tiny_image_dir), "--configs", "corrupt",
                           "--seeds", "1", "--first-seed", "5", "--jobs", "1", "--json", str(tmp_path / "r.json")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr
@@ -51,13 +43,13 @@ def test_corrupted_configuration_fails_with_its_seed_and_replay(image_dir, tmp_p
     assert "--configs corrupt --seed 5" in job["replay"] and job["replay"] in out.stdout
 
 
-def test_ray_without_the_extra_is_a_clear_error(image_dir, monkeypatch, capsys):
+def test_ray_without_the_extra_is_a_clear_error(tiny_image_dir, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)      # import ray -> ImportError
-    code = cli.main(["regress", str(image_dir), "--seeds", "1", "--ray", "auto"])
+    code = cli.main(["regress", str(tiny_image_dir), "--seeds", "1", "--ray", "auto"])
     assert code == 2
     assert "pip install 'smartquant[cluster]'" in capsys.readouterr().err
 
 
-def test_unknown_configuration_is_bad_input(image_dir, capsys):
-    assert cli.main(["regress", str(image_dir), "--configs", "fastest"]) == 2
+def test_unknown_configuration_is_bad_input(tiny_image_dir, capsys):
+    assert cli.main(["regress", str(tiny_image_dir), "--configs", "fastest"]) == 2
     assert "unknown configuration 'fastest'" in capsys.readouterr().err

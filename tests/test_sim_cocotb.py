@@ -21,28 +21,21 @@ QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 STALLY = dict(stall=0.25, read_latency=24)
 
 
-@pytest.fixture(scope="module")
-def image_dir(tiny_image, tmp_path_factory):
-    path = tmp_path_factory.mktemp("image") / "img"
-    tiny_image.save(path)
-    return path
-
-
-def seeded_trace(tiny_image, image_dir, out, seed: int, **kwargs):
+def seeded_trace(tiny_image, tiny_image_dir, out, seed: int, **kwargs):
     """A trace over all tiny tensors: every quantized view at a k drawn from KS, in a
     random order kind, three bad requests mixed in."""
     rng = random.Random(seed)
     views = [(view, rng.choice(KS)) for view in QUANTIZED]
-    trace = make_trace(tiny_image, image_dir, None, views, rng.choice(["sequential", "strided", "random"]),
+    trace = make_trace(tiny_image, tiny_image_dir, None, views, rng.choice(["sequential", "strided", "random"]),
                        errors=kwargs.pop("errors", 3), seed=seed, int8_symmetric_only=True, **kwargs)
     save_trace(trace, out, embed_image=True)
     return trace
 
 
 @pytest.fixture(scope="module")
-def base_trace(tiny_image, image_dir, tmp_path_factory):
+def base_trace(tiny_image, tiny_image_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("trace") / "base"
-    return path, seeded_trace(tiny_image, image_dir, path, seed=0)
+    return path, seeded_trace(tiny_image, tiny_image_dir, path, seed=0)
 
 
 def assert_passed(stats, trace):
@@ -52,26 +45,26 @@ def assert_passed(stats, trace):
     assert stats["counters"]["dram_bytes_read"] == stats["dram_bytes_read_bus"] > 0
 
 
-def run_sweep(tiny_image, image_dir, tmp_path, seed):
-    trace = seeded_trace(tiny_image, image_dir, tmp_path / f"seed{seed}", seed)
+def run_sweep(tiny_image, tiny_image_dir, tmp_path, seed):
+    trace = seeded_trace(tiny_image, tiny_image_dir, tmp_path / f"seed{seed}", seed)
     stats = run_trace(tmp_path / f"seed{seed}", SimOptions(seed=seed, **STALLY))
     assert_passed(stats, trace)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_random_seeds_with_stalls_pass(tiny_image, image_dir, tmp_path, seed):
-    run_sweep(tiny_image, image_dir, tmp_path, seed)
+def test_random_seeds_with_stalls_pass(tiny_image, tiny_image_dir, tmp_path, seed):
+    run_sweep(tiny_image, tiny_image_dir, tmp_path, seed)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(100, 120))
-def test_twenty_seed_sweep(tiny_image, image_dir, tmp_path, seed):
-    run_sweep(tiny_image, image_dir, tmp_path, seed)
+def test_twenty_seed_sweep(tiny_image, tiny_image_dir, tmp_path, seed):
+    run_sweep(tiny_image, tiny_image_dir, tmp_path, seed)
 
 
-def test_every_view_and_k_passes(tiny_image, image_dir, tmp_path):
+def test_every_view_and_k_passes(tiny_image, tiny_image_dir, tmp_path):
     views = [(view, k) for view in QUANTIZED for k in KS]
-    trace = make_trace(tiny_image, image_dir, None, views, "random", errors=2, seed=5, int8_symmetric_only=True)
+    trace = make_trace(tiny_image, tiny_image_dir, None, views, "random", errors=2, seed=5, int8_symmetric_only=True)
     save_trace(trace, tmp_path / "t")
     assert_passed(run_trace(tmp_path / "t", SimOptions(seed=5, **STALLY)), trace)
 
@@ -109,8 +102,8 @@ def test_corrupted_image_byte_is_caught(base_trace, tmp_path):
     assert "bytes differ" in stats["first_mismatch"]
 
 
-def test_bad_requests_answer_poison_without_hanging(tiny_image, image_dir, tmp_path):
-    trace = seeded_trace(tiny_image, image_dir, tmp_path / "errors", seed=9, errors=40)
+def test_bad_requests_answer_poison_without_hanging(tiny_image, tiny_image_dir, tmp_path):
+    trace = seeded_trace(tiny_image, tiny_image_dir, tmp_path / "errors", seed=9, errors=40)
     stats = run_trace(tmp_path / "errors", SimOptions(seed=9, **STALLY))
     assert_passed(stats, trace)
     assert stats["poisoned"] == 40
@@ -118,8 +111,8 @@ def test_bad_requests_answer_poison_without_hanging(tiny_image, image_dir, tmp_p
     assert {"errors_write_to_view", "errors_bad_k", "errors_no_region", "errors_int8_asymmetric"} <= set(errors)
 
 
-def test_image_loaded_through_the_host_port(tiny_image, image_dir, tmp_path):
-    trace = seeded_trace(tiny_image, image_dir, tmp_path / "load", seed=11, load_via_host=True)
+def test_image_loaded_through_the_host_port(tiny_image, tiny_image_dir, tmp_path):
+    trace = seeded_trace(tiny_image, tiny_image_dir, tmp_path / "load", seed=11, load_via_host=True)
     stats = run_trace(tmp_path / "load", SimOptions(seed=11, **STALLY))
     assert_passed(stats, trace)
     assert stats["counters"]["lines_written"] == tiny_image.dram.size // spec.LINE_BYTES
@@ -133,10 +126,10 @@ def test_watchdog_fails_a_stuck_run(base_trace):
     assert "oldest outstanding: request" in stats["error"]
 
 
-def test_icarus_runs_the_same_scoreboard_and_writes_fst(tiny_image, image_dir, tmp_path):
+def test_icarus_runs_the_same_scoreboard_and_writes_fst(tiny_image, tiny_image_dir, tmp_path):
     # Icarus runs this design at tens of cycles per second: a small trace
     entry = min(tiny_image.entries, key=lambda e: e.blocks)
-    trace = make_trace(tiny_image, image_dir, [entry.name], [(View.PACKED, 3), (View.FP16, 2)], "random",
+    trace = make_trace(tiny_image, tiny_image_dir, [entry.name], [(View.PACKED, 3), (View.FP16, 2)], "random",
                        errors=2, seed=6)
     save_trace(trace, tmp_path / "t")
     waves = tmp_path / "run.fst"
@@ -145,9 +138,9 @@ def test_icarus_runs_the_same_scoreboard_and_writes_fst(tiny_image, image_dir, t
     assert waves.stat().st_size > 1000
 
 
-def test_amaranth_simulator_runs_the_same_scoreboard(tiny_image, image_dir, tmp_path):
+def test_amaranth_simulator_runs_the_same_scoreboard(tiny_image, tiny_image_dir, tmp_path):
     entry = next(e for e in tiny_image.entries if e.symmetric)
-    trace = make_trace(tiny_image, image_dir, [entry.name], [(View.INT8, 3), (View.BF16, 2)], "random",
+    trace = make_trace(tiny_image, tiny_image_dir, [entry.name], [(View.INT8, 3), (View.BF16, 2)], "random",
                        errors=2, seed=8)
     save_trace(trace, tmp_path / "t")
     stats = run_trace(tmp_path / "t", SimOptions(simulator="amaranth", seed=8, **STALLY))

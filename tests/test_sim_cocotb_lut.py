@@ -10,7 +10,6 @@ from smartquant import spec
 from smartquant.sim.runner import SimOptions, run_trace
 from smartquant.spec import Opcode, View
 from smartquant.sw.trace import make_trace, save_trace
-from test_hw_top_lut import lut_image  # noqa: F401  (fixture)
 
 STALLY = dict(stall=0.25, read_latency=24)
 #: fp16 / bf16 views reload the tables at every (codebook, k) change in random order
@@ -18,7 +17,7 @@ VIEWS = [(View.FP16, 3), (View.BF16, 8), (View.FP16, 2), (View.PACKED, 4), (View
 
 
 @pytest.fixture(scope="module")
-def lut_trace(lut_image, tmp_path_factory):  # noqa: F811
+def lut_trace(lut_image, tmp_path_factory):
     root = tmp_path_factory.mktemp("lut")
     lut_image.save(root / "img")
     trace = make_trace(lut_image, root / "img", None, VIEWS, "random", errors=3, seed=13, int8_symmetric_only=True)
@@ -40,7 +39,7 @@ def lut_rows(trace, image):
     return rows
 
 
-def test_lut_trace_passes(lut_trace, lut_image):  # noqa: F811
+def test_lut_trace_passes(lut_trace, lut_image):
     path, trace = lut_trace
     assert len(lut_rows(trace, lut_image)) > 100
     stats = run_trace(path, SimOptions(seed=13, **STALLY))
@@ -50,7 +49,7 @@ def test_lut_trace_passes(lut_trace, lut_image):  # noqa: F811
     assert stats["counters"]["dram_bytes_read"] == stats["dram_bytes_read_bus"] > 0
 
 
-def test_corrupted_expected_lut_line_is_caught(lut_trace, lut_image, tmp_path):  # noqa: F811
+def test_corrupted_expected_lut_line_is_caught(lut_trace, lut_image, tmp_path):
     source, trace = lut_trace
     path = tmp_path / "corrupt"
     shutil.copytree(source, path)

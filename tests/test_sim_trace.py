@@ -16,19 +16,12 @@ from smartquant.sw.trace import (ERROR_KINDS, ORDERS, load_trace, make_trace, pa
 ALL_VIEWS = "packed:3,fp16:4,bf16:2,raw"
 
 
-@pytest.fixture(scope="module")
-def image_dir(tiny_image, tmp_path_factory):
-    path = tmp_path_factory.mktemp("image") / "img"
-    tiny_image.save(path)
-    return path
-
-
 def symmetric_names(image):
     return [e.name for e in image.entries if e.symmetric]
 
 
-def test_every_expected_read_is_the_golden_response(tiny_image, image_dir):
-    trace = make_trace(tiny_image, image_dir, None, parse_views(ALL_VIEWS), "random", errors=10, seed=3)
+def test_every_expected_read_is_the_golden_response(tiny_image, tiny_image_dir):
+    trace = make_trace(tiny_image, tiny_image_dir, None, parse_views(ALL_VIEWS), "random", errors=10, seed=3)
     reads = np.flatnonzero(trace.opcode == Opcode.MEM_RD)
     assert len(reads) > 100
     for i in reads:
@@ -38,9 +31,9 @@ def test_every_expected_read_is_the_golden_response(tiny_image, image_dir):
             assert data == trace.line[i].tobytes(), trace.describe(i)
 
 
-def test_trace_reads_every_line_of_each_tensor_once_per_view(tiny_image, image_dir):
+def test_trace_reads_every_line_of_each_tensor_once_per_view(tiny_image, tiny_image_dir):
     views = parse_views("packed:2,int8:8")
-    trace = make_trace(tiny_image, image_dir, None, views, int8_symmetric_only=True)
+    trace = make_trace(tiny_image, tiny_image_dir, None, views, int8_symmetric_only=True)
     expected = sum(e.blocks * spec.lines_per_block(v, k) for e in tiny_image.entries for v, k in views
                    if v != View.INT8 or e.symmetric)
     assert len(trace) == expected == len(set(trace.addr.tolist()))
@@ -50,26 +43,26 @@ def test_trace_reads_every_line_of_each_tensor_once_per_view(tiny_image, image_d
 
 @given(order=st.sampled_from(ORDERS), seed=st.integers(0, 2**16))
 @settings(max_examples=10, deadline=None)
-def test_orders_are_permutations_of_sequential(tiny_image, image_dir, order, seed):
+def test_orders_are_permutations_of_sequential(tiny_image, tiny_image_dir, order, seed):
     views = parse_views("fp16:3,packed:8")
-    base = make_trace(tiny_image, image_dir, None, views, "sequential")
-    other = make_trace(tiny_image, image_dir, None, views, order, seed=seed)
+    base = make_trace(tiny_image, tiny_image_dir, None, views, "sequential")
+    other = make_trace(tiny_image, tiny_image_dir, None, views, order, seed=seed)
     assert sorted(base.addr.tolist()) == sorted(other.addr.tolist())
     lookup = {int(a): line.tobytes() for a, line in zip(base.addr, base.line)}
     assert all(lookup[int(a)] == line.tobytes() for a, line in zip(other.addr, other.line))
 
 
-def test_strided_visits_line_j_of_every_block_first(tiny_image, image_dir):
+def test_strided_visits_line_j_of_every_block_first(tiny_image, tiny_image_dir):
     entry = tiny_image.entries[0]
-    trace = make_trace(tiny_image, image_dir, [entry.name], parse_views("fp16:4"), "strided")
+    trace = make_trace(tiny_image, tiny_image_dir, [entry.name], parse_views("fp16:4"), "strided")
     offsets = [spec.split_host_line_address(int(a))[2] for a in trace.addr[:entry.blocks]]
     first = entry.plane_base // spec.PLANES * 16
     assert offsets == [first + 16 * b for b in range(entry.blocks)]
 
 
-def test_errors_are_poisoned_and_cover_every_kind(tiny_image, image_dir):
+def test_errors_are_poisoned_and_cover_every_kind(tiny_image, tiny_image_dir):
     errors = 4 * len(ERROR_KINDS)
-    trace = make_trace(tiny_image, image_dir, None, parse_views("packed:4"), "sequential",
+    trace = make_trace(tiny_image, tiny_image_dir, None, parse_views("packed:4"), "sequential",
                        errors=errors, seed=7)
     assert int(trace.poison.sum()) == errors
     bad = np.flatnonzero(trace.poison)
@@ -80,8 +73,8 @@ def test_errors_are_poisoned_and_cover_every_kind(tiny_image, image_dir):
     assert ks & ({0} | set(range(spec.CODE_BITS + 1, 16)))                # bad k
 
 
-def test_load_via_host_prologue_writes_the_whole_image(tiny_image, image_dir):
-    trace = make_trace(tiny_image, image_dir, None, parse_views("packed:1"), load_via_host=True)
+def test_load_via_host_prologue_writes_the_whole_image(tiny_image, tiny_image_dir):
+    trace = make_trace(tiny_image, tiny_image_dir, None, parse_views("packed:1"), load_via_host=True)
     lines = tiny_image.dram.size // spec.LINE_BYTES
     assert (trace.opcode[:lines] == Opcode.MEM_WR).all()
     assert [spec.split_host_line_address(int(a)) for a in trace.addr[:lines]] == \
@@ -90,9 +83,9 @@ def test_load_via_host_prologue_writes_the_whole_image(tiny_image, image_dir):
     assert trace.segments[0].start == 0
 
 
-def test_more_tensors_than_regions_split_into_segments(tiny_image, image_dir, monkeypatch):
+def test_more_tensors_than_regions_split_into_segments(tiny_image, tiny_image_dir, monkeypatch):
     monkeypatch.setattr(spec, "MAX_REGIONS", 2)
-    trace = make_trace(tiny_image, image_dir, None, parse_views("packed:2"), errors=3)
+    trace = make_trace(tiny_image, tiny_image_dir, None, parse_views("packed:2"), errors=3)
     sizes = [len(s.regions) for s in trace.segments]
     assert max(sizes) == 2 and sum(sizes) == len(tiny_image.entries)
     assert [s.start for s in trace.segments[1:]] == [s.stop for s in trace.segments[:-1]]
@@ -108,8 +101,8 @@ def test_more_tensors_than_regions_split_into_segments(tiny_image, image_dir, mo
                 assert owner.name in names
 
 
-def test_save_load_round_trip_with_relative_and_embedded_image(tiny_image, image_dir, tmp_path):
-    trace = make_trace(tiny_image, image_dir, None, parse_views("bf16:8"), "random", errors=2, seed=1)
+def test_save_load_round_trip_with_relative_and_embedded_image(tiny_image, tiny_image_dir, tmp_path):
+    trace = make_trace(tiny_image, tiny_image_dir, None, parse_views("bf16:8"), "random", errors=2, seed=1)
     for embed in (False, True):
         out = tmp_path / f"trace{embed}"
         save_trace(trace, out, embed_image=embed)
@@ -129,18 +122,18 @@ def test_bad_views_are_one_line_errors(text):
         parse_views(text)
 
 
-def test_bad_inputs_are_one_line_errors(tiny_image, image_dir, tmp_path):
+def test_bad_inputs_are_one_line_errors(tiny_image, tiny_image_dir, tmp_path):
     with pytest.raises(SmartquantError, match="unknown tensor"):
-        make_trace(tiny_image, image_dir, ["nope"], parse_views("packed:2"))
+        make_trace(tiny_image, tiny_image_dir, ["nope"], parse_views("packed:2"))
     asymmetric = [e.name for e in tiny_image.entries if not e.symmetric]
     with pytest.raises(SmartquantError, match="asymmetric"):
-        make_trace(tiny_image, image_dir, asymmetric, parse_views("int8:4"))
+        make_trace(tiny_image, tiny_image_dir, asymmetric, parse_views("int8:4"))
     with pytest.raises(SmartquantError, match="order"):
-        make_trace(tiny_image, image_dir, None, parse_views("packed:2"), order="zigzag")
+        make_trace(tiny_image, tiny_image_dir, None, parse_views("packed:2"), order="zigzag")
     with pytest.raises(SmartquantError, match="no trace.json"):
         load_trace(tmp_path)
     out = tmp_path / "t"
-    save_trace(make_trace(tiny_image, image_dir, None, parse_views("packed:2")), out)
+    save_trace(make_trace(tiny_image, tiny_image_dir, None, parse_views("packed:2")), out)
     meta = json.loads((out / "trace.json").read_text())
     (out / "trace.json").write_text(json.dumps({**meta, "version": 99}))
     with pytest.raises(SmartquantError, match="version 99"):
