@@ -10,8 +10,10 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+from ..errors import SmartquantError
 from ..sw import experiment
 from ..sw.evalset import load_calibration, load_pairs
+from ..sw.model import TransformerConfig, model_dir
 from ..sw.plan import uniform_plan
 from ..sw.quantizer import StoreFormat
 from ..sw.store import quantize_source
@@ -51,6 +53,9 @@ def run_demo(settings: DemoSettings, progress: Callable[[str], None] = lambda la
     """Everything the demo reports, as one JSON-ready dict; files under settings.out_dir."""
     out = Path(settings.out_dir)
     experiment.check_settings(settings.uniform, settings.budgets)
+    layers = TransformerConfig.from_bert_json(model_dir("minilm") / "config.json").num_layers
+    if not 0 <= settings.layer < layers:
+        raise SmartquantError(f"--layer {settings.layer}: MiniLM has encoder layers 0..{layers - 1}")
     progress("quantize MiniLM")
     image = quantize_source("minilm", StoreFormat(), views=DEMO_VIEWS, warn=lambda message: None)
     image.save(out / "image")
