@@ -23,7 +23,7 @@ import numpy as np
 from ..atomic import atomic_dir
 from ..errors import SmartquantError
 from .evalset import SentencePair, load_calibration, load_pairs, unique_sentences
-from .model import SentenceEncoder, SentenceTokenizer, TransformerConfig, linear_weight_names, load_encoder, model_dir
+from .model import SentenceEncoder, SentenceTokenizer, TransformerConfig, linear_weight_names, load_encoder
 from .plan import plan_average_bits, plan_dram_bytes, uniform_plan
 from ..spec import PLANES
 from .policy import DEFAULT_KS, PrecisionPolicy, check_budget

@@ -39,7 +39,7 @@ import torch
 from ..errors import SmartquantError
 from ..spec import BLOCK_WEIGHTS, PLANES
 from .model import SentenceEncoder, TransformerConfig, linear_weight_names
-from .plan import PlanEntry, check_plan, plan_requests  # noqa: F401  (plan_requests is policy API)
+from .plan import PlanEntry, check_plan
 from .weights import StorePlan, StoreValues, plan_rows, side_tensor
 
 DEFAULT_KS = (2, 3, 4, 5, 6, 8)
