@@ -15,19 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sw.model import SentenceEncoder, SentenceTokenizer, Transformer, TransformerConfig, layer_names
+from ..sw.model import SentenceEncoder, SentenceTokenizer, Transformer, TransformerConfig, layer_weight_names
 from ..sw.trace import plan_trace, save_trace
 from ..sw.weights import LineSource, StorePlan
 from .runner import SimOptions, run_trace
-
-LINEAR_ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-
-
-def layer_weights(layer: int) -> list[str]:
-    """Names of the linear weights of encoder layer `layer`."""
-    names = layer_names(layer)
-    return [f"{names[role]}.weight" for role in LINEAR_ROLES]
-
 
 class ServedLayer:
     """A weight source: the co-verified tensors from the RTL's response lines, every
@@ -86,7 +77,7 @@ def coverify_layer(image, image_path: str | Path, plan, layer: int, config: Tran
     """Serve encoder layer `layer` of `plan` (fp16 view) from the simulated RTL and run the
     model on `sentences` with it."""
     workdir = Path(workdir)
-    names = set(layer_weights(layer))
+    names = set(layer_weight_names(layer))
     layer_plan = [p for p in plan if p.tensor in names]
     trace = plan_trace(image, image_path, layer_plan)
     save_trace(trace, workdir / "trace")

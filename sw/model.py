@@ -77,10 +77,15 @@ def layer_names(i: int) -> dict[str, str]:
             "ffn_norm": f"{p}.output.LayerNorm"}
 
 
+def layer_weight_names(i: int) -> list[str]:
+    """Names of layer i's linear weight matrices, in the order the model uses them."""
+    names = layer_names(i)
+    return [f"{names[r]}.weight" for r in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")]
+
+
 def linear_weight_names(config: TransformerConfig) -> list[str]:
     """Names of every linear layer's weight matrix, in the order the model uses them."""
-    roles = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-    return [f"{layer_names(i)[r]}.weight" for i in range(config.num_layers) for r in roles]
+    return [name for i in range(config.num_layers) for name in layer_weight_names(i)]
 
 
 class WeightSource(Protocol):

@@ -4,8 +4,8 @@ equals the golden software path exactly, and a corrupted served line is caught."
 import numpy as np
 import pytest
 
-from smartquant.sim.endtoend import ServedLayer, compare_paths, coverify_layer, layer_weights, served_lines
-from smartquant.sw.model import linear_weight_names, load_encoder
+from smartquant.sim.endtoend import ServedLayer, compare_paths, coverify_layer, served_lines
+from smartquant.sw.model import layer_weight_names, linear_weight_names, load_encoder
 from smartquant.sw.plan import PlanEntry, check_plan, uniform_plan
 from smartquant.sw.trace import load_trace
 from smartquant.sw.weights import LineSource, StorePlan
@@ -23,8 +23,8 @@ def mixed_plan(minilm_image, encoder):
     """Layer 0 at a different k per 32-row slice (2, 3, 4, 8 in turn); the rest at 4 bits."""
     ks = (2, 3, 4, 8)
     plan = [p for p in uniform_plan(minilm_image, 4, linear_weight_names(encoder.config))
-            if p.tensor not in layer_weights(0)]
-    for name in layer_weights(0):
+            if p.tensor not in layer_weight_names(0)]
+    for name in layer_weight_names(0):
         rows = minilm_image.entry(name).shape[0]
         plan += [PlanEntry(name, r, r + 32, ks[(r // 32) % len(ks)]) for r in range(0, rows, 32)]
     check_plan(minilm_image, plan)
@@ -41,7 +41,7 @@ def served(minilm_image, minilm_image_dir, mixed_plan, encoder, tmp_path_factory
 
 def test_layer_served_by_rtl_equals_golden(served, minilm_image, mixed_plan):
     result, workdir = served
-    layer_lines = sum(minilm_image.entry(n).blocks * 16 for n in layer_weights(0))
+    layer_lines = sum(minilm_image.entry(n).blocks * 16 for n in layer_weight_names(0))
     assert result.sim["passed"], result.sim["error"]
     assert result.lines_checked == layer_lines
     assert result.line_mismatches == 0
@@ -56,7 +56,7 @@ def test_a_corrupted_served_line_is_caught(served, minilm_image, mixed_plan, enc
     trace = load_trace(workdir / "trace")
     received = np.load(workdir / "responses.npy")
     received[len(received) // 3, 5] ^= 0x40
-    layer_plan = [p for p in mixed_plan if p.tensor in layer_weights(0)]
+    layer_plan = [p for p in mixed_plan if p.tensor in layer_weight_names(0)]
     golden = StorePlan(minilm_image, mixed_plan)
     rtl = ServedLayer(LineSource(minilm_image, layer_plan, served_lines(trace, received)), golden)
     verdict = compare_paths(encoder.config, encoder.tokenizer, golden, rtl, 0, SENTENCES)
