@@ -39,9 +39,9 @@ class DemoSettings:
 def _plan_for_row(ev: experiment.Evaluation, row: dict):
     """(plan, sentences) to co-verify for a result row: a dynamic row's plan is the one its
     policy chose for the first sentence, run on that sentence."""
-    kind, setting = row["kind"], float(row["plan"].split()[-1])
+    kind, setting = row["kind"], row["setting"]
     if kind == "uniform":
-        return uniform_plan(ev.image, int(setting), ev.policy.tensors), ev.sentences[:2]
+        return uniform_plan(ev.image, setting, ev.policy.tensors), ev.sentences[:2]
     if kind == "static":
         return ev.policy.static_plan(setting), ev.sentences[:2]
     planner = ev.policy.dynamic(setting)

@@ -73,24 +73,26 @@ def prepare(image, model: str = "minilm", pairs: Sequence[SentencePair] | None =
                       plan_dram_bytes(image, uniform_plan(image, 8, names)))
 
 
-def _row(ev: Evaluation, label: str, kind: str, bits: float, dram: float, embeddings) -> dict:
-    return {"plan": label, "kind": kind, "avg_bits": float(bits), "dram_bytes": float(dram),
+def _row(ev: Evaluation, kind: str, setting: float, bits: float, dram: float, embeddings) -> dict:
+    """A result row; `setting` is the plan kind's parameter (k for uniform, the budget otherwise)."""
+    return {"plan": f"{kind} {setting:g}", "kind": kind, "setting": setting,
+            "avg_bits": float(bits), "dram_bytes": float(dram),
             "vs_int8": float(dram) / ev.int8_bytes,
             **quality(dict(zip(ev.sentences, embeddings)), ev.reference, ev.pairs)}
 
 
-def fixed_plan_row(ev: Evaluation, label: str, kind: str, plan) -> dict:
+def fixed_plan_row(ev: Evaluation, kind: str, setting: float, plan) -> dict:
     """A plan used for every sentence."""
     embeddings = ev.encoder(StorePlan(ev.image, plan, ev.policy.values)).embed(ev.sentences)
-    return _row(ev, label, kind, plan_average_bits(ev.image, plan), plan_dram_bytes(ev.image, plan), embeddings)
+    return _row(ev, kind, setting, plan_average_bits(ev.image, plan), plan_dram_bytes(ev.image, plan), embeddings)
 
 
 def uniform_row(ev: Evaluation, k: int) -> dict:
-    return fixed_plan_row(ev, f"uniform {k}", "uniform", uniform_plan(ev.image, k, ev.policy.tensors))
+    return fixed_plan_row(ev, "uniform", k, uniform_plan(ev.image, k, ev.policy.tensors))
 
 
 def static_row(ev: Evaluation, budget: float) -> dict:
-    return fixed_plan_row(ev, f"static {budget:g}", "static", ev.policy.static_plan(budget))
+    return fixed_plan_row(ev, "static", budget, ev.policy.static_plan(budget))
 
 
 def dynamic_row(ev: Evaluation, budget: float) -> dict:
@@ -101,7 +103,7 @@ def dynamic_row(ev: Evaluation, budget: float) -> dict:
         embeddings.append(ev.encoder(planner).embed([text], observe=planner)[0])
         bits.append(plan_average_bits(ev.image, planner.plan))
         dram.append(plan_dram_bytes(ev.image, planner.plan))
-    return _row(ev, f"dynamic {budget:g}", "dynamic", np.mean(bits), np.mean(dram), embeddings)
+    return _row(ev, "dynamic", budget, np.mean(bits), np.mean(dram), embeddings)
 
 
 def check_settings(static_ks: Sequence[int], budgets: Sequence[float], ks: Sequence[int] = DEFAULT_KS) -> None:
