@@ -1,20 +1,31 @@
 """Address decode: host request -> view, block, region and DRAM line addresses.
 
-Three registered stages (each advances when the next one has room):
+A pipeline of `STAGES` registers that never stalls; a request enters only while the
+command queue at its end has room for it and every request in flight (credit flow), so
+`req.ready` never waits on the issue stage.  Stages (register after each):
   A  captures the request;
-  B  splits the view offset into block and line: offset // lines_per_block, where
-     lines_per_block is 16 (fp16/bf16), 8 (int8) or k (packed).  Powers of two are
-     shifts; k = 3, 5, 7 multiply by a 33-bit reciprocal, floor(x * ceil(2**s / d) / 2**s)
-     with s = 32 + ceil(log2 d), exact for every 32-bit x (Granlund & Montgomery 1994,
-     "Division by invariant integers using multiplication", Thm 4.2); k = 6 is (x >> 1) / 3.
-     Checks view, opcode, k and the raw bound;
-  C  finds the lowest-numbered valid region holding the block and forms the block's
-     plane and metadata line addresses (never outside the region); an fp16 / bf16 request
-     on a table-lookup region carries `lut` and the region's codebook (int8 there: poison).
+  B  checks view, opcode, k and the raw bound; a power-of-two lines_per_block (16 for
+     fp16/bf16, 8 for int8, k = 1, 2, 4, 8 packed, 1 raw) splits the offset into block and
+     line by a shift; packed k = 3, 5, 6, 7 picks the reciprocal `RECIPROCALS[k]`;
+  P  the four 16 x 17-bit partial products of offset * reciprocal (one MULT18X18D each);
+  Q  two partial sums;
+  R  block = (sum >> DIVIDE_SHIFT) for the divided views, floor(offset / k) exactly;
+  C1 the line within the block, offset - block * k (4 bits); for every region, whether it
+     holds the block (two compares against its first block and its end, registered one
+     cycle after the CSRs);
+  C2 the lowest-numbered region holding the block, one-hot;
+  C3 its fields (AND-OR select);
+  C4 the block within the region;
+  C5 kind, cause, plane and metadata line addresses, first group; an fp16 / bf16 request on
+     a table-lookup region carries `lut` and the region's codebook (int8 there: poison).
 """
+
+import functools
+import operator
 
 from amaranth import Module, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..spec import (K_SHIFT, MAX_REGIONS, OFFSET_BITS, PLANES, REQ_FIELDS, VIEW_SHIFT, ErrorCause,
@@ -27,11 +38,22 @@ _KIND_OF_VIEW = {View.RAW: Kind.RAW_RD, View.PACKED: Kind.PACKED, View.INT8: Kin
                  View.FP16: Kind.FP16, View.BF16: Kind.BF16}
 _LOG2_LINES_PER_BLOCK = {View.INT8: 3, View.FP16: 4, View.BF16: 4}
 
+#: x // d == (x * ceil(2**35 / d)) >> 35 for every 32-bit x and d in 3..7: the product
+#: overshoots x / d by less than 2**32 / 2**35 = 1/8 <= 1/d (Granlund & Montgomery 1994,
+#: "Division by invariant integers using multiplication", Thm 4.2).
+DIVIDE_SHIFT = OFFSET_BITS + 3
+#: packed k that is not a power of two -> its 34-bit reciprocal
+RECIPROCALS = {d: -(-(1 << DIVIDE_SHIFT) // d) for d in (3, 5, 6, 7)}
+_LOW_BITS = 16                      #: offset split for the partial products (bits)
+_RECIPROCAL_LOW_BITS = 17           #: reciprocal split (both halves 17 bits)
+#: register stages from the request to the command queue's input
+STAGES = 10
+#: command queue entries (>= STAGES + 3 keeps one request per cycle)
+QUEUE_DEPTH = 16
 
-def reciprocal(divisor: int, bits: int = OFFSET_BITS) -> tuple[int, int]:
-    """(multiplier, shift) with floor(x * multiplier >> shift) == x // divisor for x < 2**bits."""
-    shift = bits + (divisor - 1).bit_length()
-    return -(-(1 << shift) // divisor), shift
+#: what every stage carries: the command being built and its checks
+_CARRIED = data.StructLayout({"valid": 1, "cmd": COMMAND, "view": 3, "error": 3, "divide": 1,
+                              "offset": OFFSET_BITS})
 
 
 class AddressDecoder(wiring.Component):
@@ -46,106 +68,142 @@ class AddressDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a_valid, b_valid = Signal(), Signal()
-        a = Signal(REQUEST)
-        b = Signal(COMMAND)                 # block index in plane_line until stage C
-        b_error = Signal(3)
-        b_view = Signal(3)
-        c = self.cmd
+        m.submodules.queue = queue = SyncFIFOBuffered(width=COMMAND.size, depth=QUEUE_DEPTH)
+        in_flight = Signal(range(STAGES + 1))
+        m.d.comb += self.req.ready.eq(queue.level + in_flight < QUEUE_DEPTH)
+        enter = self.req.valid & self.req.ready
 
-        # ready chain: a stage takes new data when empty or when it hands its own on
-        c_take = ~c.valid | c.ready
-        b_take = ~b_valid | c_take
-        a_take = ~a_valid | b_take
-        m.d.comb += self.req.ready.eq(a_take)
+        stage = {name: Signal(_CARRIED, name=f"stage_{name}")
+                 for name in ("a", "b", "p", "q", "r", "c1", "c2", "c3", "c4", "c5")}
+        names = list(stage)
+        assert len(names) == STAGES
+        for earlier, later in zip(names, names[1:]):        # by default a stage passes on
+            m.d.sync += stage[later].eq(stage[earlier])
+        m.d.sync += in_flight.eq(in_flight + enter - stage["c5"].valid)
 
         # --- A: capture ---
-        with m.If(a_take):
-            m.d.sync += [a_valid.eq(self.req.valid), a.eq(self.req.payload)]
+        a = stage["a"]
+        req = self.req.payload
+        m.d.sync += [a.valid.eq(enter), a.cmd.write.eq(req.opcode == Opcode.MEM_WR), a.cmd.tag.eq(req.tag),
+                     a.cmd.addr.eq(req.addr), a.cmd.data.eq(req.data), a.offset.eq(req.addr[:OFFSET_BITS])]
 
-        # --- B: view, k, divide ---
-        view = a.addr[VIEW_SHIFT:VIEW_SHIFT + 3]
-        view_high = a.addr[VIEW_SHIFT + 3]
-        k = a.addr[K_SHIFT:K_SHIFT + 4]
-        offset = a.addr[:OFFSET_BITS]
-        block = Signal(OFFSET_BITS)
-        line = Signal(4)
+        # --- B: checks; block and line by shifting, or the reciprocal ---
+        view = a.cmd.addr[VIEW_SHIFT:VIEW_SHIFT + 3]
+        view_high = a.cmd.addr[VIEW_SHIFT + 3]
+        k = a.cmd.addr[K_SHIFT:K_SHIFT + 4]
+        offset = a.offset
+        b = stage["b"]
+        reciprocal = Signal(DIVIDE_SHIFT - 1)
+        m.d.sync += [b.view.eq(view), b.cmd.k.eq(k), b.divide.eq(0)]
         with m.Switch(view):
             with m.Case(View.PACKED):
                 with m.Switch(k):
                     for d in range(1, PLANES + 1):
                         with m.Case(d):
-                            if d & (d - 1) == 0:
-                                quotient = offset >> (d.bit_length() - 1)
+                            if d in RECIPROCALS:
+                                m.d.sync += [reciprocal.eq(RECIPROCALS[d]), b.divide.eq(1)]
                             else:
-                                pre = 1 if d == 6 else 0
-                                mult, shift = reciprocal(d >> pre, OFFSET_BITS - pre)
-                                quotient = ((offset >> pre) * mult) >> shift
-                            m.d.comb += [block.eq(quotient), line.eq(offset - quotient * d)]
+                                log2 = d.bit_length() - 1
+                                m.d.sync += [b.cmd.plane_line.eq(offset >> log2), b.cmd.line.eq(offset[:log2])]
             for v, log2 in _LOG2_LINES_PER_BLOCK.items():
                 with m.Case(v):
-                    m.d.comb += [block.eq(offset >> log2), line.eq(offset[:log2])]
-            with m.Case(View.RAW):
-                m.d.comb += block.eq(offset)
-        error = Signal(3)
+                    m.d.sync += [b.cmd.plane_line.eq(offset >> log2), b.cmd.line.eq(offset[:log2])]
+            with m.Default():
+                m.d.sync += [b.cmd.plane_line.eq(offset), b.cmd.line.eq(0)]
         quantized = view != View.RAW
         with m.If(view_high | (view > max(View))):
-            m.d.comb += error.eq(ErrorCause.BAD_VIEW)
-        with m.Elif((a.opcode == Opcode.MEM_WR) & quantized):
-            m.d.comb += error.eq(ErrorCause.WRITE_TO_VIEW)
+            m.d.sync += b.error.eq(ErrorCause.BAD_VIEW)
+        with m.Elif(a.cmd.write & quantized):
+            m.d.sync += b.error.eq(ErrorCause.WRITE_TO_VIEW)
         with m.Elif(quantized & ((k == 0) | (k > PLANES))):
-            m.d.comb += error.eq(ErrorCause.BAD_K)
+            m.d.sync += b.error.eq(ErrorCause.BAD_K)
         with m.Elif(~quantized & (offset >= self.dram_lines)):
-            m.d.comb += error.eq(ErrorCause.RAW_RANGE)
-        with m.If(b_take):
-            m.d.sync += [
-                b_valid.eq(a_valid), b_error.eq(error), b_view.eq(view),
-                b.write.eq(a.opcode == Opcode.MEM_WR), b.tag.eq(a.tag), b.addr.eq(a.addr),
-                b.k.eq(k), b.line.eq(line), b.plane_line.eq(block), b.data.eq(a.data),
-            ]
+            m.d.sync += b.error.eq(ErrorCause.RAW_RANGE)
+        with m.Else():
+            m.d.sync += b.error.eq(ErrorCause.NONE)
 
-        # --- C: region lookup ---
-        global_block = b.plane_line
+        # --- P, Q, R: block = (offset * reciprocal) >> DIVIDE_SHIFT ---
+        x_low, x_high = b.offset[:_LOW_BITS], b.offset[_LOW_BITS:]
+        m_low, m_high = reciprocal[:_RECIPROCAL_LOW_BITS], reciprocal[_RECIPROCAL_LOW_BITS:]
+        partial = [Signal(2 * _RECIPROCAL_LOW_BITS, name=f"partial{n}") for n in range(4)]
+        m.d.sync += [partial[0].eq(x_low * m_low), partial[1].eq(x_high * m_low),
+                     partial[2].eq(x_low * m_high), partial[3].eq(x_high * m_high)]
+        low_sum, high_sum = Signal(OFFSET_BITS + DIVIDE_SHIFT), Signal(OFFSET_BITS + DIVIDE_SHIFT)
+        m.d.sync += [low_sum.eq(partial[0] + (partial[1] << _LOW_BITS)),
+                     high_sum.eq((partial[2] << _RECIPROCAL_LOW_BITS)
+                                 + (partial[3] << (_LOW_BITS + _RECIPROCAL_LOW_BITS)))]
+        q = stage["q"]
+        with m.If(q.divide):
+            m.d.sync += stage["r"].cmd.plane_line.eq((low_sum + high_sum) >> DIVIDE_SHIFT)
+
+        # --- C1: line; which regions hold the block ---
+        r = stage["r"]
+        block = r.cmd.plane_line
+        with m.If(r.divide):
+            m.d.sync += stage["c1"].cmd.line.eq(r.offset[:4] - (block[:4] * r.cmd.k)[:4])
+        hits = Signal(MAX_REGIONS)
+        for i in range(MAX_REGIONS):
+            region = self.regions[i]
+            first, end = Signal(32, name=f"first{i}"), Signal(33, name=f"end{i}")
+            m.d.sync += [first.eq(region.plane_base >> 3), end.eq((region.plane_base >> 3) + region.blocks),
+                         hits[i].eq(region.valid & (block >= first) & (block < end))]
+
+        # --- C2: the lowest-numbered region holding the block, one-hot ---
+        lowest = Signal(MAX_REGIONS)
         hit = Signal()
-        region = Signal(REGION)
-        in_region = Signal(32)              # block index within the region
-        for i in reversed(range(MAX_REGIONS)):       # the lowest index wins
-            r = self.regions[i]
-            rel = Signal(33, name=f"rel{i}")
-            m.d.comb += rel.eq(global_block - (r.plane_base >> 3))
-            with m.If(r.valid & (global_block >= (r.plane_base >> 3)) & (rel < r.blocks)):
-                m.d.comb += [hit.eq(1), region.eq(r), in_region.eq(rel)]
+        m.d.sync += [lowest.eq(hits & -hits), hit.eq(hits != 0)]
+
+        # --- C3: its fields (AND-OR select) ---
+        c3_hit, region = Signal(), Signal(REGION)
+        m.d.sync += [c3_hit.eq(hit),
+                     region.eq(functools.reduce(operator.or_, [
+                         self.regions[i].as_value() & lowest[i].replicate(REGION.size)
+                         for i in range(MAX_REGIONS)]))]
+
+        # --- C4: the block within the region ---
+        c3 = stage["c3"]
+        c4_hit, c4_region = Signal(), Signal(REGION)
+        in_region = Signal(32)
+        m.d.sync += [c4_hit.eq(c3_hit), c4_region.eq(region),
+                     in_region.eq(c3.cmd.plane_line - (region.plane_base >> 3))]
+
+        # --- C5: kind, cause and DRAM line addresses -> the command queue ---
+        c4 = stage["c4"]
+        c5 = stage["c5"]
         cause = Signal(3)
-        with m.If(b_error != ErrorCause.NONE):
-            m.d.comb += cause.eq(b_error)
-        with m.Elif((b_view != View.RAW) & ~hit):
+        with m.If(c4.error != ErrorCause.NONE):
+            m.d.comb += cause.eq(c4.error)
+        with m.Elif((c4.view != View.RAW) & ~c4_hit):
             m.d.comb += cause.eq(ErrorCause.NO_REGION)
-        with m.Elif((b_view == View.INT8) & (~region.symmetric | region.lut)):
+        with m.Elif((c4.view == View.INT8) & (~c4_region.symmetric | c4_region.lut)):
             m.d.comb += cause.eq(ErrorCause.INT8_ASYMMETRIC)
         kind = Signal(Kind)
         with m.If(cause != ErrorCause.NONE):
             m.d.comb += kind.eq(Kind.ERROR)
-        with m.Elif(b.write):
+        with m.Elif(c4.cmd.write):
             m.d.comb += kind.eq(Kind.RAW_WR)
         with m.Else():
-            with m.Switch(b_view):
+            with m.Switch(c4.view):
                 for v, kd in _KIND_OF_VIEW.items():
                     with m.Case(v):
                         m.d.comb += kind.eq(kd)
-        with m.If(c_take):
-            m.d.sync += [c.valid.eq(b_valid), c.payload.eq(b), c.payload.kind.eq(kind),
-                         c.payload.cause.eq(cause),
-                         c.payload.scale_bf16.eq(region.scale_format == ScaleFormat.BF16),
-                         c.payload.scale_pow2.eq(region.scale_format == ScaleFormat.POW2),
-                         c.payload.log2_group.eq(region.log2_group),
-                         c.payload.lut.eq(region.lut & (cause == ErrorCause.NONE) & ~b.write
-                                          & ((b_view == View.FP16) | (b_view == View.BF16))),
-                         c.payload.codebook.eq(region.codebook),
-                         c.payload.first_group.eq(((in_region << 9) >> region.log2_group)[:4]),
-                         c.payload.meta_line.eq(region.meta_base + ((in_region << 5) >> region.log2_group))]
-            with m.If(b_view != View.RAW):
-                m.d.sync += c.payload.plane_line.eq(global_block << 3)
+        m.d.sync += [
+            c5.cmd.kind.eq(kind), c5.cmd.cause.eq(cause),
+            c5.cmd.scale_bf16.eq(c4_region.scale_format == ScaleFormat.BF16),
+            c5.cmd.scale_pow2.eq(c4_region.scale_format == ScaleFormat.POW2),
+            c5.cmd.log2_group.eq(c4_region.log2_group),
+            c5.cmd.lut.eq(c4_region.lut & (cause == ErrorCause.NONE) & ~c4.cmd.write
+                          & ((c4.view == View.FP16) | (c4.view == View.BF16))),
+            c5.cmd.codebook.eq(c4_region.codebook),
+            c5.cmd.first_group.eq(((in_region << 9) >> c4_region.log2_group)[:4]),
+            c5.cmd.meta_line.eq(c4_region.meta_base + ((in_region << 5) >> c4_region.log2_group)),
+        ]
+        with m.If(c4.view != View.RAW):
+            m.d.sync += c5.cmd.plane_line.eq(c4.cmd.plane_line << 3)
 
-        m.d.comb += [self.error.valid.eq(c.valid & c.ready & (c.payload.kind == Kind.ERROR)),
-                     self.error.cause.eq(c.payload.cause), self.error.addr.eq(c.payload.addr)]
+        m.d.comb += [queue.w_en.eq(c5.valid), queue.w_data.eq(c5.cmd),
+                     self.cmd.valid.eq(queue.r_rdy), self.cmd.payload.eq(queue.r_data),
+                     queue.r_en.eq(self.cmd.ready),
+                     self.error.valid.eq(self.cmd.valid & self.cmd.ready & (self.cmd.payload.kind == Kind.ERROR)),
+                     self.error.cause.eq(self.cmd.payload.cause), self.error.addr.eq(self.cmd.payload.addr)]
         return m

@@ -87,12 +87,9 @@ def region_view(r):
             "scale_format": int(r["scale_format"]), "log2_group": r["group_size"].bit_length() - 1}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_decoder_against_reference(seed):
-    rng = np.random.default_rng(seed)
-    regions = random_regions(rng)
-    requests = random_requests(rng, regions, 300)
-    dram_lines = 5000
+def run_decoder(regions, requests, dram_lines, rng):
+    """Send `requests` through the RTL decoder with random gaps and backpressure; its
+    commands (selected fields) and error reports in order."""
     dut = AddressDecoder()
     got = []
 
@@ -122,6 +119,17 @@ def test_decoder_against_reference(seed):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return got
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decoder_against_reference(seed):
+    rng = np.random.default_rng(seed)
+    regions = random_regions(rng)
+    requests = random_requests(rng, regions, 300)
+    dram_lines = 5000
+    got = run_decoder(regions, requests, dram_lines, rng)
+    assert len(got) == len(requests)
     for i, ((out, err_valid, err_cause, err_addr), (opcode, addr)) in enumerate(zip(got, requests)):
         want = decode_reference(opcode, addr, regions, dram_lines)
         assert out["tag"] == i % 256
@@ -129,6 +137,25 @@ def test_decoder_against_reference(seed):
         assert bool(err_valid) == (want["kind"] == Kind.ERROR)
         if err_valid:
             assert (err_cause, err_addr) == (want["cause"], addr)
+
+
+def test_decoder_divides_every_offset_exactly():
+    """Packed k = 3, 5, 6, 7 divide by a reciprocal multiply: offsets at multiples of k
+    (one below, at, one above) up to 2**32 - 1 give the exact block and line."""
+    rng = np.random.default_rng(7)
+    region = {"valid": True, "symmetric": True, "plane_base": 0, "blocks": (1 << 32) - 1,
+              "meta_base": 0, "group_size": 512, "scale_format": ScaleFormat.FP16}
+    requests = []
+    for k in (3, 5, 6, 7):
+        top = (1 << 32) - 1
+        blocks = [top // k, top // k - 1, 1, 0, *rng.integers(0, top // k, 8).tolist()]
+        offsets = {min(b * k + delta, top) for b in blocks for delta in (-1, 0, 1, k - 1) if b * k + delta >= 0}
+        requests += [(Opcode.MEM_RD, (View.PACKED << 36) | (k << 32) | x) for x in sorted(offsets)]
+    got = run_decoder([region] + [dict(region, valid=False)] * (MAX_REGIONS - 1), requests, 0, rng)
+    for (out, *_), (_, addr) in zip(got, requests, strict=True):
+        k, offset = (addr >> 32) & 15, addr & 0xFFFFFFFF
+        assert out["kind"] == Kind.PACKED
+        assert (out["plane_line"], out["line"]) == ((offset // k * 8) & 0xFFFFFFFF, offset % k), (k, offset)
 
 
 def test_csr_file():
