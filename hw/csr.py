@@ -12,6 +12,7 @@ from ..spec import (COUNTERS, CSR_ADDR_BITS, CSR_COUNTER_BASE, CSR_COUNTER_CLEAR
                     ErrorCause, View)
 
 COUNTER_BITS = 64
+_GROUP_BITS = 4                     #: the read select's first stage picks among 2**4 words
 
 #: register bus, seen from the side that issues reads and writes
 CSR_BUS = wiring.Signature({
@@ -45,7 +46,8 @@ EVENTS = data.StructLayout({
 
 
 class CsrFile(wiring.Component):
-    """Registers behind the CSR bus; `r_data` is valid the cycle after `r_en`."""
+    """Registers behind the CSR bus; `r_data` is valid `CSR_READ_LATENCY` cycles after
+    `r_en` (a register after the word select within each group of 16 words)."""
 
     def __init__(self, *, lanes: int, axi_data_width: int, default_dram_lines: int):
         self.lanes = lanes
@@ -120,22 +122,36 @@ class CsrFile(wiring.Component):
                     with m.Case(addr):
                         m.d.sync += reg.eq(bus.w_data)
 
-        # --- reads ---
+        # --- reads, two stages: the word within its group of 16, then the group ---
         readable = {
             CSR_ID: CSR_ID_VALUE,
             CSR_PARAMS: self.lanes | ((self.axi_data_width.bit_length() - 1) << 8) | (MAX_REGIONS << 16),
             CSR_ERR_CAUSE: err_cause, CSR_ERR_ADDR_LO: err_addr[:32], CSR_ERR_ADDR_HI: err_addr[32:],
             **writable,
         }
-        with m.If(bus.r_en):
+        for n, counter in enumerate(counters.values()):
+            readable[CSR_COUNTER_BASE + 2 * n] = counter[:32]
+            readable[CSR_COUNTER_BASE + 2 * n + 1] = hi_snapshot
+            with m.If(bus.r_en & (bus.addr == CSR_COUNTER_BASE + 2 * n)):
+                m.d.sync += hi_snapshot.eq(counter[32:])
+        groups = {}
+        for addr, value in readable.items():
+            groups.setdefault(addr >> _GROUP_BITS, {})[addr & ((1 << _GROUP_BITS) - 1)] = value
+        group_words = {g: Signal(CSR_DATA_BITS, name=f"read_group{g:x}") for g in groups}
+        read_group = Signal(CSR_ADDR_BITS - _GROUP_BITS)
+        read_valid = Signal()
+        m.d.sync += [read_group.eq(bus.addr[_GROUP_BITS:]), read_valid.eq(bus.r_en)]
+        for g, words in groups.items():
+            with m.Switch(bus.addr[:_GROUP_BITS]):
+                for low, value in words.items():
+                    with m.Case(low):
+                        m.d.sync += group_words[g].eq(value)
+                with m.Default():
+                    m.d.sync += group_words[g].eq(0)
+        with m.If(read_valid):
             m.d.sync += bus.r_data.eq(0)
-            with m.Switch(bus.addr):
-                for addr, value in readable.items():
-                    with m.Case(addr):
-                        m.d.sync += bus.r_data.eq(value)
-                for n, counter in enumerate(counters.values()):
-                    with m.Case(CSR_COUNTER_BASE + 2 * n):
-                        m.d.sync += [bus.r_data.eq(counter[:32]), hi_snapshot.eq(counter[32:])]
-                    with m.Case(CSR_COUNTER_BASE + 2 * n + 1):
-                        m.d.sync += bus.r_data.eq(hi_snapshot)
+            with m.Switch(read_group):
+                for g, word in group_words.items():
+                    with m.Case(g):
+                        m.d.sync += bus.r_data.eq(word)
         return m

@@ -9,6 +9,7 @@ import random
 
 from amaranth.sim import Simulator
 
+from ..spec import CSR_READ_LATENCY
 from ..sw.trace import load_trace
 from .dram import random_pauses
 from .host import BusCounters, HostModel
@@ -125,6 +126,7 @@ def run_trace_amaranth(trace_path, config: BenchConfig, top) -> dict:
             self.ctx.set(top.csr.r_en, 1)
             await self.ctx.tick()
             self.ctx.set(top.csr.r_en, 0)
+            await self.ctx.tick().repeat(CSR_READ_LATENCY - 1)
             return self.ctx.get(top.csr.r_data)
 
     async def bench(ctx):

@@ -12,7 +12,7 @@ import random
 from cocotb.triggers import RisingEdge
 
 from .. import spec
-from ..spec import LINE_BYTES
+from ..spec import CSR_READ_LATENCY, LINE_BYTES
 from .scoreboard import Scoreboard
 
 
@@ -155,7 +155,8 @@ class HostPort:
 
 
 class CsrPort:
-    """The register bus: a write takes one cycle; read data is valid the cycle after r_en."""
+    """The register bus: a write takes one cycle; read data is valid `CSR_READ_LATENCY`
+    cycles after r_en."""
 
     def __init__(self, dut):
         self.dut = dut
@@ -175,5 +176,6 @@ class CsrPort:
         self.dut.csr__r_en.value = 1
         await self.edge
         self.dut.csr__r_en.value = 0
-        await self.edge
+        for _ in range(CSR_READ_LATENCY):   # one edge spare: r_data holds, whichever side of an edge a read sees
+            await self.edge
         return int(self.dut.csr__r_data.value)

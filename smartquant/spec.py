@@ -126,12 +126,13 @@ def unpack_fields(fields, word: int) -> dict[str, int]:
 #
 # Register bus: 32-bit words at WORD addresses (CSR_ADDR_BITS wide).  A write is
 # one cycle with `w_en` high (`addr`, `w_data`); a read is one cycle with `r_en`
-# high and `r_data` valid the following cycle.  Reads have no side effects
+# high and `r_data` valid CSR_READ_LATENCY cycles later (held until the next read).  Reads have no side effects
 # except the counter snapshot below; unmapped addresses read 0, writes to them
 # and to read-only registers are ignored.
 # ==============================================================================
 CSR_ADDR_BITS = 10                   #: word-address width of the CSR bus
 CSR_DATA_BITS = 32
+CSR_READ_LATENCY = 2                 #: clock edges from the one that takes `r_en` to valid `r_data`
 
 CSR_ID = 0x000                       #: read-only identification word
 CSR_ID_VALUE = 0x5351_0001           #: "SQ", register-map version 1

@@ -11,7 +11,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from smartquant.hw.top import SmartQuantTop
-from smartquant.spec import (COUNTERS, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
+from smartquant.spec import (COUNTERS, CSR_READ_LATENCY, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
                              pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES,
                              CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, Opcode, host_line_address,
                              lines_per_block)
@@ -126,11 +126,12 @@ async def bus_write(ctx, bus, addr: int, value: int) -> None:
 
 
 async def bus_read(ctx, bus, addr: int) -> int:
-    """One CSR-bus read: r_en for a cycle, r_data the cycle after."""
+    """One CSR-bus read: r_en for a cycle, r_data `CSR_READ_LATENCY` cycles later."""
     ctx.set(bus.addr, addr)
     ctx.set(bus.r_en, 1)
     await ctx.tick()
     ctx.set(bus.r_en, 0)
+    await ctx.tick().repeat(CSR_READ_LATENCY - 1)
     return ctx.get(bus.r_data)
 
 
