@@ -28,8 +28,6 @@ from ..spec import CODE_BITS
 
 SIG_BITS = 11               #: scale significand bits (binary16 with its implicit one)
 PRODUCT_BITS = CODE_BITS + SIG_BITS   #: |r - z| * significand < 2**19
-#: right shifts of PRODUCT_BITS + 1 or more round every product to zero alike
-MAX_SHIFT = PRODUCT_BITS + 1
 
 
 class ScaleDecode(wiring.Component):
@@ -66,61 +64,63 @@ class ScaleDecode(wiring.Component):
         return m
 
 
-class DequantLane(wiring.Component):
-    """One weight through stages 1-6 (module docstring); its registers move on `advance`.
+def round_terms(exponent, out_bf16, width: int):
+    """E's terms for `RoundPipeline(width)` (E: exponent of the product's LSB): `floor_guard`
+    = (1 - bias - m - E) clamped to -11..width + 1, minus 1 (which keeps max(t - m, 1 - bias -
+    m - E) clamped at width + 1, minus 1), and `exp_base` = E + bias - 1 (bias, m: the output
+    format's exponent bias and mantissa bits)."""
+    max_shift = width + 1
+    floor_shift = Mux(out_bf16, 1 - 127 - 7, 1 - 15 - 10) - exponent
+    return (Mux(floor_shift < -11, -11, Mux(floor_shift > max_shift, max_shift, floor_shift)) - 1,
+            exponent + Mux(out_bf16, 127, 15) - 1)
 
-    `r`, `zero`: stage 1's inputs; the decoded scale fields: stage 1's registers;
-    `out_bf16`: stage 2's; `floor_guard` = (1 - bias - m - E) - 1 clamped to -12..MAX_SHIFT - 1
-    (which keeps max(t - m, 1 - bias - m - E) clamped at MAX_SHIFT, minus 1) and `exp_base` =
-    E + bias - 1: stage 3's (all shared by the lanes).  `result` is stage 6's register."""
 
-    def __init__(self):
+class RoundPipeline(wiring.Component):
+    """Stages 3-6 (module docstring): sign * product * 2**E, the product exact in `width`
+    bits, rounded once to binary16 or bfloat16 (`out_bf16`), nearest even, `STAGES`
+    registers later; its registers move on `advance`.  All inputs are sampled together;
+    E comes as `round_terms(E, out_bf16, width)`."""
+
+    STAGES = 4
+
+    def __init__(self, width: int):
+        self.width = width
         super().__init__({
-            "advance": In(1), "r": In(CODE_BITS), "zero": In(CODE_BITS),
-            "scale_sign": In(1), "significand": In(SIG_BITS), "scale_inf": In(1), "scale_nan": In(1),
+            "advance": In(1), "product": In(width), "sign": In(1), "nan": In(1), "inf": In(1),
             "out_bf16": In(1), "floor_guard": In(signed(6)), "exp_base": In(signed(12)),
             "result": Out(16),
         })
 
     def elaborate(self, platform):
         m = Module()
-        latch = []                             # every register of the lane, loaded on `advance`
-
-        # 1: |r - z| and its sign
-        diff = Signal(signed(CODE_BITS + 1))
-        m.d.comb += diff.eq(self.r - self.zero)
-        magnitude, negative = Signal(CODE_BITS), Signal()
-        latch += [magnitude.eq(Mux(diff < 0, -diff, diff)), negative.eq(diff < 0)]
-
-        # 2: exact product; the sign and the NaN / infinity cases
-        product = Signal(PRODUCT_BITS)
-        sign2, nan2, inf2 = Signal(), Signal(), Signal()
-        latch += [product.eq(magnitude * self.significand), sign2.eq(self.scale_sign ^ negative),
-                  nan2.eq(self.scale_nan | (self.scale_inf & (magnitude == 0))), inf2.eq(self.scale_inf)]
+        width = self.width
+        latch = []                             # every register, loaded on `advance`
 
         # 3: t, the position of the product's leading one
-        lead = Signal(range(PRODUCT_BITS))
-        for i in range(PRODUCT_BITS):
-            with m.If(product[i]):
+        lead = Signal(range(width))
+        for i in range(width):
+            with m.If(self.product[i]):
                 m.d.comb += lead.eq(i)
-        lead3, product3 = Signal(range(PRODUCT_BITS)), Signal(PRODUCT_BITS)
+        lead3, product3 = Signal(range(width)), Signal(width)
         sign3, nan3, inf3, zero3, bf16_3 = Signal(), Signal(), Signal(), Signal(), Signal()
-        latch += [lead3.eq(lead), product3.eq(product), sign3.eq(sign2), nan3.eq(nan2), inf3.eq(inf2),
-                  zero3.eq(product == 0), bf16_3.eq(self.out_bf16)]
+        floor_guard3, exp_base3 = Signal(signed(6)), Signal(signed(12))
+        latch += [lead3.eq(lead), product3.eq(self.product), sign3.eq(self.sign), nan3.eq(self.nan),
+                  inf3.eq(self.inf), zero3.eq(self.product == 0), bf16_3.eq(self.out_bf16),
+                  floor_guard3.eq(self.floor_guard), exp_base3.eq(self.exp_base)]
 
-        # 4: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most MAX_SHIFT) as shift - 1;
+        # 4: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most width + 1) as shift - 1;
         #    exponent field max(t + E + bias - 1, 0) << m
         mant_bits = Mux(bf16_3, 7, 10)
         shift_less_one = Signal(signed(6))
         biased_less_one = Signal(signed(12))
         normal = Signal(signed(6))
         m.d.comb += [normal.eq(lead3 - Mux(bf16_3, 7 + 1, 10 + 1)),
-                     shift_less_one.eq(Mux(normal > self.floor_guard, normal, self.floor_guard)),
-                     biased_less_one.eq(lead3 + self.exp_base)]
-        product4 = Signal(PRODUCT_BITS)
+                     shift_less_one.eq(Mux(normal > floor_guard3, normal, floor_guard3)),
+                     biased_less_one.eq(lead3 + exp_base3)]
+        product4 = Signal(width)
         right = Signal()                       # shift > 0: rounded; else exact, shifted left
         left = Signal(4)
-        below_guard = Signal(range(MAX_SHIFT))  # dropped bits under the guard bit
+        below_guard = Signal(range(width + 1))  # dropped bits under the guard bit
         exp_field = Signal(20)
         sign4, nan4, inf4, zero4, bf16_4 = Signal(), Signal(), Signal(), Signal(), Signal()
         latch += [product4.eq(product3), right.eq(shift_less_one >= 0), left.eq((~shift_less_one)[:4]),
@@ -129,11 +129,11 @@ class DequantLane(wiring.Component):
                   sign4.eq(sign3), nan4.eq(nan3), inf4.eq(inf3), zero4.eq(zero3), bf16_4.eq(bf16_3)]
 
         # 5: shift with guard and sticky bits; round-to-nearest-even's increment
-        with_guard = Signal(PRODUCT_BITS)      # kept bits and the guard bit below them
+        with_guard = Signal(width)             # kept bits and the guard bit below them
         m.d.comb += with_guard.eq(product4 >> below_guard)
-        sticky = (product4 & ((Const(1, 1) << below_guard) - 1)[:PRODUCT_BITS]) != 0
+        sticky = (product4 & ((Const(1, 1) << below_guard) - 1)[:width]) != 0
         kept = with_guard >> 1
-        significand = Signal(PRODUCT_BITS + 11)
+        significand = Signal(width + 11)
         round_up = Signal()
         exp_field5 = Signal(20)
         sign5, nan5, inf5, zero5, bf16_5 = Signal(), Signal(), Signal(), Signal(), Signal()
@@ -152,6 +152,48 @@ class DequantLane(wiring.Component):
                     Mux(inf5 | (encoding >= inf_enc), inf_enc, encoding[:15]) | (sign5 << 15)))))
         with m.If(self.advance):
             m.d.sync += latch
+        return m
+
+
+class DequantLane(wiring.Component):
+    """One weight through stages 1-6 (module docstring); its registers move on `advance`.
+
+    `r`, `zero`: stage 1's inputs; the decoded scale fields: stage 1's registers; `out_bf16`
+    and the scale exponent's `round_terms` (`floor_guard`, `exp_base`): stage 2's (all
+    shared by the lanes).  `result` is stage 6's register."""
+
+    def __init__(self):
+        super().__init__({
+            "advance": In(1), "r": In(CODE_BITS), "zero": In(CODE_BITS),
+            "scale_sign": In(1), "significand": In(SIG_BITS), "scale_inf": In(1), "scale_nan": In(1),
+            "out_bf16": In(1), "floor_guard": In(signed(6)), "exp_base": In(signed(12)),
+            "result": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        latch = []                             # stages 1 and 2, loaded on `advance`
+
+        # 1: |r - z| and its sign
+        diff = Signal(signed(CODE_BITS + 1))
+        m.d.comb += diff.eq(self.r - self.zero)
+        magnitude, negative = Signal(CODE_BITS), Signal()
+        latch += [magnitude.eq(Mux(diff < 0, -diff, diff)), negative.eq(diff < 0)]
+
+        # 2: exact product; the sign and the NaN / infinity cases
+        product = Signal(PRODUCT_BITS)
+        sign2, nan2, inf2 = Signal(), Signal(), Signal()
+        latch += [product.eq(magnitude * self.significand), sign2.eq(self.scale_sign ^ negative),
+                  nan2.eq(self.scale_nan | (self.scale_inf & (magnitude == 0))), inf2.eq(self.scale_inf)]
+        with m.If(self.advance):
+            m.d.sync += latch
+
+        # 3-6: round
+        m.submodules.round = rnd = RoundPipeline(PRODUCT_BITS)
+        m.d.comb += [rnd.advance.eq(self.advance), rnd.product.eq(product), rnd.sign.eq(sign2),
+                     rnd.nan.eq(nan2), rnd.inf.eq(inf2), rnd.out_bf16.eq(self.out_bf16),
+                     rnd.floor_guard.eq(self.floor_guard), rnd.exp_base.eq(self.exp_base),
+                     self.result.eq(rnd.result)]
         return m
 
 
@@ -186,31 +228,26 @@ class Dequantizer(wiring.Component):
             m.d.sync += valid.eq(Cat(self.input.valid, valid[:-1]))
         m.d.comb += self.output.valid.eq(valid[-1])
 
-        # shared by the lanes: the scale decoded in stage 1, its shift terms in stage 2
+        # shared by the lanes: the scale decoded in stage 1, its rounding terms in stage 2
         m.submodules.scale = scale = ScaleDecode()
         m.d.comb += [scale.bits.eq(p.scale), scale.bf16.eq(p.scale_bf16), scale.pow2.eq(p.scale_pow2)]
         decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
-                                            "inf": 1, "nan": 1}))
-        out_bf16_1, out_bf16_2 = Signal(), Signal()
-        floor_shift = Signal(signed(12))
-        terms = [Signal(data.StructLayout({"floor_guard": signed(6), "exp_base": signed(12)}), name=f"terms{n}")
-                 for n in (2, 3)]
-        m.d.comb += floor_shift.eq(Mux(out_bf16_1, 1 - 127 - 7, 1 - 15 - 10) - decoded.exponent)
+                                            "inf": 1, "nan": 1, "out_bf16": 1}))
+        terms = Signal(data.StructLayout({"out_bf16": 1, "floor_guard": signed(6), "exp_base": signed(12)}))
+        floor_guard, exp_base = round_terms(decoded.exponent, decoded.out_bf16, PRODUCT_BITS)
         with m.If(advance):
-            m.d.sync += [decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan)),
-                         out_bf16_1.eq(p.out_bf16), out_bf16_2.eq(out_bf16_1),
-                         terms[0].floor_guard.eq(Mux(floor_shift < -11, -11,
-                                                     Mux(floor_shift > MAX_SHIFT, MAX_SHIFT, floor_shift)) - 1),
-                         terms[0].exp_base.eq(decoded.exponent + Mux(out_bf16_1, 127, 15) - 1),
-                         terms[1].eq(terms[0])]
+            m.d.sync += [decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan,
+                                        p.out_bf16)),
+                         terms.out_bf16.eq(decoded.out_bf16), terms.floor_guard.eq(floor_guard),
+                         terms.exp_base.eq(exp_base)]
         for i in range(self.lanes):
             m.submodules[f"lane{i}"] = lane = DequantLane()
             m.d.comb += [
                 lane.advance.eq(advance), lane.r.eq(p.r[i]), lane.zero.eq(p.zero),
                 lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),
                 lane.scale_inf.eq(decoded.inf), lane.scale_nan.eq(decoded.nan),
-                lane.floor_guard.eq(terms[1].floor_guard), lane.exp_base.eq(terms[1].exp_base),
-                lane.out_bf16.eq(out_bf16_2),
+                lane.floor_guard.eq(terms.floor_guard), lane.exp_base.eq(terms.exp_base),
+                lane.out_bf16.eq(terms.out_bf16),
                 self.output.payload[i].eq(lane.result),
             ]
         return m

@@ -8,87 +8,30 @@ A controller loads only view k's 2**k entries when the (region, k) it serves cha
 
 Lookup: from a lane's view code r (`transpose.CodeGather`: the top k bits c of q, a 1,
 zeros) the table index is `(0x100 | r) >> (8 - k)` = `(1 << k) | c`, read at the clock
-edge; the next cycle multiplies the entry by the group scale and rounds once to the
-output format (`FloatRound`), so `result` follows `valid` by one cycle.  Products are
-exact (11 x 11 significand bits) before the single round-to-nearest-even; NaN results
-(a NaN operand, infinity times zero) are the canonical quiet NaN, as in `hw.dequant`.
+edge (stage 1); stage 2 registers the entry's fields and the decoded group scale, stage 3
+their exact product (11 x 11 significand bits) and exponent, and the affine dequantizer's
+`RoundPipeline` rounds it once to the output format (stages 4-7), so `result` follows
+`valid` by `LutDequantizer.LATENCY` = 7 cycles.  NaN results (a NaN operand, infinity times
+zero) are the canonical quiet NaN, as in `hw.dequant`.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS, CODEBOOK_ENTRIES
-from .dequant import SIG_BITS, ScaleDecode
+from .dequant import SIG_BITS, RoundPipeline, ScaleDecode, round_terms
 
 ENTRY_BITS = 16
 INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()        #: 9
 LOAD = data.StructLayout({"index": INDEX_BITS, "entry": ENTRY_BITS})
 
 
-class FloatRound(wiring.Component):
-    """Combinational: sign * magnitude * 2**exponent (magnitude `width` bits, exact) rounded
-    once to binary16 or bfloat16 (`out_bf16`), nearest even, with the special cases.
-
-    The result's least significant bit has exponent max(t + E - m, emin - m) (t: the
-    magnitude's leading one, m: mantissa bits, emin: smallest normal exponent), so the
-    magnitude is shifted right by that minus E with round-to-nearest-even on the dropped
-    bits; adding (max(biased exponent, 1) - 1) << m to the rounded significand gives the
-    encoding (a rounding carry moves into the exponent by itself); at or above infinity's
-    encoding it is infinity."""
-
-    def __init__(self, width: int):
-        self.width = width
-        super().__init__({
-            "sign": In(1), "magnitude": In(width), "exponent": In(signed(10)),
-            "inf": In(1), "nan": In(1), "out_bf16": In(1),
-            "result": Out(ENTRY_BITS),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        width, product = self.width, self.magnitude
-        max_shift = width + 1                     # shifts beyond round everything to zero alike
-        lead = Signal(range(width))
-        for i in range(width):
-            with m.If(product[i]):
-                m.d.comb += lead.eq(i)
-        mant_bits = Mux(self.out_bf16, 7, 10)
-        bias = Mux(self.out_bf16, 127, 15)
-        inf_enc = Mux(self.out_bf16, 0x7F80, 0x7C00)
-        nan_enc = Mux(self.out_bf16, 0x7FC0, 0x7E00)
-        biased = Signal(signed(12))
-        shift = Signal(signed(12))
-        normal_shift = lead - mant_bits
-        floor_shift = 1 - bias - mant_bits - self.exponent
-        m.d.comb += [biased.eq(lead + self.exponent + bias),
-                     shift.eq(Mux(normal_shift > floor_shift, normal_shift, floor_shift))]
-        rounded = Signal(width + 11)
-        with m.If(shift <= 0):
-            m.d.comb += rounded.eq(product << (-shift)[:4])
-        with m.Else():
-            below_guard = Signal(range(max_shift))
-            with_guard = Signal(width)
-            m.d.comb += [below_guard.eq(Mux(shift > max_shift, max_shift, shift) - 1),
-                         with_guard.eq(product >> below_guard)]
-            sticky = (with_guard << below_guard)[:width] != product
-            kept = with_guard >> 1
-            m.d.comb += rounded.eq(kept + (with_guard[0] & (sticky | kept[0])))
-        encoding = Signal(width + 12)
-        m.d.comb += encoding.eq(rounded + ((Mux(biased > 1, biased, 1) - 1) << mant_bits))
-        with m.If(self.nan):
-            m.d.comb += self.result.eq(nan_enc)
-        with m.Elif(product == 0):
-            m.d.comb += self.result.eq(self.sign << 15)
-        with m.Elif(self.inf | (encoding >= inf_enc)):
-            m.d.comb += self.result.eq(inf_enc | (self.sign << 15))
-        with m.Else():
-            m.d.comb += self.result.eq(encoding[:15] | (self.sign << 15))
-        return m
-
-
 class LutLane(wiring.Component):
-    """Combinational: one binary16 table entry times a decoded scale, rounded once."""
+    """One binary16 table entry times a decoded scale, rounded once: the entry's fields
+    registered (stage 2), the exact product and its exponent terms (stage 3), then the
+    dequantizer's `RoundPipeline` (stages 4-7).  Inputs: `entry` (the table read, stage 1),
+    the scale fields and `out_bf16` (stage 2's registers, shared by the lanes)."""
 
     def __init__(self):
         super().__init__({
@@ -101,29 +44,42 @@ class LutLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.entry = entry = ScaleDecode()           # binary16 bits: bf16 = pow2 = 0
-        m.submodules.round = rnd = FloatRound(2 * SIG_BITS)
-        entry_zero = entry.significand == 0
+        fields = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
+                                           "inf": 1, "nan": 1}))
+        m.d.comb += entry.bits.eq(self.entry)
+        m.d.sync += fields.eq(Cat(entry.sign, entry.significand, entry.exponent, entry.inf, entry.nan))
+
+        width = 2 * SIG_BITS
+        product = Signal(width)
+        sign, nan, inf, out_bf16 = Signal(), Signal(), Signal(), Signal()
+        floor_guard, exp_base = Signal(signed(6)), Signal(signed(12))
+        entry_zero = fields.significand == 0
         scale_zero = self.significand == 0
-        m.d.comb += [
-            entry.bits.eq(self.entry),
-            rnd.sign.eq(entry.sign ^ self.scale_sign),
-            rnd.magnitude.eq(entry.significand * self.significand),
-            rnd.exponent.eq(entry.exponent + self.exponent),
-            rnd.nan.eq(entry.nan | self.scale_nan | (entry.inf & scale_zero & ~self.scale_inf)
-                       | (self.scale_inf & entry_zero & ~entry.inf)),
-            rnd.inf.eq(entry.inf | self.scale_inf),
-            rnd.out_bf16.eq(self.out_bf16),
-            self.result.eq(rnd.result),
+        terms = round_terms(fields.exponent + self.exponent, self.out_bf16, width)
+        m.d.sync += [
+            product.eq(fields.significand * self.significand),
+            sign.eq(fields.sign ^ self.scale_sign),
+            nan.eq(fields.nan | self.scale_nan | (fields.inf & scale_zero & ~self.scale_inf)
+                   | (self.scale_inf & entry_zero & ~fields.inf)),
+            inf.eq(fields.inf | self.scale_inf), out_bf16.eq(self.out_bf16),
+            floor_guard.eq(terms[0]), exp_base.eq(terms[1]),
         ]
+        m.submodules.round = rnd = RoundPipeline(width)
+        m.d.comb += [rnd.advance.eq(1), rnd.product.eq(product), rnd.sign.eq(sign), rnd.nan.eq(nan),
+                     rnd.inf.eq(inf), rnd.out_bf16.eq(out_bf16), rnd.floor_guard.eq(floor_guard),
+                     rnd.exp_base.eq(exp_base), self.result.eq(rnd.result)]
         return m
 
 
 class LutDequantizer(wiring.Component):
-    """`lanes` view codes r of one group -> `s * table_k[c]`, one cycle after `valid`.
+    """`lanes` view codes r of one group -> `s * table_k[c]`, `LATENCY` cycles after `valid`,
+    one step per cycle (never stalls).
 
     Ports: `load` (stream of {index, entry}: always ready, one table entry a cycle);
     `valid`, `r`, `k` (1..8), `scale` bits, `scale_bf16` / `scale_pow2`, `out_bf16`;
-    `result` and `result_valid` one cycle later."""
+    `result` and `result_valid` `LATENCY` cycles later."""
+
+    LATENCY = 3 + RoundPipeline.STAGES
 
     def __init__(self, lanes: int):
         if lanes < 1:
@@ -141,11 +97,19 @@ class LutDequantizer(wiring.Component):
         m.submodules.scale = scale = ScaleDecode()
         drop = Signal(range(CODE_BITS))            # code bits below the view: 8 - k
         m.d.comb += drop.eq(CODE_BITS - self.k)
+        valid = Signal(self.LATENCY)               # bit n: stage n + 1 holds a step
+        m.d.sync += valid.eq(Cat(self.valid, valid[:-1]))
+        m.d.comb += self.result_valid.eq(valid[-1])
+        # the scale: held in stage 1 (beside the table read), decoded in stage 2
         held = Signal(data.StructLayout({"scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}))
-        m.d.sync += [self.result_valid.eq(self.valid), held.scale.eq(self.scale), held.bf16.eq(self.scale_bf16),
-                     held.pow2.eq(self.scale_pow2), held.out_bf16.eq(self.out_bf16)]
+        decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
+                                            "inf": 1, "nan": 1, "out_bf16": 1}))
         m.d.comb += [self.load.ready.eq(1), scale.bits.eq(held.scale), scale.bf16.eq(held.bf16),
                      scale.pow2.eq(held.pow2)]
+        m.d.sync += [held.scale.eq(self.scale), held.bf16.eq(self.scale_bf16), held.pow2.eq(self.scale_pow2),
+                     held.out_bf16.eq(self.out_bf16),
+                     decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan,
+                                    held.out_bf16))]
         for i in range(self.lanes):
             m.submodules[f"table{i}"] = table = memory.Memory(shape=ENTRY_BITS, depth=CODEBOOK_ENTRIES, init=[])
             write, read = table.write_port(), table.read_port(transparent_for=())
@@ -155,9 +119,9 @@ class LutDequantizer(wiring.Component):
                 write.data.eq(self.load.payload.entry),
                 read.en.eq(1), read.addr.eq((Cat(self.r[i], Const(1, 1)) >> drop)[:INDEX_BITS]),
                 lane.entry.eq(read.data),
-                lane.scale_sign.eq(scale.sign), lane.significand.eq(scale.significand),
-                lane.exponent.eq(scale.exponent), lane.scale_inf.eq(scale.inf), lane.scale_nan.eq(scale.nan),
-                lane.out_bf16.eq(held.out_bf16),
+                lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),
+                lane.exponent.eq(decoded.exponent), lane.scale_inf.eq(decoded.inf), lane.scale_nan.eq(decoded.nan),
+                lane.out_bf16.eq(decoded.out_bf16),
                 self.result[i].eq(lane.result),
             ]
         return m

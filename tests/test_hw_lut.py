@@ -21,7 +21,7 @@ SCALES = {ScaleFormat.FP16: [0x0000, 0x0001, 0x0400, 0x2E66, 0x3C00, 0x3C01, 0xB
 
 def run_lut(table: np.ndarray, cases):
     """Load `table` (uint16 [512]), then for each (q codes [LANES], k, scale bits, format, out_bf16)
-    return the LANES results the block answers one cycle after `valid`."""
+    return the LANES results the block answers `LATENCY` cycles after `valid` (a case per cycle)."""
     dut = LutDequantizer(LANES)
     results = []
 
@@ -32,18 +32,20 @@ def run_lut(table: np.ndarray, cases):
             ctx.set(dut.load.payload.entry, int(entry))
             await ctx.tick()
         ctx.set(dut.load.valid, 0)
-        for codes, k, scale, fmt, out_bf16 in cases:
-            ctx.set(dut.valid, 1)
-            ctx.set(dut.r, [int(v) for v in view_code(codes, k)])
-            ctx.set(dut.k, k)
-            ctx.set(dut.scale, scale)
-            ctx.set(dut.scale_bf16, fmt == ScaleFormat.BF16)
-            ctx.set(dut.scale_pow2, fmt == ScaleFormat.POW2)
-            ctx.set(dut.out_bf16, out_bf16)
+        for cycle in range(len(cases) + LutDequantizer.LATENCY):
+            ctx.set(dut.valid, cycle < len(cases))
+            if cycle < len(cases):
+                codes, k, scale, fmt, out_bf16 = cases[cycle]
+                ctx.set(dut.r, [int(v) for v in view_code(codes, k)])
+                ctx.set(dut.k, k)
+                ctx.set(dut.scale, scale)
+                ctx.set(dut.scale_bf16, fmt == ScaleFormat.BF16)
+                ctx.set(dut.scale_pow2, fmt == ScaleFormat.POW2)
+                ctx.set(dut.out_bf16, out_bf16)
             await ctx.tick()
-            ctx.set(dut.valid, 0)
-            assert ctx.get(dut.result_valid) == 1
-            results.append([int(v) for v in ctx.get(dut.result)])
+            assert ctx.get(dut.result_valid) == (LutDequantizer.LATENCY - 1 <= cycle < len(cases) + LutDequantizer.LATENCY - 1)
+            if ctx.get(dut.result_valid):
+                results.append([int(v) for v in ctx.get(dut.result)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -59,7 +61,7 @@ def expected(table, codes, k, scale, fmt, out_bf16):
 
 
 def check(table, cases):
-    for case, got in zip(cases, run_lut(table, cases)):
+    for case, got in zip(cases, run_lut(table, cases), strict=True):
         assert got == expected(table, *case), (case, [hex(v) for v in got],
                                                [hex(v) for v in expected(table, *case)])
 
