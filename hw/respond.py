@@ -5,14 +5,15 @@ metadata slot for fp16/bf16; its write response for a write) and feeds one step 
 cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   1. the block buffers' registered read ports (read at the step's clock edge);
   2. plane transpose / line select and the group's metadata word, registered;
-  3..8. the dequantizer (`Dequantizer.LATENCY` stages; other views' lines ride alongside);
+  3..9. the dequantizers (`DEQUANT_LATENCY` stages, the longer of the affine and the
+     table-lookup pipelines, the shorter one's result delayed to match; other views'
+     lines ride alongside);
 then the line is packed into an ordered output queue.  A step is one whole line, except
 for fp16/bf16 where a line of 32 weights takes 32 / lanes steps.  Table-lookup regions:
 a LUT_LOAD job (no response) takes 2**k steps, each writing one codebook entry from its
 plane slot into the `LutDequantizer` tables at the dequantizer's input stage (so lookups
 of earlier steps see the old table, later ones the new); an fp16 / bf16 step of a LUT
-region takes the lookup result, delayed to `Dequantizer.LATENCY`, instead of the affine
-one.  A failed codebook read poisons the LUT lines that follow, until the next load.  The sequencer only
+region takes the lookup result instead of the affine one.  A failed codebook read poisons the LUT lines that follow, until the next load.  The sequencer only
 starts a line's step when the output queue has room for every line in flight, so the
 pipeline never stalls (credit flow).
 """
@@ -37,7 +38,17 @@ MAX_TABLE_ENTRIES = 1 << CODE_BITS          #: entries of view 8's table: LUT_LO
 INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
 _OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
 #: cycles from a step's start to its line's write into the output queue
-PIPELINE_DEPTH = 2 + Dequantizer.LATENCY
+DEQUANT_LATENCY = max(Dequantizer.LATENCY, LutDequantizer.LATENCY)
+PIPELINE_DEPTH = 2 + DEQUANT_LATENCY
+
+
+def _delayed(m: Module, value, cycles: int, name: str):
+    """`value` after `cycles` registers."""
+    for n in range(cycles):
+        later = Signal(len(value), name=f"{name}{n}")
+        m.d.sync += later.eq(value)
+        value = later
+    return value
 
 
 def _side_layout(steps: int) -> data.StructLayout:
@@ -119,23 +130,33 @@ class Responder(wiring.Component):
             m.d.sync += table_failed.eq(failed)
         m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last),
                      s1_failed.eq(failed | (j.lut & table_failed))]
+        # the step's selects, registered so that stage 1 is the buffer read and the muxes only:
+        # a LUT_LOAD step loads entry (1 << k) | step of the set, at that index in the slot's
+        # lines (k < 5: the first line holds view k's entries; else they start the slot)
+        load_index = (step[:CODE_BITS] | (Const(1, INDEX_BITS) << j.k))[:INDEX_BITS]
+        slot_entry = Mux(j.k < 5, load_index, step)[:CODE_BITS]
+        s1_load_index, s1_entry_in_line = Signal(INDEX_BITS), Signal(5)
+        s1_line_select = Signal(3)          # the slot's line: the output line, or the entry's
+        s1_chunk = Signal(range(LINE_BITS // lanes))  # the step's lanes within each plane line
+        s1_group = Signal(4)                # the step's group within the metadata line
+        m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:5]),
+                     s1_line_select.eq(Mux(is_load, slot_entry[5:], j.line[:3])),
+                     s1_chunk.eq(j.line * steps + step),
+                     s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
 
         # --- stage 1: buffers read; transpose / select, metadata word -> stage 2 registers ---
         planes = [self.plane_rd_data[p * LINE_BITS:(p + 1) * LINE_BITS] for p in range(PLANES)]
         line_out = Signal(LINE_BITS)                             # raw, packed and int8 lines
         m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
         m.submodules.gather = gather = CodeGather(lanes)
-        chunk_index = s1.line * steps + s1_step
-        weight = s1.line * FP_LINE_WEIGHTS + s1_step * lanes     # first weight of the step in its block
-        group = s1.first_group + (weight >> s1.log2_group)
-        meta = self.meta_rd_data.word_select(group[:4], 32)
+        meta = self.meta_rd_data.word_select(s1_group, 32)
         for p in range(PLANES):
-            m.d.comb += [gather8.planes[p].eq(planes[p].word_select(s1.line[:3], INT8_LINE_WEIGHTS)),
-                         gather.planes[p].eq(planes[p].word_select(chunk_index, lanes))]
+            m.d.comb += [gather8.planes[p].eq(planes[p].word_select(s1_line_select, INT8_LINE_WEIGHTS)),
+                         gather.planes[p].eq(planes[p].word_select(s1_chunk, lanes))]
         m.d.comb += [gather8.k.eq(s1.k), gather.k.eq(s1.k)]
         with m.Switch(s1.kind):
-            with m.Case(Kind.RAW_RD, Kind.PACKED):
-                m.d.comb += line_out.eq(Cat(*planes).word_select(s1.line[:3], LINE_BITS))
+            with m.Case(Kind.RAW_RD, Kind.PACKED, Kind.LUT_LOAD):
+                m.d.comb += line_out.eq(Cat(*planes).word_select(s1_line_select, LINE_BITS))
             with m.Case(Kind.INT8):
                 m.d.comb += line_out.eq(Cat(*[gather8.r[i] ^ 0x80 for i in range(INT8_LINE_WEIGHTS)]))
         poison = (s1.kind == Kind.ERROR) | s1_failed
@@ -148,19 +169,16 @@ class Responder(wiring.Component):
             self.dram_error.valid.eq(s1_valid & s1_last & s1_failed),
             self.dram_error.cause.eq(ErrorCause.DRAM_ERROR), self.dram_error.addr.eq(s1.addr),
         ]
-        # a LUT_LOAD step: entry (1 << k) | step of the set, at that index in the slot's lines
-        # (k < 5: the first line holds view k's entries; else they start the slot)
-        load_index = (s1_step[:CODE_BITS] | (Const(1, INDEX_BITS) << s1.k))[:INDEX_BITS]
-        slot_entry = Mux(s1.k < 5, load_index, s1_step)[:CODE_BITS]
         s1_load = s1_valid & (s1.kind == Kind.LUT_LOAD)
         # stage 2 registers: the dequantizer's input and what rides alongside it to the queue
         side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(2, PIPELINE_DEPTH + 1)]
         step_in = Signal(dequant_input(lanes))
         step_k = Signal(4)
-        table_load = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry": ENTRY_BITS}))
+        # a LUT_LOAD step's entry: its line rides in side[0], the entry is picked in stage 2
+        table_load = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry_in_line": 5}))
         m.d.sync += [
-            table_load.valid.eq(s1_load & ~s1_failed), table_load.index.eq(load_index),
-            table_load.entry.eq(Cat(*planes).word_select(slot_entry, ENTRY_BITS)), step_k.eq(s1.k),
+            table_load.valid.eq(s1_load & ~s1_failed), table_load.index.eq(s1_load_index),
+            table_load.entry_in_line.eq(s1_entry_in_line), step_k.eq(s1.k),
             side[0].valid.eq(s1_valid & ~s1_load), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
             side[0].fp.eq(s1.kind.as_value().matches(Kind.FP16, Kind.BF16)), side[0].lut.eq(s1.lut),
             side[0].entry.ndr.eq(s1.write), side[0].entry.tag.eq(s1.tag), side[0].entry.poison.eq(poison),
@@ -175,21 +193,22 @@ class Responder(wiring.Component):
         m.submodules.dequant = dq = Dequantizer(lanes)
         m.d.comb += [dq.input.valid.eq(side[0].valid & side[0].fp), dq.input.payload.eq(step_in),
                      dq.output.ready.eq(1)]
-        # table lookup: one cycle, then LATENCY - 1 registers, so both results leave together
+        # table lookup, beside it; the shorter pipeline's result is delayed so both leave together
         m.submodules.lut = lut = LutDequantizer(lanes)
         m.d.comb += [
             lut.load.valid.eq(table_load.valid), lut.load.payload.index.eq(table_load.index),
-            lut.load.payload.entry.eq(table_load.entry),
+            lut.load.payload.entry.eq(side[0].entry.data.word_select(table_load.entry_in_line, ENTRY_BITS)),
             lut.valid.eq(side[0].valid & side[0].fp & side[0].lut), lut.r.eq(step_in.r), lut.k.eq(step_k),
             lut.scale.eq(step_in.scale), lut.scale_bf16.eq(step_in.scale_bf16),
             lut.scale_pow2.eq(step_in.scale_pow2), lut.out_bf16.eq(step_in.out_bf16),
         ]
-        lut_delay = [Signal(lanes * ENTRY_BITS, name=f"lut_result{n}") for n in range(Dequantizer.LATENCY - 1)]
-        m.d.sync += [lut_delay[0].eq(lut.result), *[b.eq(a) for a, b in zip(lut_delay, lut_delay[1:])]]
+        affine = _delayed(m, Cat(*[dq.output.payload[i] for i in range(lanes)]),
+                          DEQUANT_LATENCY - Dequantizer.LATENCY, "affine_result")
+        looked_up = _delayed(m, lut.result.as_value(), DEQUANT_LATENCY - LutDequantizer.LATENCY, "lut_result")
 
         # --- pack the line into the output queue ---
         tail = side[-1]
-        chunk = Mux(tail.lut, lut_delay[-1], Cat(*[dq.output.payload[i] for i in range(lanes)]))
+        chunk = Mux(tail.lut, looked_up, affine)
         acc = Signal(LINE_BITS)                                  # earlier steps of the line
         if steps > 1:
             with m.If(tail.valid & tail.fp & ~tail.last):
