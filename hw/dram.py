@@ -2,9 +2,11 @@
 
 Reads: plane and metadata requests come in two queues (metadata first onto AR); each
 names a buffer slot (a plane slot, 8 lines wide, or a metadata slot, one line) and a
-burst of whole lines; data beats are written straight into the slot and
-the slot's `filled` flag rises with the last beat (`failed` too if any beat had SLVERR or
-DECERR).  Every read uses ARID 0 and every write AWID 0, so the subordinate returns them
+burst of whole lines; data beats are written straight into the slot.  Bursts complete
+in the order they were issued (below), so completion is a count per kind, `plane_fills` /
+`meta_fills` (mod 2**FILL_COUNT_BITS): the response stage compares it with the allocations
+it has started instead of looking up a flag per slot.  A slot's `failed` flag is set with
+its last beat if any beat had SLVERR or DECERR.  Every read uses ARID 0 and every write AWID 0, so the subordinate returns them
 in order and beats land by a FIFO of issued bursts.  Writes: one line per request (AW and
 W channels independent); B responses queue in `wresp` for the response stage.
 `reads_idle` / `writes_idle` let the issue stage keep reads and writes from overtaking
@@ -23,6 +25,8 @@ from .axi import AXI_BURST_INCR, axi4_signature
 READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "slot": 8})
 WRITE_REQUEST = data.StructLayout({"line": 32, "data": LINE_BITS})
 _LANDING = data.StructLayout({"meta": 1, "slot": 8})
+#: width of the completed-burst counts: more than any number of slots (<= 256) apart
+FILL_COUNT_BITS = 9
 
 
 class DramPort(wiring.Component):
@@ -40,8 +44,8 @@ class DramPort(wiring.Component):
             "writes": In(stream.Signature(WRITE_REQUEST)),
             "wresp": Out(stream.Signature(1)),          # 1: the write failed
             "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
-            "plane_filled": Out(plane_slots), "plane_failed": Out(plane_slots),
-            "meta_filled": Out(meta_slots), "meta_failed": Out(meta_slots),
+            "plane_fills": Out(FILL_COUNT_BITS), "plane_failed": Out(plane_slots),
+            "meta_fills": Out(FILL_COUNT_BITS), "meta_failed": Out(meta_slots),
             "plane_rd_addr": In(range(plane_slots)), "plane_rd_data": Out(PLANES * LINE_BITS),
             "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
             "reads_idle": Out(1), "writes_idle": Out(1),
@@ -105,14 +109,16 @@ class DramPort(wiring.Component):
             m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
         with m.If(burst_end):
             m.d.sync += [beat.eq(0), failed.eq(0)]
-        for filled, fail, issued, reads, is_meta in (
-                (self.plane_filled, self.plane_failed, plane_issued, self.plane_reads, 0),
-                (self.meta_filled, self.meta_failed, meta_issued, self.meta_reads, 1)):
-            for s in range(len(filled)):
+        for fills, fail, issued, reads, is_meta in (
+                (self.plane_fills, self.plane_failed, plane_issued, self.plane_reads, 0),
+                (self.meta_fills, self.meta_failed, meta_issued, self.meta_reads, 1)):
+            with m.If(burst_end & (dest.meta == is_meta)):
+                m.d.sync += fills.eq(fills + 1)
+            for s in range(len(fail)):
                 with m.If(issued & (reads.payload.slot == s)):
-                    m.d.sync += [filled[s].eq(0), fail[s].eq(0)]
+                    m.d.sync += fail[s].eq(0)
                 with m.If(burst_end & (dest.meta == is_meta) & (dest.slot == s)):
-                    m.d.sync += [filled[s].eq(1), fail[s].eq(failed | beat_failed)]
+                    m.d.sync += fail[s].eq(failed | beat_failed)
 
         # --- writes -> AW, W; B -> wresp ---
         m.submodules.write_queue = wq = SyncFIFOBuffered(width=WRITE_REQUEST.size, depth=4)

@@ -1,7 +1,8 @@
 """Response stage: jobs in request order -> DRS / NDR lines.
 
 A sequencer takes the oldest job once its data is there (its plane slot filled, and its
-metadata slot for fp16/bf16; its write response for a write) and feeds one step per
+metadata slot for fp16/bf16, told by the DRAM port's in-order burst counts; its write
+response for a write) and feeds one step per
 cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   1. the block buffers' registered read ports (read at the step's clock edge);
   2. plane transpose / line select and the group's metadata word, registered;
@@ -26,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec import CODEBOOK_ENTRY_BYTES, CODE_BITS, DRS_FIELDS, LINE_BITS, LINE_BYTES, NDR_FIELDS, PLANES, ErrorCause, View
 from .csr import ERROR_REPORT
 from .dequant import Dequantizer, dequant_input
+from .dram import FILL_COUNT_BITS
 from .layouts import JOB, Kind
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
 from .transpose import CodeGather
@@ -69,8 +71,8 @@ class Responder(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(JOB)),
             "wresp": In(stream.Signature(1)),
-            "plane_filled": In(plane_slots), "plane_failed": In(plane_slots),
-            "meta_filled": In(meta_slots), "meta_failed": In(meta_slots),
+            "plane_fills": In(FILL_COUNT_BITS), "plane_failed": In(plane_slots),
+            "meta_fills": In(FILL_COUNT_BITS), "meta_failed": In(meta_slots),
             "plane_rd_addr": Out(range(plane_slots)), "plane_rd_data": In(PLANES * LINE_BITS),
             "meta_rd_addr": Out(range(meta_slots)), "meta_rd_data": In(LINE_BITS),
             "release_plane": Out(1), "release_meta": Out(1),
@@ -92,8 +94,14 @@ class Responder(wiring.Component):
         is_load = j.kind == Kind.LUT_LOAD
         table_failed = Signal()             # the last codebook read had an error
         last = Mux(is_load, step == ((Const(1, INDEX_BITS) << j.k) - 1)[:CODE_BITS], ~is_fp | (step == steps - 1))
-        plane_filled = self.plane_filled.bit_select(j.plane_slot, 1)
-        meta_filled = self.meta_filled.bit_select(j.meta_slot, 1)
+        # slots are filled in allocation order: a job that allocated a slot has its data once
+        # the DRAM port has completed more bursts than the allocations started before it
+        # (a job reusing a slot follows the one that allocated it; later steps of a job follow
+        # its first)
+        first = step == 0
+        plane_started, meta_started = Signal(FILL_COUNT_BITS), Signal(FILL_COUNT_BITS)
+        plane_filled = ~(first & j.plane_alloc) | (self.plane_fills != plane_started)
+        meta_filled = ~(first & j.meta_alloc) | (self.meta_fills != meta_started)
         ready = Signal()
         failed = Signal()
         with m.Switch(j.kind):
@@ -114,7 +122,6 @@ class Responder(wiring.Component):
         in_flight = Signal(range(self.out_depth + 1))       # lines started, not yet in the queue
         room = out.level + in_flight < self.out_depth
         go = self.job.valid & ready & room
-        first = step == 0
         m.d.comb += [
             self.plane_rd_addr.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
             self.release_plane.eq(go & first & j.plane_alloc),
@@ -125,6 +132,8 @@ class Responder(wiring.Component):
         ]
         with m.If(go):
             m.d.sync += step.eq(Mux(last, 0, step + 1))
+        m.d.sync += [plane_started.eq(plane_started + self.release_plane),
+                     meta_started.eq(meta_started + self.release_meta)]
         m.d.sync += in_flight.eq(in_flight + (go & last & ~is_load) - out.w_en)
         with m.If(go & first & is_load):
             m.d.sync += table_failed.eq(failed)

@@ -82,8 +82,8 @@ class SmartQuantTop(wiring.Component):
             resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
             issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),
             issue.release_plane.eq(resp.release_plane), issue.release_meta.eq(resp.release_meta),
-            resp.plane_filled.eq(dram.plane_filled), resp.plane_failed.eq(dram.plane_failed),
-            resp.meta_filled.eq(dram.meta_filled), resp.meta_failed.eq(dram.meta_failed),
+            resp.plane_fills.eq(dram.plane_fills), resp.plane_failed.eq(dram.plane_failed),
+            resp.meta_fills.eq(dram.meta_fills), resp.meta_failed.eq(dram.meta_failed),
             dram.plane_rd_addr.eq(resp.plane_rd_addr), resp.plane_rd_data.eq(dram.plane_rd_data),
             dram.meta_rd_addr.eq(resp.meta_rd_addr), resp.meta_rd_data.eq(dram.meta_rd_data),
         ]
