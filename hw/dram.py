@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import LINE_BITS, LINE_BYTES, PLANES
 from .axi import AXI_BURST_INCR, axi4_signature
+from .planebuf import CHUNK_BITS, PlaneBuffer
 
 READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "slot": 8})
 WRITE_REQUEST = data.StructLayout({"line": 32, "data": LINE_BITS})
@@ -46,7 +47,9 @@ class DramPort(wiring.Component):
             "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "plane_fills": Out(FILL_COUNT_BITS), "plane_failed": Out(plane_slots),
             "meta_fills": Out(FILL_COUNT_BITS), "meta_failed": Out(meta_slots),
-            "plane_rd_addr": In(range(plane_slots)), "plane_rd_data": Out(PLANES * LINE_BITS),
+            # plane buffer reads (`PlaneBuffer`: a row or a column of a slot, data the next cycle)
+            "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
+            "plane_rd_data": Out(LINE_BITS),
             "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
             "reads_idle": Out(1), "writes_idle": Out(1),
             "read_beat": Out(1), "write_beat": Out(1),
@@ -77,13 +80,12 @@ class DramPort(wiring.Component):
                      landing.w_en.eq(ar_done), landing.w_data.eq(Cat(pick_meta, head.slot))]
 
         # --- R -> block buffers ---
-        m.submodules.plane_mem = plane_mem = Memory(shape=PLANES * LINE_BITS, depth=self.plane_slots, init=[])
+        m.submodules.planes = planes = PlaneBuffer(slots=self.plane_slots, width=width)
         m.submodules.meta_mem = meta_mem = Memory(shape=LINE_BITS, depth=self.meta_slots, init=[])
-        plane_wr = plane_mem.write_port(granularity=width)
         meta_wr = meta_mem.write_port(granularity=width)
-        plane_rd = plane_mem.read_port()
         meta_rd = meta_mem.read_port()
-        m.d.comb += [plane_rd.addr.eq(self.plane_rd_addr), self.plane_rd_data.eq(plane_rd.data),
+        m.d.comb += [planes.r_slot.eq(self.plane_rd_slot), planes.r_column.eq(self.plane_rd_column),
+                     planes.r_index.eq(self.plane_rd_index), self.plane_rd_data.eq(planes.r_data),
                      meta_rd.addr.eq(self.meta_rd_addr), self.meta_rd_data.eq(meta_rd.data)]
 
         dest = data.View(_LANDING, landing.r_data)
@@ -93,8 +95,9 @@ class DramPort(wiring.Component):
         r_beat = axi.rvalid & axi.rready
         beat_failed = axi.rresp[1]          # SLVERR or DECERR
         m.d.comb += [
-            plane_wr.addr.eq(dest.slot), plane_wr.data.eq(axi.rdata.replicate(PLANES * bpl)),
-            plane_wr.en.eq((r_beat & ~dest.meta) << beat),
+            planes.w_en.eq(r_beat & ~dest.meta), planes.w_slot.eq(dest.slot),
+            planes.w_line.eq(beat // bpl), planes.w_chunk.eq((beat % bpl) * (width // CHUNK_BITS)),
+            planes.w_data.eq(axi.rdata),
             meta_wr.addr.eq(dest.slot), meta_wr.data.eq(axi.rdata.replicate(bpl)),
             meta_wr.en.eq((r_beat & dest.meta) << beat),
             self.read_beat.eq(r_beat),

@@ -28,6 +28,7 @@ from ..spec import CODEBOOK_ENTRY_BYTES, CODE_BITS, DRS_FIELDS, LINE_BITS, LINE_
 from .csr import ERROR_REPORT
 from .dequant import Dequantizer, dequant_input
 from .dram import FILL_COUNT_BITS
+from .planebuf import CHUNK_BITS
 from .layouts import JOB, Kind
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
 from .transpose import CodeGather
@@ -73,7 +74,10 @@ class Responder(wiring.Component):
             "wresp": In(stream.Signature(1)),
             "plane_fills": In(FILL_COUNT_BITS), "plane_failed": In(plane_slots),
             "meta_fills": In(FILL_COUNT_BITS), "meta_failed": In(meta_slots),
-            "plane_rd_addr": Out(range(plane_slots)), "plane_rd_data": In(PLANES * LINE_BITS),
+            # plane buffer read (`PlaneBuffer`): a row (one plane line) or a column (one 64-bit
+            # chunk of every plane line) of a slot, data the next cycle
+            "plane_rd_slot": Out(range(plane_slots)), "plane_rd_column": Out(1), "plane_rd_index": Out(3),
+            "plane_rd_data": In(data.ArrayLayout(CHUNK_BITS, PLANES)),
             "meta_rd_addr": Out(range(meta_slots)), "meta_rd_data": In(LINE_BITS),
             "release_plane": Out(1), "release_meta": Out(1),
             "drs": Out(stream.Signature(DRS)), "ndr": Out(stream.Signature(NDR)),
@@ -123,7 +127,7 @@ class Responder(wiring.Component):
         room = out.level + in_flight < self.out_depth
         go = self.job.valid & ready & room
         m.d.comb += [
-            self.plane_rd_addr.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
+            self.plane_rd_slot.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
             self.release_plane.eq(go & first & j.plane_alloc),
             self.release_meta.eq(go & first & j.meta_alloc),
             self.job.ready.eq(go & last),
@@ -139,33 +143,42 @@ class Responder(wiring.Component):
             m.d.sync += table_failed.eq(failed)
         m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last),
                      s1_failed.eq(failed | (j.lut & table_failed))]
-        # the step's selects, registered so that stage 1 is the buffer read and the muxes only:
+        # the step's selects, registered so that stage 1 is the buffer read and the muxes only;
         # a LUT_LOAD step loads entry (1 << k) | step of the set, at that index in the slot's
         # lines (k < 5: the first line holds view k's entries; else they start the slot)
         load_index = (step[:CODE_BITS] | (Const(1, INDEX_BITS) << j.k))[:INDEX_BITS]
         slot_entry = Mux(j.k < 5, load_index, step)[:CODE_BITS]
         s1_load_index, s1_entry_in_line = Signal(INDEX_BITS), Signal(5)
-        s1_line_select = Signal(3)          # the slot's line: the output line, or the entry's
-        s1_chunk = Signal(range(LINE_BITS // lanes))  # the step's lanes within each plane line
         s1_group = Signal(4)                # the step's group within the metadata line
+        # the plane buffer read: a row for raw / packed lines and codebook entries (the output
+        # line, or the entry's line), else the column of 64-bit chunks holding the step's
+        # codes: chunk `line` for int8, chunk `lane_chunk // per_chunk` for fp16 / bf16
+        per_chunk = CHUNK_BITS // lanes     # steps' lanes per 64-bit chunk
+        lane_chunk = j.line * steps + step  # the step's lanes-bit chunk within a plane line
+        s1_sub = Signal(range(per_chunk))   # ... within its 64-bit chunk
+        column = j.kind.as_value().matches(Kind.INT8, Kind.FP16, Kind.BF16)
+        m.d.comb += [
+            self.plane_rd_column.eq(column),
+            self.plane_rd_index.eq(Mux(column, Mux(is_fp, lane_chunk // per_chunk, j.line[:3]),
+                                       Mux(is_load, slot_entry[5:], j.line[:3]))),
+        ]
         m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:5]),
-                     s1_line_select.eq(Mux(is_load, slot_entry[5:], j.line[:3])),
-                     s1_chunk.eq(j.line * steps + step),
+                     s1_sub.eq(lane_chunk % per_chunk),
                      s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
 
         # --- stage 1: buffers read; transpose / select, metadata word -> stage 2 registers ---
-        planes = [self.plane_rd_data[p * LINE_BITS:(p + 1) * LINE_BITS] for p in range(PLANES)]
+        chunks = self.plane_rd_data         # a row's chunks, or a column's plane lines
         line_out = Signal(LINE_BITS)                             # raw, packed and int8 lines
         m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
         m.submodules.gather = gather = CodeGather(lanes)
         meta = self.meta_rd_data.word_select(s1_group, 32)
         for p in range(PLANES):
-            m.d.comb += [gather8.planes[p].eq(planes[p].word_select(s1_line_select, INT8_LINE_WEIGHTS)),
-                         gather.planes[p].eq(planes[p].word_select(s1_chunk, lanes))]
+            m.d.comb += [gather8.planes[p].eq(chunks[p]),
+                         gather.planes[p].eq(chunks[p].word_select(s1_sub, lanes))]
         m.d.comb += [gather8.k.eq(s1.k), gather.k.eq(s1.k)]
         with m.Switch(s1.kind):
             with m.Case(Kind.RAW_RD, Kind.PACKED, Kind.LUT_LOAD):
-                m.d.comb += line_out.eq(Cat(*planes).word_select(s1_line_select, LINE_BITS))
+                m.d.comb += line_out.eq(chunks)
             with m.Case(Kind.INT8):
                 m.d.comb += line_out.eq(Cat(*[gather8.r[i] ^ 0x80 for i in range(INT8_LINE_WEIGHTS)]))
         poison = (s1.kind == Kind.ERROR) | s1_failed

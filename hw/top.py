@@ -84,7 +84,8 @@ class SmartQuantTop(wiring.Component):
             issue.release_plane.eq(resp.release_plane), issue.release_meta.eq(resp.release_meta),
             resp.plane_fills.eq(dram.plane_fills), resp.plane_failed.eq(dram.plane_failed),
             resp.meta_fills.eq(dram.meta_fills), resp.meta_failed.eq(dram.meta_failed),
-            dram.plane_rd_addr.eq(resp.plane_rd_addr), resp.plane_rd_data.eq(dram.plane_rd_data),
+            dram.plane_rd_slot.eq(resp.plane_rd_slot), dram.plane_rd_column.eq(resp.plane_rd_column),
+            dram.plane_rd_index.eq(resp.plane_rd_index), resp.plane_rd_data.eq(dram.plane_rd_data),
             dram.meta_rd_addr.eq(resp.meta_rd_addr), resp.meta_rd_data.eq(dram.meta_rd_data),
         ]
         ev = csr.events
