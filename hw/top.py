@@ -65,6 +65,9 @@ class SmartQuantTop(wiring.Component):
         m.submodules.dram = dram = self.dram
         m.submodules.responder = resp = self.responder
         m.submodules.jobs = jobs = SyncFIFOBuffered(width=JOB.size, depth=self.job_depth)
+        # the job queue's block RAM output is slow (clk-to-q ~6 ns on an ECP5): the responder
+        # takes its job from a 4-entry queue of fabric registers (2 or 3 entries halve the rate)
+        m.submodules.job_head = head = SyncFIFOBuffered(width=JOB.size, depth=4)
 
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         wiring.connect(m, wiring.flipped(self.req), dec.req)
@@ -79,7 +82,8 @@ class SmartQuantTop(wiring.Component):
         m.d.comb += [
             dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
             jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
-            resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
+            head.w_en.eq(jobs.r_rdy), head.w_data.eq(jobs.r_data), jobs.r_en.eq(head.w_rdy),
+            resp.job.valid.eq(head.r_rdy), resp.job.payload.eq(head.r_data), head.r_en.eq(resp.job.ready),
             issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),
             issue.release_plane.eq(resp.release_plane), issue.release_meta.eq(resp.release_meta),
             resp.plane_fills.eq(dram.plane_fills), resp.plane_failed.eq(dram.plane_failed),
