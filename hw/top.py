@@ -66,7 +66,7 @@ class SmartQuantTop(wiring.Component):
         m.submodules.responder = resp = self.responder
         m.submodules.jobs = jobs = SyncFIFOBuffered(width=JOB.size, depth=self.job_depth)
         # the job queue's block RAM output is slow (clk-to-q ~6 ns on an ECP5): the responder
-        # takes its job from a 4-entry queue of fabric registers (2 or 3 entries halve the rate)
+        # takes its job from a 4-entry queue of fabric registers (with 2 it takes one every other cycle)
         m.submodules.job_head = head = SyncFIFOBuffered(width=JOB.size, depth=4)
 
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
