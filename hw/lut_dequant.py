@@ -8,7 +8,8 @@ A controller loads only view k's 2**k entries when the (region, k) it serves cha
 
 Lookup: from a lane's view code r (`transpose.CodeGather`: the top k bits c of q, a 1,
 zeros) the table index is `(0x100 | r) >> (8 - k)` = `(1 << k) | c`, read at the clock
-edge (stage 1); stage 2 registers the entry's fields and the decoded group scale, stage 3
+edge (stage 1; the tables hold entries decoded into `ENTRY_FIELDS` as they are loaded);
+stage 2 registers the entry's fields and the decoded group scale, stage 3
 their exact product (11 x 11 significand bits) and exponent, and the affine dequantizer's
 `RoundPipeline` rounds it once to the output format (stages 4-7), so `result` follows
 `valid` by `LutDequantizer.LATENCY` = 7 cycles.  NaN results (a NaN operand, infinity times
@@ -25,17 +26,21 @@ from .dequant import SIG_BITS, RoundPipeline, ScaleDecode, round_terms
 ENTRY_BITS = 16
 INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()        #: 9
 LOAD = data.StructLayout({"index": INDEX_BITS, "entry": ENTRY_BITS})
+#: a table entry as the table RAM holds it: decoded when loaded, so that the RAM's slow
+#: clock-to-output feeds a register directly
+ENTRY_FIELDS = data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
+                                  "inf": 1, "nan": 1})
 
 
 class LutLane(wiring.Component):
-    """One binary16 table entry times a decoded scale, rounded once: the entry's fields
-    registered (stage 2), the exact product and its exponent terms (stage 3), then the
-    dequantizer's `RoundPipeline` (stages 4-7).  Inputs: `entry` (the table read, stage 1),
+    """One table entry times a decoded scale, rounded once: the entry's fields registered
+    (stage 2), the exact product and its exponent terms (stage 3), then the dequantizer's
+    `RoundPipeline` (stages 4-7).  Inputs: `entry` (the table read, `ENTRY_FIELDS`, stage 1),
     the scale fields and `out_bf16` (stage 2's registers, shared by the lanes)."""
 
     def __init__(self):
         super().__init__({
-            "entry": In(ENTRY_BITS),
+            "entry": In(ENTRY_FIELDS),
             "scale_sign": In(1), "significand": In(SIG_BITS), "exponent": In(signed(10)),
             "scale_inf": In(1), "scale_nan": In(1), "out_bf16": In(1),
             "result": Out(ENTRY_BITS),
@@ -43,11 +48,8 @@ class LutLane(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.entry = entry = ScaleDecode()           # binary16 bits: bf16 = pow2 = 0
-        fields = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
-                                           "inf": 1, "nan": 1}))
-        m.d.comb += entry.bits.eq(self.entry)
-        m.d.sync += fields.eq(Cat(entry.sign, entry.significand, entry.exponent, entry.inf, entry.nan))
+        fields = Signal(ENTRY_FIELDS)
+        m.d.sync += fields.eq(self.entry)
 
         width = 2 * SIG_BITS
         product = Signal(width)
@@ -110,13 +112,18 @@ class LutDequantizer(wiring.Component):
                      held.out_bf16.eq(self.out_bf16),
                      decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan,
                                     held.out_bf16))]
+        m.submodules.load_decode = load_decode = ScaleDecode()   # binary16 bits: bf16 = pow2 = 0
+        loaded = Signal(ENTRY_FIELDS)
+        m.d.comb += [load_decode.bits.eq(self.load.payload.entry),
+                     loaded.eq(Cat(load_decode.sign, load_decode.significand, load_decode.exponent,
+                                   load_decode.inf, load_decode.nan))]
         for i in range(self.lanes):
-            m.submodules[f"table{i}"] = table = memory.Memory(shape=ENTRY_BITS, depth=CODEBOOK_ENTRIES, init=[])
+            m.submodules[f"table{i}"] = table = memory.Memory(shape=ENTRY_FIELDS, depth=CODEBOOK_ENTRIES, init=[])
             write, read = table.write_port(), table.read_port(transparent_for=())
             m.submodules[f"lane{i}"] = lane = LutLane()
             m.d.comb += [
                 write.en.eq(self.load.valid), write.addr.eq(self.load.payload.index),
-                write.data.eq(self.load.payload.entry),
+                write.data.eq(loaded),
                 read.en.eq(1), read.addr.eq((Cat(self.r[i], Const(1, 1)) >> drop)[:INDEX_BITS]),
                 lane.entry.eq(read.data),
                 lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),

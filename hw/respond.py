@@ -5,8 +5,10 @@ metadata slot for fp16/bf16, told by the DRAM port's in-order burst counts; its 
 response for a write) and feeds one step per
 cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   1. the block buffers' registered read ports (read at the step's clock edge);
-  2. plane transpose / line select and the group's metadata word, registered;
-  3..9. the dequantizers (`DEQUANT_LATENCY` stages, the longer of the affine and the
+  2. a register after them (block RAM's clk-to-q is half a 100 MHz cycle), and the
+     group's metadata word;
+  3. plane transpose / line select, registered;
+  4..10. the dequantizers (`DEQUANT_LATENCY` stages, the longer of the affine and the
      table-lookup pipelines, the shorter one's result delayed to match; other views'
      lines ride alongside);
 then the line is packed into an ordered output queue.  A step is one whole line, except
@@ -42,13 +44,13 @@ INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
 _OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
 #: cycles from a step's start to its line's write into the output queue
 DEQUANT_LATENCY = max(Dequantizer.LATENCY, LutDequantizer.LATENCY)
-PIPELINE_DEPTH = 2 + DEQUANT_LATENCY
+PIPELINE_DEPTH = 3 + DEQUANT_LATENCY
 
 
 def _delayed(m: Module, value, cycles: int, name: str):
-    """`value` after `cycles` registers."""
+    """`value` after `cycles` registers (of its shape)."""
     for n in range(cycles):
-        later = Signal(len(value), name=f"{name}{n}")
+        later = Signal(value.shape(), name=f"{name}{n}")
         m.d.sync += later.eq(value)
         value = later
     return value
@@ -166,12 +168,21 @@ class Responder(wiring.Component):
                      s1_sub.eq(lane_chunk % per_chunk),
                      s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
 
-        # --- stage 1: buffers read; transpose / select, metadata word -> stage 2 registers ---
-        chunks = self.plane_rd_data         # a row's chunks, or a column's plane lines
+        # --- stage 1: buffers read (block RAM: its slow clk-to-q gets a cycle of its own), the
+        # metadata word selected; everything registered ---
+        chunks = Signal.like(self.plane_rd_data)     # a row's chunks, or a column's plane lines
+        meta = Signal(32)
+        m.d.sync += [chunks.eq(self.plane_rd_data), meta.eq(self.meta_rd_data.word_select(s1_group, 32))]
+        s1_valid, s1, s1_step, s1_last, s1_failed, s1_load_index, s1_entry_in_line, s1_sub = [
+            _delayed(m, v, 1, f"{name}_b") for v, name in (
+                (s1_valid, "s1_valid"), (s1, "s1"), (s1_step, "s1_step"), (s1_last, "s1_last"),
+                (s1_failed, "s1_failed"), (s1_load_index, "s1_load_index"),
+                (s1_entry_in_line, "s1_entry_in_line"), (s1_sub, "s1_sub"))]
+
+        # --- stage 1b: transpose / select -> stage 2 registers ---
         line_out = Signal(LINE_BITS)                             # raw, packed and int8 lines
         m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
         m.submodules.gather = gather = CodeGather(lanes)
-        meta = self.meta_rd_data.word_select(s1_group, 32)
         for p in range(PLANES):
             m.d.comb += [gather8.planes[p].eq(chunks[p]),
                          gather.planes[p].eq(chunks[p].word_select(s1_sub, lanes))]
@@ -193,7 +204,7 @@ class Responder(wiring.Component):
         ]
         s1_load = s1_valid & (s1.kind == Kind.LUT_LOAD)
         # stage 2 registers: the dequantizer's input and what rides alongside it to the queue
-        side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(2, PIPELINE_DEPTH + 1)]
+        side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(DEQUANT_LATENCY + 1)]
         step_in = Signal(dequant_input(lanes))
         step_k = Signal(4)
         # a LUT_LOAD step's entry: its line rides in side[0], the entry is picked in stage 2
