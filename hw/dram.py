@@ -47,7 +47,8 @@ class DramPort(wiring.Component):
             "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "plane_fills": Out(FILL_COUNT_BITS), "plane_failed": Out(plane_slots),
             "meta_fills": Out(FILL_COUNT_BITS), "meta_failed": Out(meta_slots),
-            # plane buffer reads (`PlaneBuffer`: a row or a column of a slot, data the next cycle)
+            # plane buffer reads (`PlaneBuffer`: a row or a column of a slot, data
+            # `PlaneBuffer.READ_LATENCY` cycles later)
             "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
             "plane_rd_data": Out(LINE_BITS),
             "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),

@@ -22,9 +22,13 @@ CHUNK_BITS = LINE_BITS // PLANES            #: 64 bits: one bank's word
 class PlaneBuffer(wiring.Component):
     """`slots` slots of `PLANES` plane lines.  Write: `w_data` (`width` bits, a power of two
     from 64 to 512) is chunks `w_chunk .. w_chunk + width/64 - 1` of line `w_line` of slot
-    `w_slot` (`w_chunk` a multiple of width/64).  Read (registered, data the next cycle):
+    `w_slot` (`w_chunk` a multiple of width/64).  Read (`READ_LATENCY` cycles: the banks'
+    read ports, then a register on each bank's output, so that a block RAM's slow
+    clock-to-output drives only a flip-flop; the rotation follows it):
     `r_column` 0: `r_data` chunk i = chunk i of line `r_index`; 1: `r_data` chunk i = chunk
     `r_index` of line i."""
+
+    READ_LATENCY = 2
 
     def __init__(self, *, slots: int, width: int):
         if width not in (64, 128, 256, 512):
@@ -40,8 +44,8 @@ class PlaneBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         per_beat = self.width // CHUNK_BITS
-        rotate = Signal(3)                      # read at the last edge: bank of chunk / line 0
-        m.d.sync += rotate.eq(self.r_index)
+        rotate = [Signal(3, name=f"rotate{n}") for n in range(self.READ_LATENCY)]   # bank of chunk / line 0
+        m.d.sync += [rotate[0].eq(self.r_index), rotate[1].eq(rotate[0])]
         outputs = []
         for bank in range(PLANES):
             mem = Memory(shape=CHUNK_BITS, depth=self.slots * PLANES, init=[])
@@ -59,8 +63,10 @@ class PlaneBuffer(wiring.Component):
             line = Signal(3, name=f"read_line{bank}")
             m.d.comb += [line.eq(Mux(self.r_column, bank - self.r_index, self.r_index)),
                          read.addr.eq(Cat(line, self.r_slot))]
-            outputs.append(read.data)
+            held = Signal(CHUNK_BITS, name=f"bank{bank}_data")
+            m.d.sync += held.eq(read.data)
+            outputs.append(held)
         # output i is bank (i + rotate) mod 8: chunk i of the row, or line i of the column
         for i in range(PLANES):
-            m.d.comb += self.r_data[i].eq(Cat(*outputs).word_select((rotate + i)[:3], CHUNK_BITS))
+            m.d.comb += self.r_data[i].eq(Cat(*outputs).word_select((rotate[-1] + i)[:3], CHUNK_BITS))
         return m

@@ -5,8 +5,8 @@ metadata slot for fp16/bf16, told by the DRAM port's in-order burst counts; its 
 response for a write) and feeds one step per
 cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   1. the block buffers' registered read ports (read at the step's clock edge);
-  2. a register after them (block RAM's clk-to-q is half a 100 MHz cycle), and the
-     group's metadata word;
+  2. a register after the plane buffer's banks (block RAM's clk-to-q is half a 100 MHz
+     cycle; `PlaneBuffer.READ_LATENCY`), and the group's metadata word;
   3. plane transpose / line select, registered;
   4..10. the dequantizers (`DEQUANT_LATENCY` stages, the longer of the affine and the
      table-lookup pipelines, the shorter one's result delayed to match; other views'
@@ -77,7 +77,7 @@ class Responder(wiring.Component):
             "plane_fills": In(FILL_COUNT_BITS), "plane_failed": In(plane_slots),
             "meta_fills": In(FILL_COUNT_BITS), "meta_failed": In(meta_slots),
             # plane buffer read (`PlaneBuffer`): a row (one plane line) or a column (one 64-bit
-            # chunk of every plane line) of a slot, data the next cycle
+            # chunk of every plane line) of a slot, data `PlaneBuffer.READ_LATENCY` cycles later
             "plane_rd_slot": Out(range(plane_slots)), "plane_rd_column": Out(1), "plane_rd_index": Out(3),
             "plane_rd_data": In(data.ArrayLayout(CHUNK_BITS, PLANES)),
             "meta_rd_addr": Out(range(meta_slots)), "meta_rd_data": In(LINE_BITS),
@@ -168,11 +168,11 @@ class Responder(wiring.Component):
                      s1_sub.eq(lane_chunk % per_chunk),
                      s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
 
-        # --- stage 1: buffers read (block RAM: its slow clk-to-q gets a cycle of its own), the
-        # metadata word selected; everything registered ---
-        chunks = Signal.like(self.plane_rd_data)     # a row's chunks, or a column's plane lines
+        # --- stage 1: buffers read (the plane buffer's data come a cycle later: block RAM's
+        # slow clk-to-q drives only a register); the metadata word selected and registered ---
+        chunks = self.plane_rd_data         # a row's chunks, or a column's plane lines
         meta = Signal(32)
-        m.d.sync += [chunks.eq(self.plane_rd_data), meta.eq(self.meta_rd_data.word_select(s1_group, 32))]
+        m.d.sync += meta.eq(self.meta_rd_data.word_select(s1_group, 32))
         s1_valid, s1, s1_step, s1_last, s1_failed, s1_load_index, s1_entry_in_line, s1_sub = [
             _delayed(m, v, 1, f"{name}_b") for v, name in (
                 (s1_valid, "s1_valid"), (s1, "s1"), (s1_step, "s1_step"), (s1_last, "s1_last"),

@@ -39,7 +39,7 @@ def test_rows_and_columns_read_back_what_was_written(width):
             ctx.set(dut.r_slot, slot)
             ctx.set(dut.r_column, column)
             ctx.set(dut.r_index, index)
-            await ctx.tick()
+            await ctx.tick().repeat(PlaneBuffer.READ_LATENCY)
             got = [int(v) for v in ctx.get(dut.r_data)]
             want = list(reference[slot, :, index] if column else reference[slot, index, :])
             reads += 1
