@@ -64,7 +64,7 @@ class ScaleDecode(wiring.Component):
         return m
 
 
-def round_terms(exponent, out_bf16, width: int):
+def _round_terms(exponent, out_bf16, width: int):
     """E's terms for `RoundPipeline(width)` (E: exponent of the product's LSB): `floor_guard`
     = (1 - bias - m - E) clamped to -11..width + 1, minus 1 (which keeps max(t - m, 1 - bias -
     m - E) clamped at width + 1, minus 1), and `exp_base` = E + bias - 1 (bias, m: the output
@@ -79,7 +79,7 @@ class RoundPipeline(wiring.Component):
     """Stages 3-6 (module docstring): sign * product * 2**E, the product exact in `width`
     bits, rounded once to binary16 or bfloat16 (`out_bf16`), nearest even, `STAGES`
     registers later; its registers move on `advance`.  All inputs are sampled together;
-    E comes as `round_terms(E, out_bf16, width)`."""
+    `exponent` is E, the exponent of the product's least significant bit."""
 
     STAGES = 4
 
@@ -87,7 +87,7 @@ class RoundPipeline(wiring.Component):
         self.width = width
         super().__init__({
             "advance": In(1), "product": In(width), "sign": In(1), "nan": In(1), "inf": In(1),
-            "out_bf16": In(1), "floor_guard": In(signed(6)), "exp_base": In(signed(12)),
+            "out_bf16": In(1), "exponent": In(signed(10)),
             "result": Out(16),
         })
 
@@ -96,7 +96,7 @@ class RoundPipeline(wiring.Component):
         width = self.width
         latch = []                             # every register, loaded on `advance`
 
-        # 3: t, the position of the product's leading one
+        # 3: t, the position of the product's leading one; E's rounding terms
         lead = Signal(range(width))
         for i in range(width):
             with m.If(self.product[i]):
@@ -106,7 +106,8 @@ class RoundPipeline(wiring.Component):
         floor_guard3, exp_base3 = Signal(signed(6)), Signal(signed(12))
         latch += [lead3.eq(lead), product3.eq(self.product), sign3.eq(self.sign), nan3.eq(self.nan),
                   inf3.eq(self.inf), zero3.eq(self.product == 0), bf16_3.eq(self.out_bf16),
-                  floor_guard3.eq(self.floor_guard), exp_base3.eq(self.exp_base)]
+                  *(term.eq(value) for term, value in zip(
+                      (floor_guard3, exp_base3), _round_terms(self.exponent, self.out_bf16, width)))]
 
         # 4: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most width + 1) as shift - 1;
         #    exponent field max(t + E + bias - 1, 0) << m
@@ -159,14 +160,14 @@ class DequantLane(wiring.Component):
     """One weight through stages 1-6 (module docstring); its registers move on `advance`.
 
     `r`, `zero`: stage 1's inputs; the decoded scale fields: stage 1's registers; `out_bf16`
-    and the scale exponent's `round_terms` (`floor_guard`, `exp_base`): stage 2's (all
-    shared by the lanes).  `result` is stage 6's register."""
+    and the scale's `exponent`: stage 2's (all shared by the lanes).  `result` is stage 6's
+    register."""
 
     def __init__(self):
         super().__init__({
             "advance": In(1), "r": In(CODE_BITS), "zero": In(CODE_BITS),
             "scale_sign": In(1), "significand": In(SIG_BITS), "scale_inf": In(1), "scale_nan": In(1),
-            "out_bf16": In(1), "floor_guard": In(signed(6)), "exp_base": In(signed(12)),
+            "out_bf16": In(1), "exponent": In(signed(10)),
             "result": Out(16),
         })
 
@@ -192,7 +193,7 @@ class DequantLane(wiring.Component):
         m.submodules.round = rnd = RoundPipeline(PRODUCT_BITS)
         m.d.comb += [rnd.advance.eq(self.advance), rnd.product.eq(product), rnd.sign.eq(sign2),
                      rnd.nan.eq(nan2), rnd.inf.eq(inf2), rnd.out_bf16.eq(self.out_bf16),
-                     rnd.floor_guard.eq(self.floor_guard), rnd.exp_base.eq(self.exp_base),
+                     rnd.exponent.eq(self.exponent),
                      self.result.eq(rnd.result)]
         return m
 
@@ -228,25 +229,24 @@ class Dequantizer(wiring.Component):
             m.d.sync += valid.eq(Cat(self.input.valid, valid[:-1]))
         m.d.comb += self.output.valid.eq(valid[-1])
 
-        # shared by the lanes: the scale decoded in stage 1, its rounding terms in stage 2
+        # shared by the lanes: the scale decoded in stage 1, its exponent and the output format
+        # passed on in stage 2
         m.submodules.scale = scale = ScaleDecode()
         m.d.comb += [scale.bits.eq(p.scale), scale.bf16.eq(p.scale_bf16), scale.pow2.eq(p.scale_pow2)]
         decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
                                             "inf": 1, "nan": 1, "out_bf16": 1}))
-        terms = Signal(data.StructLayout({"out_bf16": 1, "floor_guard": signed(6), "exp_base": signed(12)}))
-        floor_guard, exp_base = round_terms(decoded.exponent, decoded.out_bf16, PRODUCT_BITS)
+        terms = Signal(data.StructLayout({"out_bf16": 1, "exponent": signed(10)}))
         with m.If(advance):
             m.d.sync += [decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan,
                                         p.out_bf16)),
-                         terms.out_bf16.eq(decoded.out_bf16), terms.floor_guard.eq(floor_guard),
-                         terms.exp_base.eq(exp_base)]
+                         terms.out_bf16.eq(decoded.out_bf16), terms.exponent.eq(decoded.exponent)]
         for i in range(self.lanes):
             m.submodules[f"lane{i}"] = lane = DequantLane()
             m.d.comb += [
                 lane.advance.eq(advance), lane.r.eq(p.r[i]), lane.zero.eq(p.zero),
                 lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),
                 lane.scale_inf.eq(decoded.inf), lane.scale_nan.eq(decoded.nan),
-                lane.floor_guard.eq(terms.floor_guard), lane.exp_base.eq(terms.exp_base),
+                lane.exponent.eq(terms.exponent),
                 lane.out_bf16.eq(terms.out_bf16),
                 self.output.payload[i].eq(lane.result),
             ]

@@ -21,7 +21,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS, CODEBOOK_ENTRIES
-from .dequant import SIG_BITS, RoundPipeline, ScaleDecode, round_terms
+from .dequant import SIG_BITS, RoundPipeline, ScaleDecode
 
 ENTRY_BITS = 16
 INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()        #: 9
@@ -34,7 +34,7 @@ ENTRY_FIELDS = data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent"
 
 class LutLane(wiring.Component):
     """One table entry times a decoded scale, rounded once: the entry's fields registered
-    (stage 2), the exact product and its exponent terms (stage 3), then the dequantizer's
+    (stage 2), the exact product and its exponent (stage 3), then the dequantizer's
     `RoundPipeline` (stages 4-7).  Inputs: `entry` (the table read, `ENTRY_FIELDS`, stage 1),
     the scale fields and `out_bf16` (stage 2's registers, shared by the lanes)."""
 
@@ -54,22 +54,21 @@ class LutLane(wiring.Component):
         width = 2 * SIG_BITS
         product = Signal(width)
         sign, nan, inf, out_bf16 = Signal(), Signal(), Signal(), Signal()
-        floor_guard, exp_base = Signal(signed(6)), Signal(signed(12))
+        exponent = Signal(signed(10))
         entry_zero = fields.significand == 0
         scale_zero = self.significand == 0
-        terms = round_terms(fields.exponent + self.exponent, self.out_bf16, width)
         m.d.sync += [
             product.eq(fields.significand * self.significand),
             sign.eq(fields.sign ^ self.scale_sign),
             nan.eq(fields.nan | self.scale_nan | (fields.inf & scale_zero & ~self.scale_inf)
                    | (self.scale_inf & entry_zero & ~fields.inf)),
             inf.eq(fields.inf | self.scale_inf), out_bf16.eq(self.out_bf16),
-            floor_guard.eq(terms[0]), exp_base.eq(terms[1]),
+            exponent.eq(fields.exponent + self.exponent),
         ]
         m.submodules.round = rnd = RoundPipeline(width)
         m.d.comb += [rnd.advance.eq(1), rnd.product.eq(product), rnd.sign.eq(sign), rnd.nan.eq(nan),
-                     rnd.inf.eq(inf), rnd.out_bf16.eq(out_bf16), rnd.floor_guard.eq(floor_guard),
-                     rnd.exp_base.eq(exp_base), self.result.eq(rnd.result)]
+                     rnd.inf.eq(inf), rnd.out_bf16.eq(out_bf16), rnd.exponent.eq(exponent),
+                     self.result.eq(rnd.result)]
         return m
 
 
