@@ -17,7 +17,10 @@ command queue at its end has room for it and every request in flight (credit flo
   C3 its fields (AND-OR select);
   C4 the block within the region;
   C5 kind, cause, plane and metadata line addresses, first group; an fp16 / bf16 request on
-     a table-lookup region carries `lut` and the region's codebook (int8 there: poison).
+     a table-lookup region carries `lut` and the region's codebook (int8 there: poison);
+  C6 reuse: whether the most recent plane fetch, metadata fetch and table load (which the
+     commands before this one decide, in order) already hold what it needs.  The issue
+     stage fetches exactly the misses, so its own decision has no address compares.
 """
 
 import functools
@@ -47,7 +50,7 @@ RECIPROCALS = {d: -(-(1 << DIVIDE_SHIFT) // d) for d in (3, 5, 6, 7)}
 _LOW_BITS = 16                      #: offset split for the partial products (bits)
 _RECIPROCAL_LOW_BITS = 17           #: reciprocal split (both halves 17 bits)
 #: register stages from the request to the command queue's input
-STAGES = 10
+STAGES = 11
 #: command queue entries (>= STAGES + 3 keeps one request per cycle)
 QUEUE_DEPTH = 16
 
@@ -74,12 +77,12 @@ class AddressDecoder(wiring.Component):
         enter = self.req.valid & self.req.ready
 
         stage = {name: Signal(_CARRIED, name=f"stage_{name}")
-                 for name in ("a", "b", "p", "q", "r", "c1", "c2", "c3", "c4", "c5")}
+                 for name in ("a", "b", "p", "q", "r", "c1", "c2", "c3", "c4", "c5", "c6")}
         names = list(stage)
         assert len(names) == STAGES
         for earlier, later in zip(names, names[1:]):        # by default a stage passes on
             m.d.sync += stage[later].eq(stage[earlier])
-        m.d.sync += in_flight.eq(in_flight + enter - stage["c5"].valid)
+        m.d.sync += in_flight.eq(in_flight + enter - stage["c6"].valid)
 
         # --- A: capture ---
         a = stage["a"]
@@ -201,7 +204,33 @@ class AddressDecoder(wiring.Component):
         with m.If(c4.view != View.RAW):
             m.d.sync += c5.cmd.plane_line.eq(c4.cmd.plane_line << 3)
 
-        m.d.comb += [queue.w_en.eq(c5.valid), queue.w_data.eq(c5.cmd),
+        # --- C6: reuse of the most recent fetches (the same rules as fetch.py's issue) ---
+        c6 = stage["c6"]
+        cmd = c5.cmd
+        quantized = cmd.kind.as_value().matches(Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16)
+        needs_plane = quantized | (cmd.kind == Kind.RAW_RD)
+        needs_meta = cmd.kind.as_value().matches(Kind.FP16, Kind.BF16)
+        plane_cached, plane_line, plane_lines = Signal(), Signal(32), Signal(4)
+        meta_cached, meta_line = Signal(), Signal(32)
+        table_valid, table_codebook, table_k = Signal(), Signal.like(cmd.codebook), Signal(4)
+        table_hit = table_valid & (table_codebook == cmd.codebook) & (table_k == cmd.k)
+        loads_table = cmd.lut & ~table_hit              # then the table load takes the plane slot
+        plane_hit = (quantized & ~loads_table & plane_cached & (plane_line == cmd.plane_line)
+                     & (plane_lines >= cmd.k))
+        meta_hit = meta_cached & (meta_line == cmd.meta_line)
+        m.d.sync += [c6.cmd.plane_hit.eq(plane_hit), c6.cmd.meta_hit.eq(meta_hit),
+                     c6.cmd.table_hit.eq(table_hit)]
+        with m.If(c5.valid):
+            with m.If(loads_table):
+                m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
+            with m.If(needs_plane & ~plane_hit):
+                m.d.sync += [plane_cached.eq(quantized), plane_line.eq(cmd.plane_line), plane_lines.eq(cmd.k)]
+            with m.If(needs_meta & ~meta_hit):
+                m.d.sync += [meta_cached.eq(1), meta_line.eq(cmd.meta_line)]
+            with m.If(cmd.kind == Kind.RAW_WR):
+                m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]
+
+        m.d.comb += [queue.w_en.eq(c6.valid), queue.w_data.eq(c6.cmd),
                      self.cmd.valid.eq(queue.r_rdy), self.cmd.payload.eq(queue.r_data),
                      queue.r_en.eq(self.cmd.ready),
                      self.error.valid.eq(self.cmd.valid & self.cmd.ready & (self.cmd.payload.kind == Kind.ERROR)),

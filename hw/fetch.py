@@ -3,7 +3,8 @@
 A plane slot holds the top k plane lines of one block (one burst), a metadata slot
 one metadata line.  Slots are allocated round-robin; a command whose block (with at
 least its k lines) or metadata line is the one most recently fetched reuses that slot
-instead of reading DRAM again, so a sequential read of a tensor fetches every plane
+instead of reading DRAM again (the decoder marks such commands, `plane_hit` /
+`meta_hit` / `table_hit`, so that this stage compares no addresses), so a sequential read of a tensor fetches every plane
 line and metadata line once.  A slot is released by the response stage when it
 starts on the job that allocated the next slot (all earlier jobs are then done), so
 `slots - 1` fetches can run ahead of the response stage.
@@ -21,7 +22,7 @@ and metadata line.  Errors pass straight through as jobs.
 
 from amaranth import Module, Mux, Signal
 
-from ..spec import CFG_CODEBOOK_BITS, CODEBOOK_ENTRY_BYTES, CODEBOOK_LINES, LINE_BYTES, PLANES, codebook_lines_read
+from ..spec import CODEBOOK_ENTRY_BYTES, CODEBOOK_LINES, LINE_BYTES, PLANES, codebook_lines_read
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,20 +50,18 @@ class FetchIssue(wiring.Component):
         c = self.cmd.payload
         P, M = self.plane_slots, self.meta_slots
 
-        # the most recent fetch of each kind, and slot bookkeeping
-        plane_cached, plane_line, plane_lines = Signal(), Signal(32), Signal(4)
-        meta_cached, meta_line = Signal(), Signal(32)
+        # slot bookkeeping (whether the most recent fetches serve a command comes with it:
+        # `plane_hit`, `meta_hit`, `table_hit`, decided in order by the decoder)
         plane_cur = Signal(range(P), init=P - 1)     # slot of the most recent plane fetch
         meta_cur = Signal(range(M), init=M - 1)
         plane_used = Signal(range(P + 1), init=1)    # slots not yet released
         meta_used = Signal(range(M + 1), init=1)
         plane_pending, meta_pending = Signal(), Signal()   # fetched for the command at the head
+        table_pending = Signal()                            # ... its table loaded
         plane_next = Mux(plane_cur == P - 1, 0, plane_cur + 1)
         meta_next = Mux(meta_cur == M - 1, 0, meta_cur + 1)
 
-        # the codebook whose view-k entries the lookup tables hold
-        table_valid, table_codebook, table_k = Signal(), Signal(CFG_CODEBOOK_BITS), Signal(4)
-        need_table = self.cmd.valid & c.lut & ~(table_valid & (table_codebook == c.codebook) & (table_k == c.k))
+        need_table = self.cmd.valid & c.lut & ~c.table_hit & ~table_pending
         table_first, table_lines = Signal(4), Signal(4)     # line of entry 2**k in the set, lines read
         with m.Switch(c.k):
             for k in range(1, PLANES + 1):
@@ -75,9 +74,8 @@ class FetchIssue(wiring.Component):
         needs_meta = c.kind.as_value().matches(Kind.FP16, Kind.BF16)
         is_write = c.kind == Kind.RAW_WR
 
-        plane_have = plane_pending | (quantized & plane_cached & (plane_line == c.plane_line)
-                                      & (plane_lines >= c.k))
-        meta_have = meta_pending | (meta_cached & (meta_line == c.meta_line))
+        plane_have = plane_pending | c.plane_hit
+        meta_have = meta_pending | c.meta_hit
         want_table = need_table & (plane_used < P) & self.writes_idle & self.job.ready
         want_plane = self.cmd.valid & ~need_table & needs_plane & ~plane_have & (plane_used < P) & self.writes_idle
         want_meta = self.cmd.valid & ~need_table & needs_meta & ~meta_have & (meta_used < M) & self.writes_idle
@@ -118,19 +116,14 @@ class FetchIssue(wiring.Component):
         ]
 
         with m.If(fire):
-            m.d.sync += [plane_pending.eq(0), meta_pending.eq(0)]
+            m.d.sync += [plane_pending.eq(0), meta_pending.eq(0), table_pending.eq(0)]
         with m.Else():
-            m.d.sync += [plane_pending.eq(plane_pending | alloc_plane), meta_pending.eq(meta_pending | alloc_meta)]
-        with m.If(alloc_plane):
-            m.d.sync += [plane_cur.eq(plane_next), plane_cached.eq(quantized),
-                         plane_line.eq(c.plane_line), plane_lines.eq(c.k)]
-        with m.If(load_table):
-            m.d.sync += [plane_cur.eq(plane_next), plane_cached.eq(0),
-                         table_valid.eq(1), table_codebook.eq(c.codebook), table_k.eq(c.k)]
+            m.d.sync += [plane_pending.eq(plane_pending | alloc_plane), meta_pending.eq(meta_pending | alloc_meta),
+                         table_pending.eq(table_pending | load_table)]
+        with m.If(alloc_plane | load_table):
+            m.d.sync += plane_cur.eq(plane_next)
         with m.If(alloc_meta):
-            m.d.sync += [meta_cur.eq(meta_next), meta_cached.eq(1), meta_line.eq(c.meta_line)]
-        with m.If(fire & is_write):
-            m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]
+            m.d.sync += meta_cur.eq(meta_next)
         m.d.sync += [plane_used.eq(plane_used + alloc_plane + load_table - self.release_plane),
                      meta_used.eq(meta_used + alloc_meta - self.release_meta)]
         return m

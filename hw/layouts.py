@@ -39,6 +39,10 @@ COMMAND = data.StructLayout({
     "plane_line": 32,           # first plane line of the block, or the raw line
     "meta_line": 32,            # the block's metadata line
     "codebook": CFG_CODEBOOK_BITS,   # a LUT region's table set: first DRAM line // CODEBOOK_LINES
+    # what the block buffers already hold when this command's turn comes (decode.py, stage C6):
+    "plane_hit": 1,             # the most recent plane fetch is this block with >= k lines
+    "meta_hit": 1,              # the most recent metadata fetch is this line
+    "table_hit": 1,             # the lookup tables hold this (codebook, k)
     "data": LINE_BITS,          # MemWr payload
 })
 
