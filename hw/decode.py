@@ -2,7 +2,8 @@
 
 A pipeline of `STAGES` registers that never stalls; a request enters only while the
 command queue at its end has room for it and every request in flight (credit flow), so
-`req.ready` never waits on the issue stage.  Stages (register after each):
+`req.ready` never waits on the issue stage.  A MemWr's payload leaves through a queue
+of its own (`write_data`, to the DRAM port), so the commands stay narrow.  Stages (register after each):
   A  captures the request;
   B  checks view, opcode, k and the raw bound; a power-of-two lines_per_block (16 for
      fp16/bf16, 8 for int8, k = 1, 2, 4, 8 packed, 1 raw) splits the offset into block and
@@ -31,7 +32,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..spec import (K_SHIFT, MAX_REGIONS, OFFSET_BITS, PLANES, REQ_FIELDS, VIEW_SHIFT, ErrorCause,
+from ..spec import (K_SHIFT, LINE_BITS, MAX_REGIONS, OFFSET_BITS, PLANES, REQ_FIELDS, VIEW_SHIFT, ErrorCause,
                     Opcode, ScaleFormat, View)
 from .csr import ERROR_REPORT, REGION
 from .layouts import COMMAND, Kind
@@ -56,7 +57,7 @@ QUEUE_DEPTH = 16
 
 #: what every stage carries: the command being built and its checks
 _CARRIED = data.StructLayout({"valid": 1, "cmd": COMMAND, "view": 3, "error": 3, "divide": 1,
-                              "offset": OFFSET_BITS})
+                              "offset": OFFSET_BITS, "data": LINE_BITS})
 
 
 class AddressDecoder(wiring.Component):
@@ -64,6 +65,7 @@ class AddressDecoder(wiring.Component):
         super().__init__({
             "req": In(stream.Signature(REQUEST)),
             "cmd": Out(stream.Signature(COMMAND)),
+            "write_data": Out(stream.Signature(LINE_BITS)),     # the payloads of RAW_WR commands, in order
             "regions": In(data.ArrayLayout(REGION, MAX_REGIONS)),
             "dram_lines": In(32),
             "error": Out(ERROR_REPORT),
@@ -72,8 +74,10 @@ class AddressDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.queue = queue = SyncFIFOBuffered(width=COMMAND.size, depth=QUEUE_DEPTH)
+        m.submodules.data_queue = data_queue = SyncFIFOBuffered(width=LINE_BITS, depth=QUEUE_DEPTH)
         in_flight = Signal(range(STAGES + 1))
-        m.d.comb += self.req.ready.eq(queue.level + in_flight < QUEUE_DEPTH)
+        m.d.comb += self.req.ready.eq((queue.level + in_flight < QUEUE_DEPTH)
+                                      & (data_queue.level + in_flight < QUEUE_DEPTH))
         enter = self.req.valid & self.req.ready
 
         stage = {name: Signal(_CARRIED, name=f"stage_{name}")
@@ -88,7 +92,7 @@ class AddressDecoder(wiring.Component):
         a = stage["a"]
         req = self.req.payload
         m.d.sync += [a.valid.eq(enter), a.cmd.write.eq(req.opcode == Opcode.MEM_WR), a.cmd.tag.eq(req.tag),
-                     a.cmd.addr.eq(req.addr), a.cmd.data.eq(req.data), a.offset.eq(req.addr[:OFFSET_BITS])]
+                     a.cmd.addr.eq(req.addr), a.data.eq(req.data), a.offset.eq(req.addr[:OFFSET_BITS])]
 
         # --- B: checks; block and line by shifting, or the reciprocal ---
         view = a.cmd.addr[VIEW_SHIFT:VIEW_SHIFT + 3]
@@ -230,6 +234,9 @@ class AddressDecoder(wiring.Component):
             with m.If(cmd.kind == Kind.RAW_WR):
                 m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]
 
+        m.d.comb += [data_queue.w_en.eq(c6.valid & (c6.cmd.kind == Kind.RAW_WR)), data_queue.w_data.eq(c6.data),
+                     self.write_data.valid.eq(data_queue.r_rdy), self.write_data.payload.eq(data_queue.r_data),
+                     data_queue.r_en.eq(self.write_data.ready)]
         m.d.comb += [queue.w_en.eq(c6.valid), queue.w_data.eq(c6.cmd),
                      self.cmd.valid.eq(queue.r_rdy), self.cmd.payload.eq(queue.r_data),
                      queue.r_en.eq(self.cmd.ready),

@@ -24,7 +24,7 @@ from .axi import AXI_BURST_INCR, axi4_signature
 from .planebuf import CHUNK_BITS, PlaneBuffer
 
 READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "slot": 8})
-WRITE_REQUEST = data.StructLayout({"line": 32, "data": LINE_BITS})
+WRITE_REQUEST = data.StructLayout({"line": 32})
 _LANDING = data.StructLayout({"meta": 1, "slot": 8})
 #: width of the completed-burst counts: more than any number of slots (<= 256) apart
 FILL_COUNT_BITS = 9
@@ -43,6 +43,7 @@ class DramPort(wiring.Component):
             "plane_reads": In(stream.Signature(READ_REQUEST)),
             "meta_reads": In(stream.Signature(READ_REQUEST)),
             "writes": In(stream.Signature(WRITE_REQUEST)),
+            "write_data": In(stream.Signature(LINE_BITS)),      # each write's line, in write order
             "wresp": Out(stream.Signature(1)),          # 1: the write failed
             "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "plane_fills": Out(FILL_COUNT_BITS), "plane_failed": Out(plane_slots),
@@ -134,14 +135,15 @@ class DramPort(wiring.Component):
             wq.w_en.eq(self.writes.valid), wq.w_data.eq(self.writes.payload), self.writes.ready.eq(wq.w_rdy),
             axi.awvalid.eq(wq.r_rdy & ~aw_sent), axi.awaddr.eq(wr.line * LINE_BYTES),
             axi.awlen.eq(bpl - 1), axi.awsize.eq(size), axi.awburst.eq(AXI_BURST_INCR), axi.awid.eq(0),
-            axi.wvalid.eq(wq.r_rdy & ~w_sent), axi.wdata.eq(wr.data.word_select(w_beat, width)),
+            axi.wvalid.eq(wq.r_rdy & self.write_data.valid & ~w_sent),
+            axi.wdata.eq(self.write_data.payload.word_select(w_beat, width)),
             axi.wstrb.eq(-1), axi.wlast.eq(w_beat == bpl - 1),
             self.write_beat.eq(axi.wvalid & axi.wready),
         ]
         aw_now = aw_sent | (axi.awvalid & axi.awready)
         w_now = w_sent | (axi.wvalid & axi.wready & axi.wlast)
         with m.If(aw_now & w_now):
-            m.d.comb += wq.r_en.eq(1)
+            m.d.comb += [wq.r_en.eq(1), self.write_data.ready.eq(1)]
             m.d.sync += [aw_sent.eq(0), w_sent.eq(0)]
         with m.Else():
             m.d.sync += [aw_sent.eq(aw_now), w_sent.eq(w_now)]

@@ -94,7 +94,7 @@ class FetchIssue(wiring.Component):
 
         m.d.comb += [
             self.writes.valid.eq(self.cmd.valid & is_write & self.reads_idle & self.job.ready),
-            self.writes.payload.line.eq(c.plane_line), self.writes.payload.data.eq(c.data),
+            self.writes.payload.line.eq(c.plane_line),
         ]
         plane_ok = ~needs_plane | plane_have | alloc_plane
         meta_ok = ~needs_meta | meta_have | alloc_meta

@@ -2,7 +2,7 @@
 
 from amaranth.lib import data, enum
 
-from ..spec import CFG_CODEBOOK_BITS, LINE_ADDR_BITS, LINE_BITS, TAG_BITS
+from ..spec import CFG_CODEBOOK_BITS, LINE_ADDR_BITS, TAG_BITS
 
 
 class Kind(enum.Enum, shape=3):
@@ -33,7 +33,8 @@ _COMMON = {
     "lut": 1,                   # fp16 / bf16 of a table-lookup region: s * table_k[c]
 }
 
-#: decode -> fetch: a request with its DRAM addresses (line addresses)
+#: decode -> fetch: a request with its DRAM addresses (line addresses); a MemWr's payload
+#: goes from the decoder to the DRAM port in a queue of its own (decode.write_data)
 COMMAND = data.StructLayout({
     **_COMMON,
     "plane_line": 32,           # first plane line of the block, or the raw line
@@ -43,7 +44,6 @@ COMMAND = data.StructLayout({
     "plane_hit": 1,             # the most recent plane fetch is this block with >= k lines
     "meta_hit": 1,              # the most recent metadata fetch is this line
     "table_hit": 1,             # the lookup tables hold this (codebook, k)
-    "data": LINE_BITS,          # MemWr payload
 })
 
 #: fetch -> respond, in request order: where the request's data will be

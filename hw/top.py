@@ -78,6 +78,7 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, issue.plane_reads, dram.plane_reads)
         wiring.connect(m, issue.meta_reads, dram.meta_reads)
         wiring.connect(m, issue.writes, dram.writes)
+        wiring.connect(m, dec.write_data, dram.write_data)
         wiring.connect(m, dram.wresp, resp.wresp)
         m.d.comb += [
             dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
