@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec import (K_SHIFT, LINE_BITS, MAX_REGIONS, OFFSET_BITS, PLANES, REQ_FIELDS, VIEW_SHIFT, ErrorCause,
                     Opcode, ScaleFormat, View)
 from .csr import ERROR_REPORT, REGION
-from .layouts import COMMAND, Kind
+from .layouts import COMMAND, Kind, is_fp, is_quantized, needs_plane
 
 REQUEST = data.StructLayout(dict(REQ_FIELDS))
 _KIND_OF_VIEW = {View.RAW: Kind.RAW_RD, View.PACKED: Kind.PACKED, View.INT8: Kind.INT8,
@@ -208,12 +208,10 @@ class AddressDecoder(wiring.Component):
         with m.If(c4.view != View.RAW):
             m.d.sync += c5.cmd.plane_line.eq(c4.cmd.plane_line << 3)
 
-        # --- C6: reuse of the most recent fetches (the same rules as fetch.py's issue) ---
+        # --- C6: reuse of the most recent fetches (fetch.py issues exactly the misses) ---
         c6 = stage["c6"]
         cmd = c5.cmd
-        quantized = cmd.kind.as_value().matches(Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16)
-        needs_plane = quantized | (cmd.kind == Kind.RAW_RD)
-        needs_meta = cmd.kind.as_value().matches(Kind.FP16, Kind.BF16)
+        quantized = is_quantized(cmd.kind)
         plane_cached, plane_line, plane_lines = Signal(), Signal(32), Signal(4)
         meta_cached, meta_line = Signal(), Signal(32)
         table_valid, table_codebook, table_k = Signal(), Signal.like(cmd.codebook), Signal(4)
@@ -227,9 +225,9 @@ class AddressDecoder(wiring.Component):
         with m.If(c5.valid):
             with m.If(loads_table):
                 m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
-            with m.If(needs_plane & ~plane_hit):
+            with m.If(needs_plane(cmd.kind) & ~plane_hit):
                 m.d.sync += [plane_cached.eq(quantized), plane_line.eq(cmd.plane_line), plane_lines.eq(cmd.k)]
-            with m.If(needs_meta & ~meta_hit):
+            with m.If(is_fp(cmd.kind) & ~meta_hit):
                 m.d.sync += [meta_cached.eq(1), meta_line.eq(cmd.meta_line)]
             with m.If(cmd.kind == Kind.RAW_WR):
                 m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]

@@ -6,8 +6,9 @@ burst of whole lines; data beats are written straight into the slot.  Bursts com
 in the order they were issued (below), so completion is a count per kind, `plane_fills` /
 `meta_fills` (mod 2**FILL_COUNT_BITS): the response stage compares it with the allocations
 it has started instead of looking up a flag per slot.  A slot's `failed` flag is set with
-its last beat if any beat had SLVERR or DECERR.  Every read uses ARID 0 and every write AWID 0, so the subordinate returns them
-in order and beats land by a FIFO of issued bursts.  Writes: one line per request (AW and
+its last beat if any beat had SLVERR or DECERR.  Every read uses ARID 0 and every write
+AWID 0, so the subordinate returns them in order and beats land by a FIFO of issued
+bursts.  Writes: one line per request (AW and
 W channels independent); B responses queue in `wresp` for the response stage.
 `reads_idle` / `writes_idle` let the issue stage keep reads and writes from overtaking
 each other (AXI orders neither across channels).

@@ -4,8 +4,8 @@ A plane slot holds the top k plane lines of one block (one burst), a metadata sl
 one metadata line.  Slots are allocated round-robin; a command whose block (with at
 least its k lines) or metadata line is the one most recently fetched reuses that slot
 instead of reading DRAM again (the decoder marks such commands, `plane_hit` /
-`meta_hit` / `table_hit`, so that this stage compares no addresses), so a sequential read of a tensor fetches every plane
-line and metadata line once.  A slot is released by the response stage when it
+`meta_hit` / `table_hit`, so that this stage compares no addresses), so a sequential
+read of a tensor fetches every plane line and metadata line once.  A slot is released by the response stage when it
 starts on the job that allocated the next slot (all earlier jobs are then done), so
 `slots - 1` fetches can run ahead of the response stage.
 
@@ -16,18 +16,17 @@ the next plane slot and a LUT_LOAD job (no response) tells the response stage to
 the entries; then the command proceeds as usual.  A write forgets the loaded table.
 
 Ordering against writes: a read is only issued when no write awaits its response,
-and a write only when no read is in flight; a write also forgets the cached block
-and metadata line.  Errors pass straight through as jobs.
+and a write only when no read is in flight (the decoder's reuse stage forgets the
+cached block, metadata line and table at a write).  Errors pass straight through as jobs.
 """
 
 from amaranth import Module, Mux, Signal
-
-from ..spec import CODEBOOK_ENTRY_BYTES, CODEBOOK_LINES, LINE_BYTES, PLANES, codebook_lines_read
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..spec import CODEBOOK_ENTRY_BYTES, CODEBOOK_LINES, LINE_BYTES, PLANES, codebook_lines_read
 from .dram import READ_REQUEST, WRITE_REQUEST
-from .layouts import COMMAND, JOB, Kind
+from .layouts import COMMAND, JOB, Kind, is_fp, is_quantized, needs_plane
 
 
 class FetchIssue(wiring.Component):
@@ -69,16 +68,16 @@ class FetchIssue(wiring.Component):
                     m.d.comb += [table_first.eq((1 << k) * CODEBOOK_ENTRY_BYTES // LINE_BYTES),
                                  table_lines.eq(codebook_lines_read(k))]
 
-        quantized = c.kind.as_value().matches(Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16)
-        needs_plane = quantized | (c.kind == Kind.RAW_RD)
-        needs_meta = c.kind.as_value().matches(Kind.FP16, Kind.BF16)
+        quantized = is_quantized(c.kind)
+        plane_needed = needs_plane(c.kind)
+        meta_needed = is_fp(c.kind)
         is_write = c.kind == Kind.RAW_WR
 
         plane_have = plane_pending | c.plane_hit
         meta_have = meta_pending | c.meta_hit
         want_table = need_table & (plane_used < P) & self.writes_idle & self.job.ready
-        want_plane = self.cmd.valid & ~need_table & needs_plane & ~plane_have & (plane_used < P) & self.writes_idle
-        want_meta = self.cmd.valid & ~need_table & needs_meta & ~meta_have & (meta_used < M) & self.writes_idle
+        want_plane = self.cmd.valid & ~need_table & plane_needed & ~plane_have & (plane_used < P) & self.writes_idle
+        want_meta = self.cmd.valid & ~need_table & meta_needed & ~meta_have & (meta_used < M) & self.writes_idle
         m.d.comb += [
             self.plane_reads.valid.eq(want_plane | want_table),
             self.plane_reads.payload.line.eq(Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,
@@ -96,8 +95,8 @@ class FetchIssue(wiring.Component):
             self.writes.valid.eq(self.cmd.valid & is_write & self.reads_idle & self.job.ready),
             self.writes.payload.line.eq(c.plane_line),
         ]
-        plane_ok = ~needs_plane | plane_have | alloc_plane
-        meta_ok = ~needs_meta | meta_have | alloc_meta
+        plane_ok = ~plane_needed | plane_have | alloc_plane
+        meta_ok = ~meta_needed | meta_have | alloc_meta
         write_ok = ~is_write | (self.writes.valid & self.writes.ready)
         fire = self.cmd.valid & ~need_table & self.job.ready & plane_ok & meta_ok & write_ok
 

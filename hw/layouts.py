@@ -17,6 +17,21 @@ class Kind(enum.Enum, shape=3):
     LUT_LOAD = 7    #: load view k's codebook entries from a plane slot into the lookup tables (no response)
 
 
+def is_fp(kind):
+    """fp16 / bf16: dequantized lanes at a time, from a plane slot and a metadata slot."""
+    return kind.as_value().matches(Kind.FP16, Kind.BF16)
+
+
+def is_quantized(kind):
+    """A view of a region's bit-planes: packed, int8, fp16 or bf16."""
+    return kind.as_value().matches(Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16)
+
+
+def needs_plane(kind):
+    """Served from a plane slot: a quantized view or a raw read."""
+    return is_quantized(kind) | (kind == Kind.RAW_RD)
+
+
 #: fields every request carries from decode to response
 _COMMON = {
     "kind": Kind,

@@ -45,7 +45,7 @@ class PlaneBuffer(wiring.Component):
         m = Module()
         per_beat = self.width // CHUNK_BITS
         rotate = [Signal(3, name=f"rotate{n}") for n in range(self.READ_LATENCY)]   # bank of chunk / line 0
-        m.d.sync += [rotate[0].eq(self.r_index), rotate[1].eq(rotate[0])]
+        m.d.sync += [rotate[0].eq(self.r_index), *(later.eq(earlier) for earlier, later in zip(rotate, rotate[1:]))]
         outputs = []
         for bank in range(PLANES):
             mem = Memory(shape=CHUNK_BITS, depth=self.slots * PLANES, init=[])

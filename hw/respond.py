@@ -2,8 +2,7 @@
 
 A sequencer takes the oldest job once its data is there (its plane slot filled, and its
 metadata slot for fp16/bf16, told by the DRAM port's in-order burst counts; its write
-response for a write) and feeds one step per
-cycle into a pipeline of `PIPELINE_DEPTH` register stages:
+response for a write) and feeds one step per cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   1. the block buffers' registered read ports (read at the step's clock edge);
   2. a register after the plane buffer's banks (block RAM's clk-to-q is half a 100 MHz
      cycle; `PlaneBuffer.READ_LATENCY`), and the group's metadata word;
@@ -16,8 +15,8 @@ for fp16/bf16 where a line of 32 weights takes 32 / lanes steps.  Table-lookup r
 a LUT_LOAD job (no response) takes 2**k steps, each writing one codebook entry from its
 plane slot into the `LutDequantizer` tables at the dequantizer's input stage (so lookups
 of earlier steps see the old table, later ones the new); an fp16 / bf16 step of a LUT
-region takes the lookup result instead of the affine one.  A failed codebook read poisons the LUT lines that follow, until the next load.  The sequencer only
-starts a line's step when the output queue has room for every line in flight, so the
+region takes the lookup result instead of the affine one.  A failed codebook read
+poisons the LUT lines that follow, until the next load.  The sequencer only starts a line's step when the output queue has room for every line in flight, so the
 pipeline never stalls (credit flow).
 """
 
@@ -30,15 +29,16 @@ from ..spec import CODEBOOK_ENTRY_BYTES, CODE_BITS, DRS_FIELDS, LINE_BITS, LINE_
 from .csr import ERROR_REPORT
 from .dequant import Dequantizer, dequant_input
 from .dram import FILL_COUNT_BITS
-from .planebuf import CHUNK_BITS
-from .layouts import JOB, Kind
+from .layouts import JOB, Kind, is_fp
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
+from .planebuf import CHUNK_BITS
 from .transpose import CodeGather
 
 DRS = data.StructLayout(dict(DRS_FIELDS))
 NDR = data.StructLayout(dict(NDR_FIELDS))
 FP_LINE_WEIGHTS = LINE_BITS // 16           #: 32 weights per fp16 / bf16 line
 LINE_ENTRIES = LINE_BYTES // CODEBOOK_ENTRY_BYTES    #: 32 codebook entries per line
+_ENTRY_IN_LINE_BITS = (LINE_ENTRIES - 1).bit_length()  #: 5
 MAX_TABLE_ENTRIES = 1 << CODE_BITS          #: entries of view 8's table: LUT_LOAD steps at k = 8
 INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
 _OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
@@ -57,7 +57,7 @@ def _delayed(m: Module, value, cycles: int, name: str):
 
 
 def _side_layout(steps: int) -> data.StructLayout:
-    """What a step carries from stage 2 to the output queue beside the dequantizer."""
+    """What a step carries from stage 3 to the output queue beside the dequantizers."""
     return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "lut": 1, "step": range(steps), "entry": _OUT})
 
 
@@ -96,10 +96,10 @@ class Responder(wiring.Component):
 
         # --- sequencer ---
         step = Signal(range(max(steps, MAX_TABLE_ENTRIES)))
-        is_fp = j.kind.as_value().matches(Kind.FP16, Kind.BF16)
+        fp = is_fp(j.kind)
         is_load = j.kind == Kind.LUT_LOAD
         table_failed = Signal()             # the last codebook read had an error
-        last = Mux(is_load, step == ((Const(1, INDEX_BITS) << j.k) - 1)[:CODE_BITS], ~is_fp | (step == steps - 1))
+        last = Mux(is_load, step == ((Const(1, INDEX_BITS) << j.k) - 1)[:CODE_BITS], ~fp | (step == steps - 1))
         # slots are filled in allocation order: a job that allocated a slot has its data once
         # the DRAM port has completed more bursts than the allocations started before it
         # (a job reusing a slot follows the one that allocated it; later steps of a job follow
@@ -150,7 +150,7 @@ class Responder(wiring.Component):
         # lines (k < 5: the first line holds view k's entries; else they start the slot)
         load_index = (step[:CODE_BITS] | (Const(1, INDEX_BITS) << j.k))[:INDEX_BITS]
         slot_entry = Mux(j.k < 5, load_index, step)[:CODE_BITS]
-        s1_load_index, s1_entry_in_line = Signal(INDEX_BITS), Signal(5)
+        s1_load_index, s1_entry_in_line = Signal(INDEX_BITS), Signal(_ENTRY_IN_LINE_BITS)
         s1_group = Signal(4)                # the step's group within the metadata line
         # the plane buffer read: a row for raw / packed lines and codebook entries (the output
         # line, or the entry's line), else the column of 64-bit chunks holding the step's
@@ -158,18 +158,19 @@ class Responder(wiring.Component):
         per_chunk = CHUNK_BITS // lanes     # steps' lanes per 64-bit chunk
         lane_chunk = j.line * steps + step  # the step's lanes-bit chunk within a plane line
         s1_sub = Signal(range(per_chunk))   # ... within its 64-bit chunk
-        column = j.kind.as_value().matches(Kind.INT8, Kind.FP16, Kind.BF16)
+        column = fp | (j.kind == Kind.INT8)
         m.d.comb += [
             self.plane_rd_column.eq(column),
-            self.plane_rd_index.eq(Mux(column, Mux(is_fp, lane_chunk // per_chunk, j.line[:3]),
-                                       Mux(is_load, slot_entry[5:], j.line[:3]))),
+            self.plane_rd_index.eq(Mux(column, Mux(fp, lane_chunk // per_chunk, j.line[:3]),
+                                       Mux(is_load, slot_entry[_ENTRY_IN_LINE_BITS:], j.line[:3]))),
         ]
-        m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:5]),
+        m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:_ENTRY_IN_LINE_BITS]),
                      s1_sub.eq(lane_chunk % per_chunk),
                      s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
 
-        # --- stage 1: buffers read (the plane buffer's data come a cycle later: block RAM's
-        # slow clk-to-q drives only a register); the metadata word selected and registered ---
+        # --- stages 1-2: buffers read (the plane buffer's data come a cycle later: block RAM's
+        # slow clk-to-q drives only a register); the metadata word selected and registered;
+        # the step's fields follow (from here on, `s1*` are stage 2's) ---
         chunks = self.plane_rd_data         # a row's chunks, or a column's plane lines
         meta = Signal(32)
         m.d.sync += meta.eq(self.meta_rd_data.word_select(s1_group, 32))
@@ -179,7 +180,7 @@ class Responder(wiring.Component):
                 (s1_failed, "s1_failed"), (s1_load_index, "s1_load_index"),
                 (s1_entry_in_line, "s1_entry_in_line"), (s1_sub, "s1_sub"))]
 
-        # --- stage 1b: transpose / select -> stage 2 registers ---
+        # --- stage 3: transpose / select -> side[0] and the dequantizers' inputs ---
         line_out = Signal(LINE_BITS)                             # raw, packed and int8 lines
         m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
         m.submodules.gather = gather = CodeGather(lanes)
@@ -203,17 +204,17 @@ class Responder(wiring.Component):
             self.dram_error.cause.eq(ErrorCause.DRAM_ERROR), self.dram_error.addr.eq(s1.addr),
         ]
         s1_load = s1_valid & (s1.kind == Kind.LUT_LOAD)
-        # stage 2 registers: the dequantizer's input and what rides alongside it to the queue
+        # stage 3 registers: the dequantizers' input and what rides alongside it to the queue
         side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(DEQUANT_LATENCY + 1)]
         step_in = Signal(dequant_input(lanes))
         step_k = Signal(4)
-        # a LUT_LOAD step's entry: its line rides in side[0], the entry is picked in stage 2
-        table_load = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry_in_line": 5}))
+        # a LUT_LOAD step's entry: its line rides in side[0], the entry is picked from it there
+        table_load = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry_in_line": _ENTRY_IN_LINE_BITS}))
         m.d.sync += [
             table_load.valid.eq(s1_load & ~s1_failed), table_load.index.eq(s1_load_index),
             table_load.entry_in_line.eq(s1_entry_in_line), step_k.eq(s1.k),
             side[0].valid.eq(s1_valid & ~s1_load), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
-            side[0].fp.eq(s1.kind.as_value().matches(Kind.FP16, Kind.BF16)), side[0].lut.eq(s1.lut),
+            side[0].fp.eq(is_fp(s1.kind)), side[0].lut.eq(s1.lut),
             side[0].entry.ndr.eq(s1.write), side[0].entry.tag.eq(s1.tag), side[0].entry.poison.eq(poison),
             side[0].entry.view.eq(view), side[0].entry.data.eq(Mux(poison, 0, line_out)),
             step_in.r.eq(gather.r), step_in.scale.eq(meta[:16]), step_in.zero.eq(meta[16:24]),
@@ -222,7 +223,7 @@ class Responder(wiring.Component):
             *[later.eq(earlier) for earlier, later in zip(side, side[1:])],
         ]
 
-        # --- stages 3..: dequantize (never stalls: the output is always taken) ---
+        # --- stages 4..: dequantize (never stalls: the output is always taken) ---
         m.submodules.dequant = dq = Dequantizer(lanes)
         m.d.comb += [dq.input.valid.eq(side[0].valid & side[0].fp), dq.input.payload.eq(step_in),
                      dq.output.ready.eq(1)]

@@ -8,7 +8,6 @@
 Responses leave in request order; reads and writes may be interleaved.
 """
 
-
 from amaranth import Module
 from amaranth.back import verilog
 from amaranth.lib import stream, wiring
