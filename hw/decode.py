@@ -15,8 +15,9 @@ of its own (`write_data`, to the DRAM port), so the commands stay narrow.  Stage
      holds the block (two compares against its first block and its end, registered one
      cycle after the CSRs);
   C2 the lowest-numbered region holding the block, one-hot;
-  C3 its fields (AND-OR select);
-  C4 the block within the region;
+  C3 its fields, selected within each group of `SELECT_GROUP` regions (AND-OR), from
+     copies of the region fields registered in the decoder (the CSRs sit far away);
+  C4 the group's fields (OR) and the block within the region;
   C5 kind, cause, plane and metadata line addresses, first group; an fp16 / bf16 request on
      a table-lookup region carries `lut` and the region's codebook (int8 there: poison);
   C6 reuse: whether the most recent plane fetch, metadata fetch and table load (which the
@@ -54,6 +55,12 @@ _RECIPROCAL_LOW_BITS = 17           #: reciprocal split (both halves 17 bits)
 STAGES = 11
 #: command queue entries (>= STAGES + 3 keeps one request per cycle)
 QUEUE_DEPTH = 16
+
+#: regions per group in the first step of the region select
+SELECT_GROUP = 4
+#: the region fields a command needs, as the decoder keeps them: `first` is the region's first block
+_SELECTED = data.StructLayout({"first": 29, "meta_base": 32, "symmetric": 1, "scale_format": 2,
+                               "log2_group": 4, "lut": 1, "codebook": REGION.members["codebook"]})
 
 #: what every stage carries: the command being built and its checks
 _CARRIED = data.StructLayout({"valid": 1, "cmd": COMMAND, "view": 3, "error": 3, "divide": 1,
@@ -149,30 +156,36 @@ class AddressDecoder(wiring.Component):
         with m.If(r.divide):
             m.d.sync += stage["c1"].cmd.line.eq(r.offset[:4] - (block[:4] * r.cmd.k)[:4])
         hits = Signal(MAX_REGIONS)
+        near = [Signal(_SELECTED, name=f"near{i}") for i in range(MAX_REGIONS)]
         for i in range(MAX_REGIONS):
             region = self.regions[i]
-            first, end = Signal(32, name=f"first{i}"), Signal(33, name=f"end{i}")
-            m.d.sync += [first.eq(region.plane_base >> 3), end.eq((region.plane_base >> 3) + region.blocks),
-                         hits[i].eq(region.valid & (block >= first) & (block < end))]
+            end = Signal(33, name=f"end{i}")
+            m.d.sync += [near[i].first.eq(region.plane_base >> 3), end.eq((region.plane_base >> 3) + region.blocks),
+                         hits[i].eq(region.valid & (block >= near[i].first) & (block < end))]
+            m.d.sync += [getattr(near[i], name).eq(getattr(region, name)) for name in _SELECTED.members
+                         if name != "first"]
 
         # --- C2: the lowest-numbered region holding the block, one-hot ---
         lowest = Signal(MAX_REGIONS)
         hit = Signal()
         m.d.sync += [lowest.eq(hits & -hits), hit.eq(hits != 0)]
 
-        # --- C3: its fields (AND-OR select) ---
-        c3_hit, region = Signal(), Signal(REGION)
-        m.d.sync += [c3_hit.eq(hit),
-                     region.eq(functools.reduce(operator.or_, [
-                         self.regions[i].as_value() & lowest[i].replicate(REGION.size)
-                         for i in range(MAX_REGIONS)]))]
+        # --- C3: its fields within each group (AND-OR select) ---
+        c3_hit = Signal()
+        groups = [Signal(_SELECTED, name=f"group{g}") for g in range(MAX_REGIONS // SELECT_GROUP)]
+        m.d.sync += c3_hit.eq(hit)
+        for g, group in enumerate(groups):
+            members = range(g * SELECT_GROUP, (g + 1) * SELECT_GROUP)
+            m.d.sync += group.eq(functools.reduce(operator.or_, [
+                near[i].as_value() & lowest[i].replicate(_SELECTED.size) for i in members]))
 
-        # --- C4: the block within the region ---
+        # --- C4: the group's fields; the block within the region ---
         c3 = stage["c3"]
-        c4_hit, c4_region = Signal(), Signal(REGION)
+        region = Signal(_SELECTED)
+        m.d.comb += region.eq(functools.reduce(operator.or_, [group.as_value() for group in groups]))
+        c4_hit, c4_region = Signal(), Signal(_SELECTED)
         in_region = Signal(32)
-        m.d.sync += [c4_hit.eq(c3_hit), c4_region.eq(region),
-                     in_region.eq(c3.cmd.plane_line - (region.plane_base >> 3))]
+        m.d.sync += [c4_hit.eq(c3_hit), c4_region.eq(region), in_region.eq(c3.cmd.plane_line - region.first)]
 
         # --- C5: kind, cause and DRAM line addresses -> the command queue ---
         c4 = stage["c4"]
