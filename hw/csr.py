@@ -47,7 +47,8 @@ EVENTS = data.StructLayout({
 
 class CsrFile(wiring.Component):
     """Registers behind the CSR bus; `r_data` is valid `CSR_READ_LATENCY` cycles after
-    `r_en` (a register after the word select within each group of 16 words)."""
+    `r_en`: the bus is registered on entry (the host's bus may come from far away), then
+    the word within each group of 16 words and the group are selected, a register after each."""
 
     def __init__(self, *, lanes: int, axi_data_width: int, default_dram_lines: int):
         self.lanes = lanes
@@ -62,15 +63,18 @@ class CsrFile(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        bus = self.bus
+        bus = Signal(data.StructLayout({"addr": CSR_ADDR_BITS, "w_en": 1, "w_data": CSR_DATA_BITS, "r_en": 1}))
+        m.d.sync += [bus.addr.eq(self.bus.addr), bus.w_en.eq(self.bus.w_en), bus.w_data.eq(self.bus.w_data),
+                     bus.r_en.eq(self.bus.r_en)]
         beat_bytes = self.axi_data_width // 8
         counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTERS}
         hi_snapshot = Signal(32)
         err_cause = Signal(4)
         err_addr = Signal(LINE_ADDR_BITS)
 
-        # --- counters ---
-        ev = self.events
+        # --- counters (the events registered on entry: they come from all over the chip) ---
+        ev = Signal(EVENTS)
+        m.d.sync += ev.eq(self.events)
         increments = {
             "dram_bytes_read": ev.read_beat * beat_bytes,
             "dram_bytes_written": ev.write_beat * beat_bytes,
@@ -129,29 +133,46 @@ class CsrFile(wiring.Component):
             CSR_ERR_CAUSE: err_cause, CSR_ERR_ADDR_LO: err_addr[:32], CSR_ERR_ADDR_HI: err_addr[32:],
             **writable,
         }
+        # (reading a counter's low word snapshots its high word, in the same two stages)
+        high_words = {}
         for n, counter in enumerate(counters.values()):
             readable[CSR_COUNTER_BASE + 2 * n] = counter[:32]
             readable[CSR_COUNTER_BASE + 2 * n + 1] = hi_snapshot
-            with m.If(bus.r_en & (bus.addr == CSR_COUNTER_BASE + 2 * n)):
-                m.d.sync += hi_snapshot.eq(counter[32:])
-        groups = {}
-        for addr, value in readable.items():
-            groups.setdefault(addr >> _GROUP_BITS, {})[addr & ((1 << _GROUP_BITS) - 1)] = value
-        group_words = {g: Signal(CSR_DATA_BITS, name=f"read_group{g:x}") for g in groups}
+            high_words[CSR_COUNTER_BASE + 2 * n] = counter[32:]
         read_group = Signal(CSR_ADDR_BITS - _GROUP_BITS)
         read_valid = Signal()
         m.d.sync += [read_group.eq(bus.addr[_GROUP_BITS:]), read_valid.eq(bus.r_en)]
-        for g, words in groups.items():
-            with m.Switch(bus.addr[:_GROUP_BITS]):
-                for low, value in words.items():
-                    with m.Case(low):
-                        m.d.sync += group_words[g].eq(value)
-                with m.Default():
-                    m.d.sync += group_words[g].eq(0)
+        group_words = self._select_in_groups(m, readable, bus.addr, "read_group")
+        group_highs = self._select_in_groups(m, high_words, bus.addr, "high_group")
+        snapshot = Signal()                 # the read is of a counter's low word
+        m.d.sync += snapshot.eq(bus.r_en & (bus.addr[0] == 0) & (bus.addr >= CSR_COUNTER_BASE)
+                                & (bus.addr < CSR_COUNTER_BASE + 2 * len(counters)))
         with m.If(read_valid):
-            m.d.sync += bus.r_data.eq(0)
+            m.d.sync += self.bus.r_data.eq(0)
             with m.Switch(read_group):
                 for g, word in group_words.items():
                     with m.Case(g):
-                        m.d.sync += bus.r_data.eq(word)
+                        m.d.sync += self.bus.r_data.eq(word)
+        with m.If(read_valid & snapshot):
+            with m.Switch(read_group):
+                for g, word in group_highs.items():
+                    with m.Case(g):
+                        m.d.sync += hi_snapshot.eq(word)
         return m
+
+    @staticmethod
+    def _select_in_groups(m: Module, words: dict, addr, name: str) -> dict:
+        """First read stage: per group of 2**_GROUP_BITS addresses, a register holding the
+        word at `addr`'s low bits (0 if none); {group: register}."""
+        groups = {}
+        for address, value in words.items():
+            groups.setdefault(address >> _GROUP_BITS, {})[address & ((1 << _GROUP_BITS) - 1)] = value
+        selected = {g: Signal(CSR_DATA_BITS, name=f"{name}{g:x}") for g in groups}
+        for g, members in groups.items():
+            with m.Switch(addr[:_GROUP_BITS]):
+                for low, value in members.items():
+                    with m.Case(low):
+                        m.d.sync += selected[g].eq(value)
+                with m.Default():
+                    m.d.sync += selected[g].eq(0)
+        return selected

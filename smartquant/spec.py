@@ -132,7 +132,7 @@ def unpack_fields(fields, word: int) -> dict[str, int]:
 # ==============================================================================
 CSR_ADDR_BITS = 10                   #: word-address width of the CSR bus
 CSR_DATA_BITS = 32
-CSR_READ_LATENCY = 2                 #: clock edges from the one that takes `r_en` to valid `r_data`
+CSR_READ_LATENCY = 3                 #: clock edges from the one that takes `r_en` to valid `r_data`
 
 CSR_ID = 0x000                       #: read-only identification word
 CSR_ID_VALUE = 0x5351_0001           #: "SQ", register-map version 1

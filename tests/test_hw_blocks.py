@@ -171,6 +171,8 @@ def test_csr_file():
         assert await read(CSR_ID) == CSR_ID_VALUE
         assert await read(CSR_DRAM_LINES) == 1 << 20
         await write(CSR_DRAM_LINES, 1234)
+        assert ctx.get(dut.dram_lines) == 1 << 20      # the bus is registered on entry:
+        await ctx.tick()                                # a write lands one cycle later
         assert ctx.get(dut.dram_lines) == 1234
         for addr, value in region_csr_writes(5, 800, 9000, 77, 256, True, ScaleFormat.BF16):
             await write(addr, value)
