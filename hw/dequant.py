@@ -13,10 +13,12 @@ the canonical quiet NaN (0x7E00 / 0x7FC0).  No floating-point library involved.
 `Dequantizer` is a stream pipeline of `LATENCY` register stages (one result per cycle):
 1. |r - z|, its sign; the group scale decoded (`ScaleDecode`, shared by all lanes);
 2. the exact product |r - z| * significand (one 9x11 multiplier per lane);
-3. t, the position of the product's leading one;
-4. the shift amount, the exponent field of the encoding;
-5. the shift with guard and sticky bits: the kept significand and its round-up bit;
-6. rounding add plus exponent field, infinity and the special cases -> the 16 result bits.
+3. t, the position of the product's leading one; E's terms;
+4. the clamped floor of the shift, t's terms;
+5. the shift amount, the exponent field of the encoding;
+6. the shift with guard and sticky bits;
+7. round to nearest even: rounding add plus exponent field;
+8. infinity and the special cases -> the 16 result bits.
 All stages advance together while the output is empty or taken (`output.ready`).
 """
 
@@ -64,24 +66,14 @@ class ScaleDecode(wiring.Component):
         return m
 
 
-def _round_terms(exponent, out_bf16, width: int):
-    """E's terms for `RoundPipeline(width)` (E: exponent of the product's LSB): `floor_guard`
-    = (1 - bias - m - E) clamped to -11..width + 1, minus 1 (which keeps max(t - m, 1 - bias -
-    m - E) clamped at width + 1, minus 1), and `exp_base` = E + bias - 1 (bias, m: the output
-    format's exponent bias and mantissa bits)."""
-    max_shift = width + 1
-    floor_shift = Mux(out_bf16, 1 - 127 - 7, 1 - 15 - 10) - exponent
-    return (Mux(floor_shift < -11, -11, Mux(floor_shift > max_shift, max_shift, floor_shift)) - 1,
-            exponent + Mux(out_bf16, 127, 15) - 1)
-
-
 class RoundPipeline(wiring.Component):
-    """Stages 3-6 (module docstring): sign * product * 2**E, the product exact in `width`
+    """Stages 3-8 (module docstring): sign * product * 2**E, the product exact in `width`
     bits, rounded once to binary16 or bfloat16 (`out_bf16`), nearest even, `STAGES`
     registers later; its registers move on `advance`.  All inputs are sampled together;
-    `exponent` is E, the exponent of the product's least significant bit."""
+    `exponent` is E, the exponent of the product's least significant bit.  Each stage has
+    at most one carry chain or one shifter."""
 
-    STAGES = 4
+    STAGES = 6
 
     def __init__(self, width: int):
         self.width = width
@@ -94,73 +86,92 @@ class RoundPipeline(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = self.width
+        max_shift = width + 1
         latch = []                             # every register, loaded on `advance`
 
-        # 3: t, the position of the product's leading one; E's rounding terms
+        def passed(stage: int, **values):
+            """Registers carrying `values` into the next stage."""
+            regs = {name: Signal.like(value, name=f"{name}{stage}") for name, value in values.items()}
+            latch.extend(regs[name].eq(value) for name, value in values.items())
+            return regs
+
+        # 3: t, the position of the product's leading one; with E (bias, m: the output
+        #    format's exponent bias and mantissa bits): 1 - bias - m - E - 1 and E + bias - 1
         lead = Signal(range(width))
         for i in range(width):
             with m.If(self.product[i]):
                 m.d.comb += lead.eq(i)
-        lead3, product3 = Signal(range(width)), Signal(width)
-        sign3, nan3, inf3, zero3, bf16_3 = Signal(), Signal(), Signal(), Signal(), Signal()
-        floor_guard3, exp_base3 = Signal(signed(6)), Signal(signed(12))
-        latch += [lead3.eq(lead), product3.eq(self.product), sign3.eq(self.sign), nan3.eq(self.nan),
-                  inf3.eq(self.inf), zero3.eq(self.product == 0), bf16_3.eq(self.out_bf16),
-                  *(term.eq(value) for term, value in zip(
-                      (floor_guard3, exp_base3), _round_terms(self.exponent, self.out_bf16, width)))]
+        floor_less_one, exp_base = Signal(signed(12)), Signal(signed(12))
+        m.d.comb += [floor_less_one.eq(Mux(self.out_bf16, 1 - 127 - 7, 1 - 15 - 10) - 1 - self.exponent),
+                     exp_base.eq(self.exponent + Mux(self.out_bf16, 127, 15) - 1)]
+        flags = dict(sign=self.sign, nan=self.nan, inf=self.inf, bf16=self.out_bf16)
+        s3 = passed(3, lead=lead, product=self.product, zero=self.product == 0, floor_less_one=floor_less_one,
+                    exp_base=exp_base, **flags)
+        flags = {name: s3[name] for name in ("sign", "nan", "inf", "bf16", "zero")}
 
-        # 4: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most width + 1) as shift - 1;
+        # 4: floor_guard = (1 - bias - m - E) clamped to -11..width + 1, minus 1; t - m - 1;
+        #    t + E + bias - 1
+        floor_guard = Signal(signed(6))
+        m.d.comb += floor_guard.eq(Mux(s3["floor_less_one"] < -12, -12,
+                                       Mux(s3["floor_less_one"] > max_shift - 1, max_shift - 1,
+                                           s3["floor_less_one"])))
+        normal, biased_less_one = Signal(signed(6)), Signal(signed(12))
+        m.d.comb += [normal.eq(s3["lead"] - Mux(s3["bf16"], 7 + 1, 10 + 1)),
+                     biased_less_one.eq(s3["lead"] + s3["exp_base"])]
+        s4 = passed(4, floor_guard=floor_guard, normal=normal, biased_less_one=biased_less_one,
+                    product=s3["product"], **flags)
+        flags = {name: s4[name] for name in flags}
+
+        # 5: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most width + 1) as shift - 1;
         #    exponent field max(t + E + bias - 1, 0) << m
-        mant_bits = Mux(bf16_3, 7, 10)
         shift_less_one = Signal(signed(6))
-        biased_less_one = Signal(signed(12))
-        normal = Signal(signed(6))
-        m.d.comb += [normal.eq(lead3 - Mux(bf16_3, 7 + 1, 10 + 1)),
-                     shift_less_one.eq(Mux(normal > floor_guard3, normal, floor_guard3)),
-                     biased_less_one.eq(lead3 + exp_base3)]
-        product4 = Signal(width)
-        right = Signal()                       # shift > 0: rounded; else exact, shifted left
-        left = Signal(4)
+        m.d.comb += shift_less_one.eq(Mux(s4["normal"] > s4["floor_guard"], s4["normal"], s4["floor_guard"]))
         below_guard = Signal(range(width + 1))  # dropped bits under the guard bit
-        exp_field = Signal(20)
-        sign4, nan4, inf4, zero4, bf16_4 = Signal(), Signal(), Signal(), Signal(), Signal()
-        latch += [product4.eq(product3), right.eq(shift_less_one >= 0), left.eq((~shift_less_one)[:4]),
-                  below_guard.eq(shift_less_one),
-                  exp_field.eq((Mux(biased_less_one < 0, 0, biased_less_one) << mant_bits)[:20]),
-                  sign4.eq(sign3), nan4.eq(nan3), inf4.eq(inf3), zero4.eq(zero3), bf16_4.eq(bf16_3)]
+        m.d.comb += below_guard.eq(shift_less_one)
+        biased = s4["biased_less_one"]
+        s5 = passed(5, right=shift_less_one >= 0,   # shift > 0: rounded; else exact, shifted left
+                    left=(~shift_less_one)[:4], below_guard=below_guard,
+                    exp_field=(Mux(biased < 0, 0, biased) << Mux(flags["bf16"], 7, 10))[:20],
+                    product=s4["product"], **flags)
+        flags = {name: s5[name] for name in flags}
 
-        # 5: shift with guard and sticky bits; round-to-nearest-even's increment
+        # 6: shift with guard and sticky bits
+        product = s5["product"]
         with_guard = Signal(width)             # kept bits and the guard bit below them
-        m.d.comb += with_guard.eq(product4 >> below_guard)
-        sticky = (product4 & ((Const(1, 1) << below_guard) - 1)[:width]) != 0
-        kept = with_guard >> 1
-        significand = Signal(width + 11)
-        round_up = Signal()
-        exp_field5 = Signal(20)
-        sign5, nan5, inf5, zero5, bf16_5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        latch += [significand.eq(Mux(right, kept, product4 << left)),
-                  round_up.eq(right & with_guard[0] & (sticky | kept[0])), exp_field5.eq(exp_field),
-                  sign5.eq(sign4), nan5.eq(nan4), inf5.eq(inf4), zero5.eq(zero4), bf16_5.eq(bf16_4)]
+        m.d.comb += with_guard.eq(product >> s5["below_guard"])
+        sticky = (product & ((Const(1, 1) << s5["below_guard"]) - 1)[:width]) != 0
+        shifted_left = Signal(width + 11)
+        m.d.comb += shifted_left.eq(product << s5["left"])
+        s6 = passed(6, with_guard=with_guard, sticky=sticky, shifted_left=shifted_left, right=s5["right"],
+                    exp_field=s5["exp_field"], **flags)
+        flags = {name: s6[name] for name in flags}
 
-        # 6: encoding (a rounding carry moves into the exponent by itself), specials
+        # 7: round to nearest even; encoding (a rounding carry moves into the exponent by itself)
+        kept = s6["with_guard"] >> 1
+        significand = Mux(s6["right"], kept, s6["shifted_left"])
+        round_up = s6["right"] & s6["with_guard"][0] & (s6["sticky"] | kept[0])
         encoding = Signal(range(1 << 20))
-        m.d.comb += encoding.eq(significand + round_up + exp_field5)
-        inf_enc = Mux(bf16_5, 0x7F80, 0x7C00)
-        nan_enc = Mux(bf16_5, 0x7FC0, 0x7E00)
+        m.d.comb += encoding.eq(significand + round_up + s6["exp_field"])
+        s7 = passed(7, encoding=encoding, **flags)
+
+        # 8: infinity and the special cases
+        sign, bf16 = s7["sign"], s7["bf16"]
+        inf_enc = Mux(bf16, 0x7F80, 0x7C00)
+        nan_enc = Mux(bf16, 0x7FC0, 0x7E00)
         latch.append(self.result.eq(
-            Mux(nan5, nan_enc,
-                Mux(zero5, sign5 << 15,
-                    Mux(inf5 | (encoding >= inf_enc), inf_enc, encoding[:15]) | (sign5 << 15)))))
+            Mux(s7["nan"], nan_enc,
+                Mux(s7["zero"], sign << 15,
+                    Mux(s7["inf"] | (s7["encoding"] >= inf_enc), inf_enc, s7["encoding"][:15]) | (sign << 15)))))
         with m.If(self.advance):
             m.d.sync += latch
         return m
 
 
 class DequantLane(wiring.Component):
-    """One weight through stages 1-6 (module docstring); its registers move on `advance`.
+    """One weight through stages 1-8 (module docstring); its registers move on `advance`.
 
     `r`, `zero`: stage 1's inputs; the decoded scale fields: stage 1's registers; `out_bf16`
-    and the scale's `exponent`: stage 2's (all shared by the lanes).  `result` is stage 6's
+    and the scale's `exponent`: stage 2's (all shared by the lanes).  `result` is stage 8's
     register."""
 
     def __init__(self):
@@ -189,7 +200,7 @@ class DequantLane(wiring.Component):
         with m.If(self.advance):
             m.d.sync += latch
 
-        # 3-6: round
+        # 3-8: round
         m.submodules.round = rnd = RoundPipeline(PRODUCT_BITS)
         m.d.comb += [rnd.advance.eq(self.advance), rnd.product.eq(product), rnd.sign.eq(sign2),
                      rnd.nan.eq(nan2), rnd.inf.eq(inf2), rnd.out_bf16.eq(self.out_bf16),
@@ -210,7 +221,7 @@ class Dequantizer(wiring.Component):
     """Stream pipeline: `lanes` codes of one group -> `lanes` 16-bit results, `LATENCY`
     cycles later, one step per cycle; stalls as a whole while `output` is held."""
 
-    LATENCY = 6
+    LATENCY = 2 + RoundPipeline.STAGES
 
     def __init__(self, lanes: int):
         self.lanes = lanes
