@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec import LINE_BITS, LINE_BYTES, PLANES
 from .axi import AXI_BURST_INCR, axi4_signature
 from .planebuf import CHUNK_BITS, PlaneBuffer
+from .queue import BlockRamQueue
 
 READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "slot": 8})
 WRITE_REQUEST = data.StructLayout({"line": 32})
@@ -54,7 +55,7 @@ class DramPort(wiring.Component):
             "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
             "plane_rd_data": Out(LINE_BITS),
             "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
-            "reads_idle": Out(1), "writes_idle": Out(1),
+            "reads_idle": Out(1, init=1), "writes_idle": Out(1, init=1),
             "read_beat": Out(1), "write_beat": Out(1),
         })
 
@@ -67,8 +68,7 @@ class DramPort(wiring.Component):
         # --- read requests (plane and metadata queues) -> AR, metadata first ---
         m.submodules.plane_queue = pq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
         m.submodules.meta_queue = mq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
-        m.submodules.landing = landing = SyncFIFOBuffered(
-            width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
+        m.submodules.landing = landing = BlockRamQueue(width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
         for queue, reads in ((pq, self.plane_reads), (mq, self.meta_reads)):
             m.d.comb += [queue.w_en.eq(reads.valid), queue.w_data.eq(reads.payload), reads.ready.eq(queue.w_rdy)]
         pick_meta = mq.r_rdy
@@ -109,8 +109,10 @@ class DramPort(wiring.Component):
         plane_issued = self.plane_reads.valid & self.plane_reads.ready
         meta_issued = self.meta_reads.valid & self.meta_reads.ready
         burst_end = r_beat & axi.rlast
-        m.d.sync += outstanding.eq(outstanding + plane_issued + meta_issued - burst_end)
-        m.d.comb += [landing.r_en.eq(burst_end), self.reads_idle.eq(outstanding == 0)]
+        outstanding_next = outstanding + plane_issued + meta_issued - burst_end
+        # the idle flags are registers: compared with zero before the clock edge, not after
+        m.d.sync += [outstanding.eq(outstanding_next), self.reads_idle.eq(outstanding_next == 0)]
+        m.d.comb += landing.r_en.eq(burst_end)
         with m.If(r_beat):
             m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
         with m.If(burst_end):
@@ -128,24 +130,30 @@ class DramPort(wiring.Component):
 
         # --- writes -> AW, W; B -> wresp ---
         m.submodules.write_queue = wq = SyncFIFOBuffered(width=WRITE_REQUEST.size, depth=4)
-        m.submodules.wresp_queue = bq = SyncFIFOBuffered(width=1, depth=self.wresp_depth)
+        m.submodules.wresp_queue = bq = BlockRamQueue(width=1, depth=self.wresp_depth)
         wr = data.View(WRITE_REQUEST, wq.r_data)
         aw_sent, w_sent = Signal(), Signal()
         w_beat = Signal(range(bpl))
+        # the line being written, taken from `write_data` while none is held (so the 512-bit
+        # enables depend on registers only; a write after a write waits one cycle for it)
+        w_line, w_line_valid = Signal(LINE_BITS), Signal()
+        m.d.comb += self.write_data.ready.eq(~w_line_valid)
+        with m.If(self.write_data.valid & ~w_line_valid):
+            m.d.sync += [w_line.eq(self.write_data.payload), w_line_valid.eq(1)]
         m.d.comb += [
             wq.w_en.eq(self.writes.valid), wq.w_data.eq(self.writes.payload), self.writes.ready.eq(wq.w_rdy),
             axi.awvalid.eq(wq.r_rdy & ~aw_sent), axi.awaddr.eq(wr.line * LINE_BYTES),
             axi.awlen.eq(bpl - 1), axi.awsize.eq(size), axi.awburst.eq(AXI_BURST_INCR), axi.awid.eq(0),
-            axi.wvalid.eq(wq.r_rdy & self.write_data.valid & ~w_sent),
-            axi.wdata.eq(self.write_data.payload.word_select(w_beat, width)),
+            axi.wvalid.eq(wq.r_rdy & w_line_valid & ~w_sent),
+            axi.wdata.eq(w_line.word_select(w_beat, width)),
             axi.wstrb.eq(-1), axi.wlast.eq(w_beat == bpl - 1),
             self.write_beat.eq(axi.wvalid & axi.wready),
         ]
         aw_now = aw_sent | (axi.awvalid & axi.awready)
         w_now = w_sent | (axi.wvalid & axi.wready & axi.wlast)
         with m.If(aw_now & w_now):
-            m.d.comb += [wq.r_en.eq(1), self.write_data.ready.eq(1)]
-            m.d.sync += [aw_sent.eq(0), w_sent.eq(0)]
+            m.d.comb += wq.r_en.eq(1)
+            m.d.sync += [aw_sent.eq(0), w_sent.eq(0), w_line_valid.eq(0)]
         with m.Else():
             m.d.sync += [aw_sent.eq(aw_now), w_sent.eq(w_now)]
         with m.If(axi.wvalid & axi.wready):
@@ -153,10 +161,10 @@ class DramPort(wiring.Component):
         pending = Signal(range(self.wresp_depth + 8))
         write_issued = self.writes.valid & self.writes.ready
         b_done = axi.bvalid & axi.bready
-        m.d.sync += pending.eq(pending + write_issued - b_done)
+        pending_next = pending + write_issued - b_done
+        m.d.sync += [pending.eq(pending_next), self.writes_idle.eq(pending_next == 0)]
         m.d.comb += [
             axi.bready.eq(bq.w_rdy), bq.w_en.eq(axi.bvalid), bq.w_data.eq(axi.bresp[1]),
-            self.writes_idle.eq(pending == 0),
             self.wresp.valid.eq(bq.r_rdy), self.wresp.payload.eq(bq.r_data), bq.r_en.eq(self.wresp.ready),
         ]
         return m

@@ -30,10 +30,13 @@ from .layouts import COMMAND, JOB, Kind, is_fp, is_quantized, needs_plane
 
 
 class FetchIssue(wiring.Component):
-    def __init__(self, *, plane_slots: int, meta_slots: int):
+    """`fp_steps`: the response stage's steps per fp16 / bf16 line (32 / lanes); a job
+    carries its last step's number so that the response stage compares only that."""
+
+    def __init__(self, *, plane_slots: int, meta_slots: int, fp_steps: int):
         if plane_slots < 2 or meta_slots < 2:
             raise ValueError("at least 2 plane slots and 2 metadata slots")
-        self.plane_slots, self.meta_slots = plane_slots, meta_slots
+        self.plane_slots, self.meta_slots, self.fp_steps = plane_slots, meta_slots, fp_steps
         super().__init__({
             "cmd": In(stream.Signature(COMMAND)),
             "job": Out(stream.Signature(JOB)),
@@ -55,6 +58,7 @@ class FetchIssue(wiring.Component):
         meta_cur = Signal(range(M), init=M - 1)
         plane_used = Signal(range(P + 1), init=1)    # slots not yet released
         meta_used = Signal(range(M + 1), init=1)
+        plane_free, meta_free = Signal(init=1), Signal(init=1)   # used < slots, as registers
         plane_pending, meta_pending = Signal(), Signal()   # fetched for the command at the head
         table_pending = Signal()                            # ... its table loaded
         plane_next = Mux(plane_cur == P - 1, 0, plane_cur + 1)
@@ -75,9 +79,9 @@ class FetchIssue(wiring.Component):
 
         plane_have = plane_pending | c.plane_hit
         meta_have = meta_pending | c.meta_hit
-        want_table = need_table & (plane_used < P) & self.writes_idle & self.job.ready
-        want_plane = self.cmd.valid & ~need_table & plane_needed & ~plane_have & (plane_used < P) & self.writes_idle
-        want_meta = self.cmd.valid & ~need_table & meta_needed & ~meta_have & (meta_used < M) & self.writes_idle
+        want_table = need_table & plane_free & self.writes_idle & self.job.ready
+        want_plane = self.cmd.valid & ~need_table & plane_needed & ~plane_have & plane_free & self.writes_idle
+        want_meta = self.cmd.valid & ~need_table & meta_needed & ~meta_have & meta_free & self.writes_idle
         m.d.comb += [
             self.plane_reads.valid.eq(want_plane | want_table),
             self.plane_reads.payload.line.eq(Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,
@@ -105,8 +109,10 @@ class FetchIssue(wiring.Component):
         for name in ("kind", "write", "tag", "addr", "cause", "line", "k", "scale_bf16", "scale_pow2",
                      "log2_group", "first_group", "lut"):
             m.d.comb += getattr(job, name).eq(getattr(c, name))
-        with m.If(load_table):
-            m.d.comb += job.kind.eq(Kind.LUT_LOAD)
+        with m.If(load_table):        # one step per entry of view k's table
+            m.d.comb += [job.kind.eq(Kind.LUT_LOAD), job.last_step.eq((1 << c.k) - 1)]
+        with m.Elif(meta_needed):
+            m.d.comb += job.last_step.eq(self.fp_steps - 1)
         m.d.comb += [
             job.plane_slot.eq(Mux(alloc_plane | load_table, plane_next, plane_cur)),
             job.plane_alloc.eq(plane_pending | alloc_plane | load_table),
@@ -123,6 +129,8 @@ class FetchIssue(wiring.Component):
             m.d.sync += plane_cur.eq(plane_next)
         with m.If(alloc_meta):
             m.d.sync += meta_cur.eq(meta_next)
-        m.d.sync += [plane_used.eq(plane_used + alloc_plane + load_table - self.release_plane),
-                     meta_used.eq(meta_used + alloc_meta - self.release_meta)]
+        plane_used_next = plane_used + alloc_plane + load_table - self.release_plane
+        meta_used_next = meta_used + alloc_meta - self.release_meta
+        m.d.sync += [plane_used.eq(plane_used_next), plane_free.eq(plane_used_next < P),
+                     meta_used.eq(meta_used_next), meta_free.eq(meta_used_next < M)]
         return m

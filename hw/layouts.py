@@ -66,4 +66,5 @@ JOB = data.StructLayout({
     **_COMMON,
     "plane_slot": 8, "plane_alloc": 1,   # block buffer; alloc: first job using it
     "meta_slot": 8, "meta_alloc": 1,
+    "last_step": 8,             # the response stage's steps for this job, minus one
 })

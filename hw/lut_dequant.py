@@ -6,13 +6,15 @@ per cycle, into a table RAM per lane (every lane looks up its own entry each cyc
 A controller loads only view k's 2**k entries when the (region, k) it serves changes:
 2**k cycles (8 at k = 3), the entries coming from the region's codebook lines in DRAM.
 
-Lookup: from a lane's view code r (`transpose.CodeGather`: the top k bits c of q, a 1,
-zeros) the table index is `(0x100 | r) >> (8 - k)` = `(1 << k) | c`, read at the clock
-edge (stage 1; the tables hold entries decoded into `ENTRY_FIELDS` as they are loaded);
-stage 2 registers the entry's fields and the decoded group scale, stage 3
-their exact product (11 x 11 significand bits) and exponent, and the affine dequantizer's
-`RoundPipeline` rounds it once to the output format (stages 4-7), so `result` follows
-`valid` by `LutDequantizer.LATENCY` = 7 cycles.  NaN results (a NaN operand, infinity times
+Loading takes `LOAD_STAGES` = 2 register stages before the table write (the entry as it
+came, then decoded into `ENTRY_FIELDS`, so that the table RAM's slow clock-to-output feeds
+a register directly); lookups wait as many stages, so a lookup sees every entry loaded
+before it.  Lookup: from a lane's view code r (`transpose.CodeGather`: the top k bits c of
+q, a 1, zeros) the table index is `(0x100 | r) >> (8 - k)` = `(1 << k) | c`, read at the
+clock edge (stage 3); stage 4 registers the entry's fields and the decoded group scale,
+stage 5 their exact product (11 x 11 significand bits) and exponent, and the affine
+dequantizer's `RoundPipeline` rounds it once to the output format (stages 6-11), so
+`result` follows `valid` by `LutDequantizer.LATENCY` = 11 cycles.  NaN results (a NaN operand, infinity times
 zero) are the canonical quiet NaN, as in `hw.dequant`.
 """
 
@@ -22,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS, CODEBOOK_ENTRIES
 from .dequant import SIG_BITS, RoundPipeline, ScaleDecode
+from .pipeline import delayed
 
 ENTRY_BITS = 16
 INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()        #: 9
@@ -34,9 +37,10 @@ ENTRY_FIELDS = data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent"
 
 class LutLane(wiring.Component):
     """One table entry times a decoded scale, rounded once: the entry's fields registered
-    (stage 2), the exact product and its exponent (stage 3), then the dequantizer's
-    `RoundPipeline` (stages 4-7).  Inputs: `entry` (the table read, `ENTRY_FIELDS`, stage 1),
-    the scale fields and `out_bf16` (stage 2's registers, shared by the lanes)."""
+    (stage 4 of the module docstring), the exact product and its exponent (stage 5), then
+    the dequantizer's `RoundPipeline` (stages 6-11).  Inputs: `entry` (the table read,
+    `ENTRY_FIELDS`, stage 3), the scale fields and `out_bf16` (stage 4's registers, shared
+    by the lanes)."""
 
     def __init__(self):
         super().__init__({
@@ -80,7 +84,8 @@ class LutDequantizer(wiring.Component):
     `valid`, `r`, `k` (1..8), `scale` bits, `scale_bf16` / `scale_pow2`, `out_bf16`;
     `result` and `result_valid` `LATENCY` cycles later."""
 
-    LATENCY = 3 + RoundPipeline.STAGES
+    LOAD_STAGES = 2
+    LATENCY = LOAD_STAGES + 3 + RoundPipeline.STAGES
 
     def __init__(self, lanes: int):
         if lanes < 1:
@@ -96,34 +101,42 @@ class LutDequantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.scale = scale = ScaleDecode()
-        drop = Signal(range(CODE_BITS))            # code bits below the view: 8 - k
-        m.d.comb += drop.eq(CODE_BITS - self.k)
         valid = Signal(self.LATENCY)               # bit n: stage n + 1 holds a step
         m.d.sync += valid.eq(Cat(self.valid, valid[:-1]))
         m.d.comb += self.result_valid.eq(valid[-1])
-        # the scale: held in stage 1 (beside the table read), decoded in stage 2
+        # a step waits `LOAD_STAGES` cycles, as loads do, then reads the tables
+        # (`drop`: the code bits below the view, 8 - k)
+        step = Signal(data.StructLayout({"r": data.ArrayLayout(CODE_BITS, self.lanes), "drop": range(CODE_BITS),
+                                         "scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}))
+        m.d.comb += [step.r.eq(self.r), step.drop.eq(CODE_BITS - self.k), step.scale.eq(self.scale),
+                     step.bf16.eq(self.scale_bf16), step.pow2.eq(self.scale_pow2), step.out_bf16.eq(self.out_bf16)]
+        step = delayed(m, step, self.LOAD_STAGES, "step")
+        # the scale: held beside the table read, decoded in the stage after
         held = Signal(data.StructLayout({"scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}))
         decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
                                             "inf": 1, "nan": 1, "out_bf16": 1}))
         m.d.comb += [self.load.ready.eq(1), scale.bits.eq(held.scale), scale.bf16.eq(held.bf16),
                      scale.pow2.eq(held.pow2)]
-        m.d.sync += [held.scale.eq(self.scale), held.bf16.eq(self.scale_bf16), held.pow2.eq(self.scale_pow2),
-                     held.out_bf16.eq(self.out_bf16),
+        m.d.sync += [held.scale.eq(step.scale), held.bf16.eq(step.bf16), held.pow2.eq(step.pow2),
+                     held.out_bf16.eq(step.out_bf16),
                      decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan,
                                     held.out_bf16))]
-        m.submodules.load_decode = load_decode = ScaleDecode()   # binary16 bits: bf16 = pow2 = 0
-        loaded = Signal(ENTRY_FIELDS)
-        m.d.comb += [load_decode.bits.eq(self.load.payload.entry),
-                     loaded.eq(Cat(load_decode.sign, load_decode.significand, load_decode.exponent,
-                                   load_decode.inf, load_decode.nan))]
+        # loads: the entry registered as it came, then decoded (binary16 bits: bf16 = pow2 = 0)
+        incoming = Signal(data.StructLayout({"valid": 1, "load": LOAD}))
+        m.d.sync += [incoming.valid.eq(self.load.valid), incoming.load.eq(self.load.payload)]
+        m.submodules.load_decode = load_decode = ScaleDecode()
+        loaded = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry": ENTRY_FIELDS}))
+        m.d.comb += load_decode.bits.eq(incoming.load.entry)
+        m.d.sync += [loaded.valid.eq(incoming.valid), loaded.index.eq(incoming.load.index),
+                     loaded.entry.eq(Cat(load_decode.sign, load_decode.significand, load_decode.exponent,
+                                         load_decode.inf, load_decode.nan))]
         for i in range(self.lanes):
             m.submodules[f"table{i}"] = table = memory.Memory(shape=ENTRY_FIELDS, depth=CODEBOOK_ENTRIES, init=[])
             write, read = table.write_port(), table.read_port(transparent_for=())
             m.submodules[f"lane{i}"] = lane = LutLane()
             m.d.comb += [
-                write.en.eq(self.load.valid), write.addr.eq(self.load.payload.index),
-                write.data.eq(loaded),
-                read.en.eq(1), read.addr.eq((Cat(self.r[i], Const(1, 1)) >> drop)[:INDEX_BITS]),
+                write.en.eq(loaded.valid), write.addr.eq(loaded.index), write.data.eq(loaded.entry),
+                read.en.eq(1), read.addr.eq((Cat(step.r[i], Const(1, 1)) >> step.drop)[:INDEX_BITS]),
                 lane.entry.eq(read.data),
                 lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),
                 lane.exponent.eq(decoded.exponent), lane.scale_inf.eq(decoded.inf), lane.scale_nan.eq(decoded.nan),

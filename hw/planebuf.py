@@ -24,11 +24,11 @@ class PlaneBuffer(wiring.Component):
     from 64 to 512) is chunks `w_chunk .. w_chunk + width/64 - 1` of line `w_line` of slot
     `w_slot` (`w_chunk` a multiple of width/64).  Read (`READ_LATENCY` cycles: the banks'
     read ports, then a register on each bank's output, so that a block RAM's slow
-    clock-to-output drives only a flip-flop; the rotation follows it):
+    clock-to-output drives only a flip-flop, then the rotation and a register after it):
     `r_column` 0: `r_data` chunk i = chunk i of line `r_index`; 1: `r_data` chunk i = chunk
     `r_index` of line i."""
 
-    READ_LATENCY = 2
+    READ_LATENCY = 3
 
     def __init__(self, *, slots: int, width: int):
         if width not in (64, 128, 256, 512):
@@ -44,7 +44,7 @@ class PlaneBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         per_beat = self.width // CHUNK_BITS
-        rotate = [Signal(3, name=f"rotate{n}") for n in range(self.READ_LATENCY)]   # bank of chunk / line 0
+        rotate = [Signal(3, name=f"rotate{n}") for n in range(self.READ_LATENCY - 1)]   # bank of chunk / line 0
         m.d.sync += [rotate[0].eq(self.r_index), *(later.eq(earlier) for earlier, later in zip(rotate, rotate[1:]))]
         outputs = []
         for bank in range(PLANES):
@@ -68,5 +68,5 @@ class PlaneBuffer(wiring.Component):
             outputs.append(held)
         # output i is bank (i + rotate) mod 8: chunk i of the row, or line i of the column
         for i in range(PLANES):
-            m.d.comb += self.r_data[i].eq(Cat(*outputs).word_select((rotate[-1] + i)[:3], CHUNK_BITS))
+            m.d.sync += self.r_data[i].eq(Cat(*outputs).word_select((rotate[-1] + i)[:3], CHUNK_BITS))
         return m

@@ -3,11 +3,14 @@
 A sequencer takes the oldest job once its data is there (its plane slot filled, and its
 metadata slot for fp16/bf16, told by the DRAM port's in-order burst counts; its write
 response for a write) and feeds one step per cycle into a pipeline of `PIPELINE_DEPTH` register stages:
-  1. the block buffers' registered read ports (read at the step's clock edge);
-  2. a register after the plane buffer's banks (block RAM's clk-to-q is half a 100 MHz
-     cycle; `PlaneBuffer.READ_LATENCY`), and the group's metadata word;
-  3. plane transpose / line select, registered;
-  4..10. the dequantizers (`DEQUANT_LATENCY` stages, the longer of the affine and the
+  1. the step's buffer addresses;
+  2. the block buffers' registered read ports;
+  3. a register after the plane buffer's banks (block RAM's clk-to-q is half a 100 MHz
+     cycle), and the group's metadata word;
+  4. the plane buffer's rotation (`PlaneBuffer.READ_LATENCY` stages in all); the step's
+     selects decoded from its kind;
+  5. plane transpose / line select, registered;
+  6.. the dequantizers (`DEQUANT_LATENCY` stages, the longer of the affine and the
      table-lookup pipelines, the shorter one's result delayed to match; other views'
      lines ride alongside);
 then the line is packed into an ordered output queue.  A step is one whole line, except
@@ -31,8 +34,9 @@ from .dequant import Dequantizer, dequant_input
 from .dram import FILL_COUNT_BITS
 from .layouts import JOB, Kind, is_fp
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
-from .planebuf import CHUNK_BITS
-from .transpose import CodeGather
+from .pipeline import delayed
+from .planebuf import CHUNK_BITS, PlaneBuffer
+from .transpose import VIEW_MASKS, CodeGather, view_masks
 
 DRS = data.StructLayout(dict(DRS_FIELDS))
 NDR = data.StructLayout(dict(NDR_FIELDS))
@@ -44,20 +48,11 @@ INT8_LINE_WEIGHTS = LINE_BITS // 8          #: 64 weights per int8 line
 _OUT = data.StructLayout({"ndr": 1, "tag": 8, "poison": 1, "view": 3, "data": LINE_BITS})
 #: cycles from a step's start to its line's write into the output queue
 DEQUANT_LATENCY = max(Dequantizer.LATENCY, LutDequantizer.LATENCY)
-PIPELINE_DEPTH = 3 + DEQUANT_LATENCY
-
-
-def _delayed(m: Module, value, cycles: int, name: str):
-    """`value` after `cycles` registers (of its shape)."""
-    for n in range(cycles):
-        later = Signal(value.shape(), name=f"{name}{n}")
-        m.d.sync += later.eq(value)
-        value = later
-    return value
+PIPELINE_DEPTH = 1 + PlaneBuffer.READ_LATENCY + 1 + DEQUANT_LATENCY
 
 
 def _side_layout(steps: int) -> data.StructLayout:
-    """What a step carries from stage 3 to the output queue beside the dequantizers."""
+    """What a step carries from stage 5 to the output queue beside the dequantizers."""
     return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "lut": 1, "step": range(steps), "entry": _OUT})
 
 
@@ -99,37 +94,40 @@ class Responder(wiring.Component):
         fp = is_fp(j.kind)
         is_load = j.kind == Kind.LUT_LOAD
         table_failed = Signal()             # the last codebook read had an error
-        last = Mux(is_load, step == ((Const(1, INDEX_BITS) << j.k) - 1)[:CODE_BITS], ~fp | (step == steps - 1))
+        last = step == j.last_step
         # slots are filled in allocation order: a job that allocated a slot has its data once
         # the DRAM port has completed more bursts than the allocations started before it
         # (a job reusing a slot follows the one that allocated it; later steps of a job follow
         # its first)
-        first = step == 0
+        first = Signal(init=1)              # step == 0, as a register
         plane_started, meta_started = Signal(FILL_COUNT_BITS), Signal(FILL_COUNT_BITS)
-        plane_filled = ~(first & j.plane_alloc) | (self.plane_fills != plane_started)
-        meta_filled = ~(first & j.meta_alloc) | (self.meta_fills != meta_started)
-        ready = Signal()
+        # (as registers: the counts a cycle old, the allocations started including this cycle's,
+        # so they may only be late by a cycle, never early)
+        plane_landed, meta_landed = Signal(), Signal()
+        plane_filled = ~(first & j.plane_alloc) | plane_landed
+        meta_filled = ~(first & j.meta_alloc) | meta_landed
+        # (only jobs that read a slot allocate one, and only a write waits for its response)
+        ready = plane_filled & meta_filled & ((j.kind != Kind.RAW_WR) | self.wresp.valid)
         failed = Signal()
+        plane_failed = self.plane_failed.bit_select(j.plane_slot, 1)
         with m.Switch(j.kind):
-            with m.Case(Kind.ERROR):
-                m.d.comb += ready.eq(1)
             with m.Case(Kind.RAW_WR):
-                m.d.comb += [ready.eq(self.wresp.valid), failed.eq(self.wresp.payload)]
+                m.d.comb += failed.eq(self.wresp.payload)
             with m.Case(Kind.FP16, Kind.BF16):
-                m.d.comb += [ready.eq(plane_filled & meta_filled),
-                             failed.eq(self.plane_failed.bit_select(j.plane_slot, 1)
-                                       | self.meta_failed.bit_select(j.meta_slot, 1))]
-            with m.Default():
-                m.d.comb += [ready.eq(plane_filled), failed.eq(self.plane_failed.bit_select(j.plane_slot, 1))]
+                m.d.comb += failed.eq(plane_failed | self.meta_failed.bit_select(j.meta_slot, 1))
+            with m.Case(Kind.RAW_RD, Kind.PACKED, Kind.INT8, Kind.LUT_LOAD):
+                m.d.comb += failed.eq(plane_failed)
         s1_valid = Signal()
         s1 = Signal(JOB)
         s1_step = Signal.like(step)
         s1_last, s1_failed = Signal(), Signal()
         in_flight = Signal(range(self.out_depth + 1))       # lines started, not yet in the queue
-        room = out.level + in_flight < self.out_depth
+        # room for one more line, registered: a cycle late, so it keeps one entry spare for
+        # the line that may start meanwhile
+        room = Signal()
+        m.d.sync += room.eq(out.level + in_flight + 1 < self.out_depth)
         go = self.job.valid & ready & room
         m.d.comb += [
-            self.plane_rd_slot.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
             self.release_plane.eq(go & first & j.plane_alloc),
             self.release_meta.eq(go & first & j.meta_alloc),
             self.job.ready.eq(go & last),
@@ -137,15 +135,18 @@ class Responder(wiring.Component):
             self.dram_stall.eq(self.job.valid & ~ready),
         ]
         with m.If(go):
-            m.d.sync += step.eq(Mux(last, 0, step + 1))
-        m.d.sync += [plane_started.eq(plane_started + self.release_plane),
-                     meta_started.eq(meta_started + self.release_meta)]
+            m.d.sync += [step.eq(Mux(last, 0, step + 1)), first.eq(last)]
+        plane_started_next = (plane_started + self.release_plane)[:FILL_COUNT_BITS]
+        meta_started_next = (meta_started + self.release_meta)[:FILL_COUNT_BITS]
+        m.d.sync += [plane_started.eq(plane_started_next), meta_started.eq(meta_started_next),
+                     plane_landed.eq(self.plane_fills != plane_started_next),
+                     meta_landed.eq(self.meta_fills != meta_started_next)]
         m.d.sync += in_flight.eq(in_flight + (go & last & ~is_load) - out.w_en)
         with m.If(go & first & is_load):
             m.d.sync += table_failed.eq(failed)
         m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last),
                      s1_failed.eq(failed | (j.lut & table_failed))]
-        # the step's selects, registered so that stage 1 is the buffer read and the muxes only;
+        # the step's selects and buffer addresses, registered at its start;
         # a LUT_LOAD step loads entry (1 << k) | step of the set, at that index in the slot's
         # lines (k < 5: the first line holds view k's entries; else they start the slot)
         load_index = (step[:CODE_BITS] | (Const(1, INDEX_BITS) << j.k))[:INDEX_BITS]
@@ -159,7 +160,9 @@ class Responder(wiring.Component):
         lane_chunk = j.line * steps + step  # the step's lanes-bit chunk within a plane line
         s1_sub = Signal(range(per_chunk))   # ... within its 64-bit chunk
         column = fp | (j.kind == Kind.INT8)
-        m.d.comb += [
+        # (registered: the buffers are read in the cycle after the step starts)
+        m.d.sync += [
+            self.plane_rd_slot.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
             self.plane_rd_column.eq(column),
             self.plane_rd_index.eq(Mux(column, Mux(fp, lane_chunk // per_chunk, j.line[:3]),
                                        Mux(is_load, slot_entry[_ENTRY_IN_LINE_BITS:], j.line[:3]))),
@@ -168,43 +171,51 @@ class Responder(wiring.Component):
                      s1_sub.eq(lane_chunk % per_chunk),
                      s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
 
-        # --- stages 1-2: buffers read (the plane buffer's data come a cycle later: block RAM's
-        # slow clk-to-q drives only a register); the metadata word selected and registered;
-        # the step's fields follow (from here on, `s1*` are stage 2's) ---
+        # --- stages 2-4: buffers read (the plane buffer's data come `PlaneBuffer.READ_LATENCY`
+        # cycles after the address: block RAM's slow clk-to-q drives only a register, then the
+        # rotation); the metadata word selected and registered; the step's fields follow, with
+        # the selects stage 5 needs decoded from its kind (from here on, `s1*` are stage 4's) ---
         chunks = self.plane_rd_data         # a row's chunks, or a column's plane lines
         meta = Signal(32)
-        m.d.sync += meta.eq(self.meta_rd_data.word_select(s1_group, 32))
-        s1_valid, s1, s1_step, s1_last, s1_failed, s1_load_index, s1_entry_in_line, s1_sub = [
-            _delayed(m, v, 1, f"{name}_b") for v, name in (
-                (s1_valid, "s1_valid"), (s1, "s1"), (s1_step, "s1_step"), (s1_last, "s1_last"),
-                (s1_failed, "s1_failed"), (s1_load_index, "s1_load_index"),
-                (s1_entry_in_line, "s1_entry_in_line"), (s1_sub, "s1_sub"))]
-
-        # --- stage 3: transpose / select -> side[0] and the dequantizers' inputs ---
-        line_out = Signal(LINE_BITS)                             # raw, packed and int8 lines
-        m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
-        m.submodules.gather = gather = CodeGather(lanes)
-        for p in range(PLANES):
-            m.d.comb += [gather8.planes[p].eq(chunks[p]),
-                         gather.planes[p].eq(chunks[p].word_select(s1_sub, lanes))]
-        m.d.comb += [gather8.k.eq(s1.k), gather.k.eq(s1.k)]
-        with m.Switch(s1.kind):
-            with m.Case(Kind.RAW_RD, Kind.PACKED, Kind.LUT_LOAD):
-                m.d.comb += line_out.eq(chunks)
-            with m.Case(Kind.INT8):
-                m.d.comb += line_out.eq(Cat(*[gather8.r[i] ^ 0x80 for i in range(INT8_LINE_WEIGHTS)]))
-        poison = (s1.kind == Kind.ERROR) | s1_failed
+        m.d.sync += meta.eq(self.meta_rd_data.word_select(delayed(m, s1_group, 1, "s1_group_b"), 32))
+        meta = delayed(m, meta, PlaneBuffer.READ_LATENCY - 2, "meta")
         view = Signal(3)
         with m.Switch(s1.kind):
             for kind, v in _VIEW_OF_KIND.items():
                 with m.Case(kind):
                     m.d.comb += view.eq(v)
+        # (one assignment of the whole struct: the Verilog backend gives each separately
+        # assigned bit an `always @*` block of its own, which Icarus never runs when the bit's
+        # input settles at time 0 and never changes, e.g. `load` in a run without LUT regions)
+        selects = Signal(data.StructLayout({"row": 1, "int8": 1, "poison": 1, "view": 3, "fp": 1, "load": 1,
+                                            "masks": VIEW_MASKS}))
+        m.d.comb += selects.eq(Cat(s1.kind.as_value().matches(Kind.RAW_RD, Kind.PACKED, Kind.LUT_LOAD),
+                                   s1.kind == Kind.INT8, (s1.kind == Kind.ERROR) | s1_failed, view,
+                                   is_fp(s1.kind), s1_valid & (s1.kind == Kind.LUT_LOAD), view_masks(s1.k)))
+        s1_valid, s1, s1_step, s1_last, s1_failed, s1_load_index, s1_entry_in_line, s1_sub, selects = [
+            delayed(m, v, PlaneBuffer.READ_LATENCY, f"{name}_b") for v, name in (
+                (s1_valid, "s1_valid"), (s1, "s1"), (s1_step, "s1_step"), (s1_last, "s1_last"),
+                (s1_failed, "s1_failed"), (s1_load_index, "s1_load_index"),
+                (s1_entry_in_line, "s1_entry_in_line"), (s1_sub, "s1_sub"), (selects, "selects"))]
+
+        # --- stage 5: transpose / select -> side[0] and the dequantizers' inputs ---
+        m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
+        m.submodules.gather = gather = CodeGather(lanes)
+        for p in range(PLANES):
+            m.d.comb += [gather8.planes[p].eq(chunks[p]),
+                         gather.planes[p].eq(chunks[p].word_select(s1_sub, lanes))]
+        m.d.comb += [gather8.masks.eq(selects.masks), gather.masks.eq(selects.masks)]
+        int8_line = Cat(*[gather8.r[i] ^ 0x80 for i in range(INT8_LINE_WEIGHTS)])
+        # raw, packed and int8 lines (AND-OR with the decoded selects)
+        line_out = ((chunks.as_value() & selects.row.replicate(LINE_BITS))
+                    | (int8_line & selects.int8.replicate(LINE_BITS)))
+        poison = selects.poison
         m.d.comb += [
             self.dram_error.valid.eq(s1_valid & s1_last & s1_failed),
             self.dram_error.cause.eq(ErrorCause.DRAM_ERROR), self.dram_error.addr.eq(s1.addr),
         ]
-        s1_load = s1_valid & (s1.kind == Kind.LUT_LOAD)
-        # stage 3 registers: the dequantizers' input and what rides alongside it to the queue
+        s1_load = selects.load
+        # stage 5 registers: the dequantizers' input and what rides alongside it to the queue
         side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(DEQUANT_LATENCY + 1)]
         step_in = Signal(dequant_input(lanes))
         step_k = Signal(4)
@@ -214,16 +225,16 @@ class Responder(wiring.Component):
             table_load.valid.eq(s1_load & ~s1_failed), table_load.index.eq(s1_load_index),
             table_load.entry_in_line.eq(s1_entry_in_line), step_k.eq(s1.k),
             side[0].valid.eq(s1_valid & ~s1_load), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
-            side[0].fp.eq(is_fp(s1.kind)), side[0].lut.eq(s1.lut),
+            side[0].fp.eq(selects.fp), side[0].lut.eq(s1.lut),
             side[0].entry.ndr.eq(s1.write), side[0].entry.tag.eq(s1.tag), side[0].entry.poison.eq(poison),
-            side[0].entry.view.eq(view), side[0].entry.data.eq(Mux(poison, 0, line_out)),
+            side[0].entry.view.eq(selects.view), side[0].entry.data.eq(line_out & ~poison.replicate(LINE_BITS)),
             step_in.r.eq(gather.r), step_in.scale.eq(meta[:16]), step_in.zero.eq(meta[16:24]),
             step_in.scale_bf16.eq(s1.scale_bf16), step_in.scale_pow2.eq(s1.scale_pow2),
             step_in.out_bf16.eq(s1.kind == Kind.BF16),
             *[later.eq(earlier) for earlier, later in zip(side, side[1:])],
         ]
 
-        # --- stages 4..: dequantize (never stalls: the output is always taken) ---
+        # --- stages 6..: dequantize (never stalls: the output is always taken) ---
         m.submodules.dequant = dq = Dequantizer(lanes)
         m.d.comb += [dq.input.valid.eq(side[0].valid & side[0].fp), dq.input.payload.eq(step_in),
                      dq.output.ready.eq(1)]
@@ -236,9 +247,9 @@ class Responder(wiring.Component):
             lut.scale.eq(step_in.scale), lut.scale_bf16.eq(step_in.scale_bf16),
             lut.scale_pow2.eq(step_in.scale_pow2), lut.out_bf16.eq(step_in.out_bf16),
         ]
-        affine = _delayed(m, Cat(*[dq.output.payload[i] for i in range(lanes)]),
+        affine = delayed(m, Cat(*[dq.output.payload[i] for i in range(lanes)]),
                           DEQUANT_LATENCY - Dequantizer.LATENCY, "affine_result")
-        looked_up = _delayed(m, lut.result.as_value(), DEQUANT_LATENCY - LutDequantizer.LATENCY, "lut_result")
+        looked_up = delayed(m, lut.result.as_value(), DEQUANT_LATENCY - LutDequantizer.LATENCY, "lut_result")
 
         # --- pack the line into the output queue ---
         tail = side[-1]

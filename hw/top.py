@@ -11,7 +11,6 @@ Responses leave in request order; reads and writes may be interleaved.
 from amaranth import Module
 from amaranth.back import verilog
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .axi import axi4_signature
@@ -19,7 +18,8 @@ from .csr import CSR_BUS, CsrFile
 from .decode import REQUEST, AddressDecoder
 from .dram import DramPort
 from .fetch import FetchIssue
-from .layouts import JOB
+from .layouts import COMMAND, JOB
+from .queue import BlockRamQueue, HeadPair
 from .respond import DRS, NDR, Responder
 
 
@@ -42,10 +42,10 @@ class SmartQuantTop(wiring.Component):
         self.csr_file = CsrFile(lanes=lanes, axi_data_width=axi_data_width,
                                 default_dram_lines=min(1 << (axi_addr_width - 6), (1 << 32) - 1))
         self.decoder = AddressDecoder()
-        self.issue = FetchIssue(plane_slots=plane_slots, meta_slots=meta_slots)
+        self.responder = Responder(lanes=lanes, plane_slots=plane_slots, meta_slots=meta_slots)
+        self.issue = FetchIssue(plane_slots=plane_slots, meta_slots=meta_slots, fp_steps=self.responder.steps)
         self.dram = DramPort(addr_width=axi_addr_width, data_width=axi_data_width, id_width=axi_id_width,
                              plane_slots=plane_slots, meta_slots=meta_slots, wresp_depth=job_depth)
-        self.responder = Responder(lanes=lanes, plane_slots=plane_slots, meta_slots=meta_slots)
         self.job_depth = job_depth
         super().__init__({
             "req": In(stream.Signature(REQUEST)),
@@ -63,17 +63,17 @@ class SmartQuantTop(wiring.Component):
         m.submodules.issue = issue = self.issue
         m.submodules.dram = dram = self.dram
         m.submodules.responder = resp = self.responder
-        m.submodules.jobs = jobs = SyncFIFOBuffered(width=JOB.size, depth=self.job_depth)
-        # the job queue's block RAM output is slow (clk-to-q ~6 ns on an ECP5): the responder
-        # takes its job from a 4-entry queue of fabric registers (with 2 it takes one every other cycle)
-        m.submodules.job_head = head = SyncFIFOBuffered(width=JOB.size, depth=4)
+        m.submodules.jobs = jobs = BlockRamQueue(width=JOB.size, depth=self.job_depth)
 
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         wiring.connect(m, wiring.flipped(self.req), dec.req)
         wiring.connect(m, wiring.flipped(self.drs), resp.drs)
         wiring.connect(m, wiring.flipped(self.ndr), resp.ndr)
         wiring.connect(m, wiring.flipped(self.axi), dram.axi)
-        wiring.connect(m, dec.cmd, issue.cmd)
+        # the issue stage's decision moves a pointer, not the 170-bit command queue's output
+        m.submodules.cmd_head = cmd_head = HeadPair(COMMAND)
+        wiring.connect(m, dec.cmd, cmd_head.input)
+        wiring.connect(m, cmd_head.output, issue.cmd)
         wiring.connect(m, issue.plane_reads, dram.plane_reads)
         wiring.connect(m, issue.meta_reads, dram.meta_reads)
         wiring.connect(m, issue.writes, dram.writes)
@@ -82,8 +82,7 @@ class SmartQuantTop(wiring.Component):
         m.d.comb += [
             dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
             jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
-            head.w_en.eq(jobs.r_rdy), head.w_data.eq(jobs.r_data), jobs.r_en.eq(head.w_rdy),
-            resp.job.valid.eq(head.r_rdy), resp.job.payload.eq(head.r_data), head.r_en.eq(resp.job.ready),
+            resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
             issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),
             issue.release_plane.eq(resp.release_plane), issue.release_meta.eq(resp.release_meta),
             resp.plane_fills.eq(dram.plane_fills), resp.plane_failed.eq(dram.plane_failed),

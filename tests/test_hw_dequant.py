@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from amaranth import Const
 from amaranth.sim import Simulator
 
 from smartquant.hw.dequant import Dequantizer
-from smartquant.hw.transpose import CodeGather
+from smartquant.hw.transpose import CodeGather, view_masks
 from smartquant.spec import ScaleFormat
 from smartquant.sw.fpformat import bf16_bits, fp16_bits, scale_value
 
@@ -143,7 +144,7 @@ def test_code_gather_every_code_every_k():
                 # plane line p holds bit 7-p of every weight
                 ctx.set(dut.planes, [sum(((int(v) >> (7 - p)) & 1) << i for i, v in enumerate(q))
                                      for p in range(8)])
-                ctx.set(dut.k, k)
+                ctx.set(dut.masks.as_value(), ctx.get(view_masks(Const(k, 4))))
                 got[k, row] = [int(v) for v in ctx.get(dut.r)]
 
     sim = Simulator(dut)
