@@ -13,7 +13,7 @@ the canonical quiet NaN (0x7E00 / 0x7FC0).  No floating-point library involved.
 `Dequantizer` is a stream pipeline of `LATENCY` register stages (one result per cycle):
 1. |r - z|, its sign; the group scale decoded (`ScaleDecode`, shared by all lanes);
 2. the exact product |r - z| * significand (one 9x11 multiplier per lane);
-3. t, the position of the product's leading one; E's terms;
+3. t, the position of the product's leading one, its trailing zeros; E's terms;
 4. the clamped floor of the shift, t's terms;
 5. the shift amount, the exponent field of the encoding;
 6. the shift with guard and sticky bits;
@@ -22,7 +22,7 @@ the canonical quiet NaN (0x7E00 / 0x7FC0).  No floating-point library involved.
 All stages advance together while the output is empty or taken (`output.ready`).
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -101,11 +101,16 @@ class RoundPipeline(wiring.Component):
         for i in range(width):
             with m.If(self.product[i]):
                 m.d.comb += lead.eq(i)
+        trailing = Signal(range(width + 1))    # zeros below the lowest one (width if none)
+        m.d.comb += trailing.eq(width)
+        for i in reversed(range(width)):
+            with m.If(self.product[i]):
+                m.d.comb += trailing.eq(i)
         floor_less_one, exp_base = Signal(signed(12)), Signal(signed(12))
         m.d.comb += [floor_less_one.eq(Mux(self.out_bf16, 1 - 127 - 7, 1 - 15 - 10) - 1 - self.exponent),
                      exp_base.eq(self.exponent + Mux(self.out_bf16, 127, 15) - 1)]
         flags = dict(sign=self.sign, nan=self.nan, inf=self.inf, bf16=self.out_bf16)
-        s3 = passed(3, lead=lead, product=self.product, zero=self.product == 0, floor_less_one=floor_less_one,
+        s3 = passed(3, lead=lead, trailing=trailing, product=self.product, zero=self.product == 0, floor_less_one=floor_less_one,
                     exp_base=exp_base, **flags)
         flags = {name: s3[name] for name in ("sign", "nan", "inf", "bf16", "zero")}
 
@@ -119,7 +124,7 @@ class RoundPipeline(wiring.Component):
         m.d.comb += [normal.eq(s3["lead"] - Mux(s3["bf16"], 7 + 1, 10 + 1)),
                      biased_less_one.eq(s3["lead"] + s3["exp_base"])]
         s4 = passed(4, floor_guard=floor_guard, normal=normal, biased_less_one=biased_less_one,
-                    product=s3["product"], **flags)
+                    product=s3["product"], trailing=s3["trailing"], **flags)
         flags = {name: s4[name] for name in flags}
 
         # 5: shift = lsb - E = max(t - m, 1 - bias - m - E) (at most width + 1) as shift - 1;
@@ -132,14 +137,15 @@ class RoundPipeline(wiring.Component):
         s5 = passed(5, right=shift_less_one >= 0,   # shift > 0: rounded; else exact, shifted left
                     left=(~shift_less_one)[:4], below_guard=below_guard,
                     exp_field=(Mux(biased < 0, 0, biased) << Mux(flags["bf16"], 7, 10))[:20],
-                    product=s4["product"], **flags)
+                    product=s4["product"], trailing=s4["trailing"], **flags)
         flags = {name: s5[name] for name in flags}
 
-        # 6: shift with guard and sticky bits
+        # 6: shift with guard and sticky bits (a one below the guard bit: fewer trailing zeros
+        #    than bits dropped under it)
         product = s5["product"]
         with_guard = Signal(width)             # kept bits and the guard bit below them
         m.d.comb += with_guard.eq(product >> s5["below_guard"])
-        sticky = (product & ((Const(1, 1) << s5["below_guard"]) - 1)[:width]) != 0
+        sticky = s5["trailing"] < s5["below_guard"]
         shifted_left = Signal(width + 11)
         m.d.comb += shifted_left.eq(product << s5["left"])
         s6 = passed(6, with_guard=with_guard, sticky=sticky, shifted_left=shifted_left, right=s5["right"],

@@ -24,7 +24,6 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS, CODEBOOK_ENTRIES
 from .dequant import SIG_BITS, RoundPipeline, ScaleDecode
-from .pipeline import delayed
 
 ENTRY_BITS = 16
 INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()        #: 9
@@ -104,13 +103,20 @@ class LutDequantizer(wiring.Component):
         valid = Signal(self.LATENCY)               # bit n: stage n + 1 holds a step
         m.d.sync += valid.eq(Cat(self.valid, valid[:-1]))
         m.d.comb += self.result_valid.eq(valid[-1])
-        # a step waits `LOAD_STAGES` cycles, as loads do, then reads the tables
-        # (`drop`: the code bits below the view, 8 - k)
-        step = Signal(data.StructLayout({"r": data.ArrayLayout(CODE_BITS, self.lanes), "drop": range(CODE_BITS),
-                                         "scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}))
-        m.d.comb += [step.r.eq(self.r), step.drop.eq(CODE_BITS - self.k), step.scale.eq(self.scale),
-                     step.bf16.eq(self.scale_bf16), step.pow2.eq(self.scale_pow2), step.out_bf16.eq(self.out_bf16)]
-        step = delayed(m, step, self.LOAD_STAGES, "step")
+        # a step waits `LOAD_STAGES` cycles, as loads do, then reads the tables: its inputs
+        # registered (`drop`: the code bits below the view, 8 - k), then the table indices
+        # `(0x100 | r) >> drop` registered
+        assert self.LOAD_STAGES == 2
+        shared = {"scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}
+        arrived = Signal(data.StructLayout({"r": data.ArrayLayout(CODE_BITS, self.lanes),
+                                            "drop": range(CODE_BITS), **shared}))
+        m.d.sync += [arrived.r.eq(self.r), arrived.drop.eq(CODE_BITS - self.k), arrived.scale.eq(self.scale),
+                     arrived.bf16.eq(self.scale_bf16), arrived.pow2.eq(self.scale_pow2),
+                     arrived.out_bf16.eq(self.out_bf16)]
+        step = Signal(data.StructLayout({"index": data.ArrayLayout(INDEX_BITS, self.lanes), **shared}))
+        m.d.sync += [*(step.index[i].eq((Cat(arrived.r[i], Const(1, 1)) >> arrived.drop)[:INDEX_BITS])
+                       for i in range(self.lanes)),
+                     *(getattr(step, name).eq(getattr(arrived, name)) for name in shared)]
         # the scale: held beside the table read, decoded in the stage after
         held = Signal(data.StructLayout({"scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}))
         decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
@@ -136,7 +142,7 @@ class LutDequantizer(wiring.Component):
             m.submodules[f"lane{i}"] = lane = LutLane()
             m.d.comb += [
                 write.en.eq(loaded.valid), write.addr.eq(loaded.index), write.data.eq(loaded.entry),
-                read.en.eq(1), read.addr.eq((Cat(step.r[i], Const(1, 1)) >> step.drop)[:INDEX_BITS]),
+                read.en.eq(1), read.addr.eq(step.index[i]),
                 lane.entry.eq(read.data),
                 lane.scale_sign.eq(decoded.sign), lane.significand.eq(decoded.significand),
                 lane.exponent.eq(decoded.exponent), lane.scale_inf.eq(decoded.inf), lane.scale_nan.eq(decoded.nan),

@@ -108,19 +108,10 @@ class Responder(wiring.Component):
         meta_filled = ~(first & j.meta_alloc) | meta_landed
         # (only jobs that read a slot allocate one, and only a write waits for its response)
         ready = plane_filled & meta_filled & ((j.kind != Kind.RAW_WR) | self.wresp.valid)
-        failed = Signal()
-        plane_failed = self.plane_failed.bit_select(j.plane_slot, 1)
-        with m.Switch(j.kind):
-            with m.Case(Kind.RAW_WR):
-                m.d.comb += failed.eq(self.wresp.payload)
-            with m.Case(Kind.FP16, Kind.BF16):
-                m.d.comb += failed.eq(plane_failed | self.meta_failed.bit_select(j.meta_slot, 1))
-            with m.Case(Kind.RAW_RD, Kind.PACKED, Kind.INT8, Kind.LUT_LOAD):
-                m.d.comb += failed.eq(plane_failed)
         s1_valid = Signal()
         s1 = Signal(JOB)
         s1_step = Signal.like(step)
-        s1_last, s1_failed = Signal(), Signal()
+        s1_last, s1_first, s1_write_failed = Signal(), Signal(), Signal()
         in_flight = Signal(range(self.out_depth + 1))       # lines started, not yet in the queue
         # room for one more line, registered: a cycle late, so it keeps one entry spare for
         # the line that may start meanwhile
@@ -142,10 +133,23 @@ class Responder(wiring.Component):
                      plane_landed.eq(self.plane_fills != plane_started_next),
                      meta_landed.eq(self.meta_fills != meta_started_next)]
         m.d.sync += in_flight.eq(in_flight + (go & last & ~is_load) - out.w_en)
-        with m.If(go & first & is_load):
+        m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last), s1_first.eq(first),
+                     s1_write_failed.eq(self.wresp.payload)]
+        # stage 1: whether the step's data came with an error (a slot's flag holds until the
+        # slot is allocated again, which is later than a cycle after its last job started)
+        s1_failed = Signal()
+        plane_failed = self.plane_failed.bit_select(s1.plane_slot, 1)
+        failed = Signal()
+        with m.Switch(s1.kind):
+            with m.Case(Kind.RAW_WR):
+                m.d.comb += failed.eq(s1_write_failed)
+            with m.Case(Kind.FP16, Kind.BF16):
+                m.d.comb += failed.eq(plane_failed | self.meta_failed.bit_select(s1.meta_slot, 1))
+            with m.Case(Kind.RAW_RD, Kind.PACKED, Kind.INT8, Kind.LUT_LOAD):
+                m.d.comb += failed.eq(plane_failed)
+        m.d.comb += s1_failed.eq(failed | (s1.lut & is_fp(s1.kind) & table_failed))   # lookups, not loads
+        with m.If(s1_valid & s1_first & (s1.kind == Kind.LUT_LOAD)):
             m.d.sync += table_failed.eq(failed)
-        m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last),
-                     s1_failed.eq(failed | (j.lut & table_failed))]
         # the step's selects and buffer addresses, registered at its start;
         # a LUT_LOAD step loads entry (1 << k) | step of the set, at that index in the slot's
         # lines (k < 5: the first line holds view k's entries; else they start the slot)
