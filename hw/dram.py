@@ -55,7 +55,7 @@ class DramPort(wiring.Component):
             "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
             "plane_rd_data": Out(LINE_BITS),
             "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
-            "reads_idle": Out(1, init=1), "writes_idle": Out(1, init=1),
+            "reads_idle": Out(1), "writes_idle": Out(1),
             "read_beat": Out(1), "write_beat": Out(1),
         })
 
@@ -109,10 +109,8 @@ class DramPort(wiring.Component):
         plane_issued = self.plane_reads.valid & self.plane_reads.ready
         meta_issued = self.meta_reads.valid & self.meta_reads.ready
         burst_end = r_beat & axi.rlast
-        outstanding_next = outstanding + plane_issued + meta_issued - burst_end
-        # the idle flags are registers: compared with zero before the clock edge, not after
-        m.d.sync += [outstanding.eq(outstanding_next), self.reads_idle.eq(outstanding_next == 0)]
-        m.d.comb += landing.r_en.eq(burst_end)
+        m.d.sync += outstanding.eq(outstanding + plane_issued + meta_issued - burst_end)
+        m.d.comb += [landing.r_en.eq(burst_end), self.reads_idle.eq(outstanding == 0)]
         with m.If(r_beat):
             m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
         with m.If(burst_end):
@@ -161,10 +159,10 @@ class DramPort(wiring.Component):
         pending = Signal(range(self.wresp_depth + 8))
         write_issued = self.writes.valid & self.writes.ready
         b_done = axi.bvalid & axi.bready
-        pending_next = pending + write_issued - b_done
-        m.d.sync += [pending.eq(pending_next), self.writes_idle.eq(pending_next == 0)]
+        m.d.sync += pending.eq(pending + write_issued - b_done)
         m.d.comb += [
             axi.bready.eq(bq.w_rdy), bq.w_en.eq(axi.bvalid), bq.w_data.eq(axi.bresp[1]),
+            self.writes_idle.eq(pending == 0),
             self.wresp.valid.eq(bq.r_rdy), self.wresp.payload.eq(bq.r_data), bq.r_en.eq(self.wresp.ready),
         ]
         return m
