@@ -34,7 +34,7 @@ from .dequant import Dequantizer, dequant_input
 from .dram import FILL_COUNT_BITS
 from .layouts import JOB, Kind, is_fp
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
-from .pipeline import delayed
+from .pipeline import DelayLine, delayed
 from .planebuf import CHUNK_BITS, PlaneBuffer
 from .transpose import VIEW_MASKS, CodeGather, view_masks
 
@@ -51,9 +51,9 @@ DEQUANT_LATENCY = max(Dequantizer.LATENCY, LutDequantizer.LATENCY)
 PIPELINE_DEPTH = 1 + PlaneBuffer.READ_LATENCY + 1 + DEQUANT_LATENCY
 
 
-def _side_layout(steps: int) -> data.StructLayout:
-    """What a step carries from stage 5 to the output queue beside the dequantizers."""
-    return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "lut": 1, "step": range(steps), "entry": _OUT})
+def _control_layout(steps: int) -> data.StructLayout:
+    """What a step carries from stage 5 to the output queue beside the dequantizers, besides its entry."""
+    return data.StructLayout({"valid": 1, "last": 1, "fp": 1, "lut": 1, "step": range(steps)})
 
 
 _VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: View.INT8,
@@ -202,7 +202,7 @@ class Responder(wiring.Component):
                 (s1_failed, "s1_failed"), (s1_load_index, "s1_load_index"),
                 (s1_entry_in_line, "s1_entry_in_line"), (s1_sub, "s1_sub"), (selects, "selects"))]
 
-        # --- stage 5: transpose / select -> side[0] and the dequantizers' inputs ---
+        # --- stage 5: transpose / select -> side, side_entry and the dequantizers' inputs ---
         m.submodules.gather8 = gather8 = CodeGather(INT8_LINE_WEIGHTS)
         m.submodules.gather = gather = CodeGather(lanes)
         for p in range(PLANES):
@@ -220,34 +220,34 @@ class Responder(wiring.Component):
         ]
         s1_load = selects.load
         # stage 5 registers: the dequantizers' input and what rides alongside it to the queue
-        side = [Signal(_side_layout(steps), name=f"side{n}") for n in range(DEQUANT_LATENCY + 1)]
+        side = Signal(_control_layout(steps))       # the step's control bits
+        side_entry = Signal(_OUT)                   # and its entry (data of raw / packed / int8 lines)
         step_in = Signal(dequant_input(lanes))
         step_k = Signal(4)
-        # a LUT_LOAD step's entry: its line rides in side[0], the entry is picked from it there
+        # a LUT_LOAD step's entry: its line rides in side_entry, the entry is picked from it there
         table_load = Signal(data.StructLayout({"valid": 1, "index": INDEX_BITS, "entry_in_line": _ENTRY_IN_LINE_BITS}))
         m.d.sync += [
             table_load.valid.eq(s1_load & ~s1_failed), table_load.index.eq(s1_load_index),
             table_load.entry_in_line.eq(s1_entry_in_line), step_k.eq(s1.k),
-            side[0].valid.eq(s1_valid & ~s1_load), side[0].last.eq(s1_last), side[0].step.eq(s1_step),
-            side[0].fp.eq(selects.fp), side[0].lut.eq(s1.lut),
-            side[0].entry.ndr.eq(s1.write), side[0].entry.tag.eq(s1.tag), side[0].entry.poison.eq(poison),
-            side[0].entry.view.eq(selects.view), side[0].entry.data.eq(line_out & ~poison.replicate(LINE_BITS)),
+            side.valid.eq(s1_valid & ~s1_load), side.last.eq(s1_last), side.step.eq(s1_step),
+            side.fp.eq(selects.fp), side.lut.eq(s1.lut),
+            side_entry.ndr.eq(s1.write), side_entry.tag.eq(s1.tag), side_entry.poison.eq(poison),
+            side_entry.view.eq(selects.view), side_entry.data.eq(line_out & ~poison.replicate(LINE_BITS)),
             step_in.r.eq(gather.r), step_in.scale.eq(meta[:16]), step_in.zero.eq(meta[16:24]),
             step_in.scale_bf16.eq(s1.scale_bf16), step_in.scale_pow2.eq(s1.scale_pow2),
             step_in.out_bf16.eq(s1.kind == Kind.BF16),
-            *[later.eq(earlier) for earlier, later in zip(side, side[1:])],
         ]
 
         # --- stages 6..: dequantize (never stalls: the output is always taken) ---
         m.submodules.dequant = dq = Dequantizer(lanes)
-        m.d.comb += [dq.input.valid.eq(side[0].valid & side[0].fp), dq.input.payload.eq(step_in),
+        m.d.comb += [dq.input.valid.eq(side.valid & side.fp), dq.input.payload.eq(step_in),
                      dq.output.ready.eq(1)]
         # table lookup, beside it; the shorter pipeline's result is delayed so both leave together
         m.submodules.lut = lut = LutDequantizer(lanes)
         m.d.comb += [
             lut.load.valid.eq(table_load.valid), lut.load.payload.index.eq(table_load.index),
-            lut.load.payload.entry.eq(side[0].entry.data.word_select(table_load.entry_in_line, ENTRY_BITS)),
-            lut.valid.eq(side[0].valid & side[0].fp & side[0].lut), lut.r.eq(step_in.r), lut.k.eq(step_k),
+            lut.load.payload.entry.eq(side_entry.data.word_select(table_load.entry_in_line, ENTRY_BITS)),
+            lut.valid.eq(side.valid & side.fp & side.lut), lut.r.eq(step_in.r), lut.k.eq(step_k),
             lut.scale.eq(step_in.scale), lut.scale_bf16.eq(step_in.scale_bf16),
             lut.scale_pow2.eq(step_in.scale_pow2), lut.out_bf16.eq(step_in.out_bf16),
         ]
@@ -256,18 +256,23 @@ class Responder(wiring.Component):
         looked_up = delayed(m, lut.result.as_value(), DEQUANT_LATENCY - LutDequantizer.LATENCY, "lut_result")
 
         # --- pack the line into the output queue ---
-        tail = side[-1]
+        # (beside the dequantizers, `DEQUANT_LATENCY` cycles: the control bits in registers, the
+        # 525-bit entry in a LUT-RAM delay line, where a row of flip-flops per stage would take ~6 k)
+        tail = delayed(m, side, DEQUANT_LATENCY, "side")
+        m.submodules.entry_delay = entry_delay = DelayLine(_OUT, DEQUANT_LATENCY)
+        m.d.comb += entry_delay.input.eq(side_entry)
+        tail_entry = entry_delay.output
         chunk = Mux(tail.lut, looked_up, affine)
         acc = Signal(LINE_BITS)                                  # earlier steps of the line
         if steps > 1:
             with m.If(tail.valid & tail.fp & ~tail.last):
                 m.d.sync += acc.word_select(tail.step, lanes * 16).eq(chunk)
-        fp_line = Mux(tail.entry.poison, 0, Cat(acc[:(steps - 1) * lanes * 16], chunk))
+        fp_line = Mux(tail_entry.poison, 0, Cat(acc[:(steps - 1) * lanes * 16], chunk))
         entry = data.View(_OUT, out.w_data)
         m.d.comb += [
             out.w_en.eq(tail.valid & tail.last),
-            entry.eq(tail.entry),
-            entry.data.eq(Mux(tail.fp, fp_line, tail.entry.data)),
+            entry.eq(tail_entry),
+            entry.data.eq(Mux(tail.fp, fp_line, tail_entry.data)),
         ]
 
         # --- ordered output: DRS or NDR ---
