@@ -37,6 +37,7 @@ from ..spec import (K_SHIFT, LINE_BITS, MAX_REGIONS, OFFSET_BITS, PLANES, REQ_FI
                     Opcode, ScaleFormat, View)
 from .csr import ERROR_REPORT, REGION
 from .layouts import COMMAND, Kind, is_fp, is_quantized, needs_plane
+from .pipeline import DelayLine
 
 REQUEST = data.StructLayout(dict(REQ_FIELDS))
 _KIND_OF_VIEW = {View.RAW: Kind.RAW_RD, View.PACKED: Kind.PACKED, View.INT8: Kind.INT8,
@@ -64,7 +65,7 @@ _SELECTED = data.StructLayout({"first": 29, "meta_base": 32, "symmetric": 1, "sc
 
 #: what every stage carries: the command being built and its checks
 _CARRIED = data.StructLayout({"valid": 1, "cmd": COMMAND, "view": 3, "error": 3, "divide": 1,
-                              "offset": OFFSET_BITS, "data": LINE_BITS})
+                              "offset": OFFSET_BITS})
 
 
 class AddressDecoder(wiring.Component):
@@ -99,7 +100,10 @@ class AddressDecoder(wiring.Component):
         a = stage["a"]
         req = self.req.payload
         m.d.sync += [a.valid.eq(enter), a.cmd.write.eq(req.opcode == Opcode.MEM_WR), a.cmd.tag.eq(req.tag),
-                     a.cmd.addr.eq(req.addr), a.data.eq(req.data), a.offset.eq(req.addr[:OFFSET_BITS])]
+                     a.cmd.addr.eq(req.addr), a.offset.eq(req.addr[:OFFSET_BITS])]
+        # a MemWr's payload keeps pace with its command in a LUT-RAM delay line
+        m.submodules.data_delay = data_delay = DelayLine(LINE_BITS, STAGES)
+        m.d.comb += data_delay.input.eq(req.data)
 
         # --- B: checks; block and line by shifting, or the reciprocal ---
         view = a.cmd.addr[VIEW_SHIFT:VIEW_SHIFT + 3]
@@ -245,7 +249,7 @@ class AddressDecoder(wiring.Component):
             with m.If(cmd.kind == Kind.RAW_WR):
                 m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]
 
-        m.d.comb += [data_queue.w_en.eq(c6.valid & (c6.cmd.kind == Kind.RAW_WR)), data_queue.w_data.eq(c6.data),
+        m.d.comb += [data_queue.w_en.eq(c6.valid & (c6.cmd.kind == Kind.RAW_WR)), data_queue.w_data.eq(data_delay.output),
                      self.write_data.valid.eq(data_queue.r_rdy), self.write_data.payload.eq(data_queue.r_data),
                      data_queue.r_en.eq(self.write_data.ready)]
         m.d.comb += [queue.w_en.eq(c6.valid), queue.w_data.eq(c6.cmd),
