@@ -118,13 +118,12 @@ class LutDequantizer(wiring.Component):
                        for i in range(self.lanes)),
                      *(getattr(step, name).eq(getattr(arrived, name)) for name in shared)]
         # the scale: held beside the table read, decoded in the stage after
-        held = Signal(data.StructLayout({"scale": 16, "bf16": 1, "pow2": 1, "out_bf16": 1}))
+        held = Signal(data.StructLayout(shared))
         decoded = Signal(data.StructLayout({"sign": 1, "significand": SIG_BITS, "exponent": signed(10),
                                             "inf": 1, "nan": 1, "out_bf16": 1}))
         m.d.comb += [self.load.ready.eq(1), scale.bits.eq(held.scale), scale.bf16.eq(held.bf16),
                      scale.pow2.eq(held.pow2)]
-        m.d.sync += [held.scale.eq(step.scale), held.bf16.eq(step.bf16), held.pow2.eq(step.pow2),
-                     held.out_bf16.eq(step.out_bf16),
+        m.d.sync += [*(getattr(held, name).eq(getattr(step, name)) for name in shared),
                      decoded.eq(Cat(scale.sign, scale.significand, scale.exponent, scale.inf, scale.nan,
                                     held.out_bf16))]
         # loads: the entry registered as it came, then decoded (binary16 bits: bf16 = pow2 = 0)
