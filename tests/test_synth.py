@@ -97,6 +97,21 @@ def test_bad_target_is_rejected():
         synth.synthesize(MAC_RAM_VERILOG, "mac_ram", "xilinx")
 
 
+@pytest.mark.parametrize("router", [None, "router2"])
+def test_router_and_seed_reach_nextpnr_and_the_report(tmp_path, router):
+    """ECP5's default router is router1; router2 hands its leftovers to router1."""
+    report = synth.synthesize(AdderTree(2), "adder_tree", "ecp5", router=router, seed=3,
+                              workdir=tmp_path)
+    assert (report.router, report.seed) == (router or "default", 3)
+    log = (tmp_path / "nextpnr.log").read_text()
+    assert "Router1 time" in log and ("Router2 time" in log) == (router == "router2")
+
+
+def test_bad_router_is_rejected():
+    with pytest.raises(SmartquantError, match="unknown nextpnr router 'router3'"):
+        synth.synthesize(MAC_RAM_VERILOG, "mac_ram", "ecp5", router="router3")
+
+
 def test_bad_frequency_is_rejected():
     with pytest.raises(SmartquantError, match="frequency"):
         synth.synthesize(MAC_RAM_VERILOG, "mac_ram", "ecp5", freq_mhz=0)

@@ -21,6 +21,10 @@ def register(subparsers) -> None:
     parser.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                         help="target clock frequency for place and route (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--router", choices=synth.ROUTERS,
+                        help="nextpnr router (default: nextpnr's own for the family, router1 on "
+                             "ECP5 and iCE40; router2 is faster but does not converge on the "
+                             "full ECP5 controller)")
     parser.add_argument("--timeout", type=float, default=synth.DEFAULT_TIMEOUT_S,
                         metavar="S", help="limit per tool run in seconds")
     parser.add_argument("--share", action="store_true",
@@ -33,7 +37,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     result = synth.synthesize_top(
         args.target, lanes=args.lanes, axi_data_width=args.axi_data_width,
-        freq_mhz=args.freq, seed=args.seed, timeout_s=args.timeout, workdir=args.workdir,
+        freq_mhz=args.freq, seed=args.seed, router=args.router, timeout_s=args.timeout, workdir=args.workdir,
         resource_sharing=args.share, progress=True)
     print(report.format_table(["quantity", "value"], result.table_rows()))
     print(f"\ncritical path ({result.critical_path_ns} ns):\n{result.critical_path}")
