@@ -78,7 +78,10 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, issue.meta_reads, dram.meta_reads)
         wiring.connect(m, issue.writes, dram.writes)
         wiring.connect(m, dec.write_data, dram.write_data)
-        wiring.connect(m, dram.wresp, resp.wresp)
+        # the responder's start of a write moves a pointer, not the far write-response queue's head
+        m.submodules.wresp_head = wresp_head = HeadPair(1)
+        wiring.connect(m, dram.wresp, wresp_head.input)
+        wiring.connect(m, wresp_head.output, resp.wresp)
         m.d.comb += [
             dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
             jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
