@@ -56,9 +56,7 @@ class FetchIssue(wiring.Component):
         # `plane_hit`, `meta_hit`, `table_hit`, decided in order by the decoder)
         plane_cur = Signal(range(P), init=P - 1)     # slot of the most recent plane fetch
         meta_cur = Signal(range(M), init=M - 1)
-        plane_used = Signal(range(P + 1), init=1)    # slots not yet released
-        meta_used = Signal(range(M + 1), init=1)
-        plane_free, meta_free = Signal(init=1), Signal(init=1)   # used < slots, as registers
+        plane_free, meta_free = Signal(), Signal()   # a slot may be allocated
         plane_pending, meta_pending = Signal(), Signal()   # fetched for the command at the head
         table_pending = Signal()                            # ... its table loaded
         plane_next = Mux(plane_cur == P - 1, 0, plane_cur + 1)
@@ -129,8 +127,21 @@ class FetchIssue(wiring.Component):
             m.d.sync += plane_cur.eq(plane_next)
         with m.If(alloc_meta):
             m.d.sync += meta_cur.eq(meta_next)
-        plane_used_next = plane_used + alloc_plane + load_table - self.release_plane
-        meta_used_next = meta_used + alloc_meta - self.release_meta
-        m.d.sync += [plane_used.eq(plane_used_next), plane_free.eq(plane_used_next < P),
-                     meta_used.eq(meta_used_next), meta_free.eq(meta_used_next < M)]
+        m.d.comb += [plane_free.eq(_slots_free(m, P, alloc_plane | load_table, self.release_plane, "plane")),
+                     meta_free.eq(_slots_free(m, M, alloc_meta, self.release_meta, "meta"))]
         return m
+
+
+def _slots_free(m: Module, slots: int, alloc: Signal, release: Signal, name: str) -> Signal:
+    """A register: whether fewer than `slots` slots are in use (allocated, not yet released;
+    one is in use from reset, the one the first allocation's predecessor stands for).  The
+    next value is picked by `alloc` and `release` among comparisons of the count held, so
+    neither the issue decision nor the response stage's start meets an adder on its way."""
+    used = Signal(range(slots + 1), init=1, name=f"{name}_used")
+    free = Signal(init=1, name=f"{name}_free")
+    m.d.sync += used.eq(used + alloc - release)
+    with m.If(alloc & ~release):
+        m.d.sync += free.eq(used < slots - 1)
+    with m.Elif(release & ~alloc):
+        m.d.sync += free.eq(1)
+    return free
