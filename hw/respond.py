@@ -60,6 +60,20 @@ _VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: Vie
                  Kind.FP16: View.FP16, Kind.BF16: View.BF16}
 
 
+def _landed(m: Module, fills: Signal, release: Signal, name: str) -> Signal:
+    """A register: whether the DRAM port has completed more bursts (`fills`) than the slot
+    allocations started, counting this cycle's `release` (the sequencer's start of a job
+    that allocated a slot).  Both counts' comparisons are made from registers and `release`
+    only selects one, so the sequencer's decision meets no adder on its way here."""
+    started = Signal(FILL_COUNT_BITS, name=f"{name}_started")
+    started_plus_one = Signal(FILL_COUNT_BITS, init=1, name=f"{name}_started_plus_one")
+    landed = Signal(name=f"{name}_landed")
+    with m.If(release):
+        m.d.sync += [started.eq(started_plus_one), started_plus_one.eq(started_plus_one + 1)]
+    m.d.sync += landed.eq(Mux(release, fills != started_plus_one, fills != started))
+    return landed
+
+
 class Responder(wiring.Component):
     def __init__(self, *, lanes: int, plane_slots: int, meta_slots: int, out_depth: int = PIPELINE_DEPTH + 8):
         if lanes not in (1, 2, 4, 8, 16, 32):
@@ -100,10 +114,10 @@ class Responder(wiring.Component):
         # (a job reusing a slot follows the one that allocated it; later steps of a job follow
         # its first)
         first = Signal(init=1)              # step == 0, as a register
-        plane_started, meta_started = Signal(FILL_COUNT_BITS), Signal(FILL_COUNT_BITS)
         # (as registers: the counts a cycle old, the allocations started including this cycle's,
         # so they may only be late by a cycle, never early)
-        plane_landed, meta_landed = Signal(), Signal()
+        plane_landed = _landed(m, self.plane_fills, self.release_plane, "plane")
+        meta_landed = _landed(m, self.meta_fills, self.release_meta, "meta")
         plane_filled = ~(first & j.plane_alloc) | plane_landed
         meta_filled = ~(first & j.meta_alloc) | meta_landed
         # (only jobs that read a slot allocate one, and only a write waits for its response)
@@ -127,11 +141,6 @@ class Responder(wiring.Component):
         ]
         with m.If(go):
             m.d.sync += [step.eq(Mux(last, 0, step + 1)), first.eq(last)]
-        plane_started_next = (plane_started + self.release_plane)[:FILL_COUNT_BITS]
-        meta_started_next = (meta_started + self.release_meta)[:FILL_COUNT_BITS]
-        m.d.sync += [plane_started.eq(plane_started_next), meta_started.eq(meta_started_next),
-                     plane_landed.eq(self.plane_fills != plane_started_next),
-                     meta_landed.eq(self.meta_fills != meta_started_next)]
         m.d.sync += in_flight.eq(in_flight + (go & last & ~is_load) - out.w_en)
         m.d.sync += [s1_valid.eq(go), s1.eq(j), s1_step.eq(step), s1_last.eq(last), s1_first.eq(first),
                      s1_write_failed.eq(self.wresp.payload)]
@@ -156,13 +165,11 @@ class Responder(wiring.Component):
         load_index = (step[:CODE_BITS] | (Const(1, INDEX_BITS) << j.k))[:INDEX_BITS]
         slot_entry = Mux(j.k < 5, load_index, step)[:CODE_BITS]
         s1_load_index, s1_entry_in_line = Signal(INDEX_BITS), Signal(_ENTRY_IN_LINE_BITS)
-        s1_group = Signal(4)                # the step's group within the metadata line
         # the plane buffer read: a row for raw / packed lines and codebook entries (the output
         # line, or the entry's line), else the column of 64-bit chunks holding the step's
         # codes: chunk `line` for int8, chunk `lane_chunk // per_chunk` for fp16 / bf16
         per_chunk = CHUNK_BITS // lanes     # steps' lanes per 64-bit chunk
         lane_chunk = j.line * steps + step  # the step's lanes-bit chunk within a plane line
-        s1_sub = Signal(range(per_chunk))   # ... within its 64-bit chunk
         column = fp | (j.kind == Kind.INT8)
         # (registered: the buffers are read in the cycle after the step starts)
         m.d.sync += [
@@ -171,9 +178,13 @@ class Responder(wiring.Component):
             self.plane_rd_index.eq(Mux(column, Mux(fp, lane_chunk // per_chunk, j.line[:3]),
                                        Mux(is_load, slot_entry[_ENTRY_IN_LINE_BITS:], j.line[:3]))),
         ]
-        m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:_ENTRY_IN_LINE_BITS]),
-                     s1_sub.eq(lane_chunk % per_chunk),
-                     s1_group.eq((j.first_group + ((j.line * FP_LINE_WEIGHTS + step * lanes) >> j.log2_group))[:4])]
+        m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:_ENTRY_IN_LINE_BITS])]
+        # (from stage 1's registers, not from the queue's head: the step's lanes-bit chunk
+        # within its 64-bit chunk, and its group within the metadata line)
+        s1_sub = Signal(range(per_chunk))
+        s1_group = Signal(4)
+        m.d.comb += [s1_sub.eq((s1.line * steps + s1_step) % per_chunk),
+                     s1_group.eq(s1.first_group + ((s1.line * FP_LINE_WEIGHTS + s1_step * lanes) >> s1.log2_group))]
 
         # --- stages 2-4: buffers read (the plane buffer's data come `PlaneBuffer.READ_LATENCY`
         # cycles after the address: block RAM's slow clk-to-q drives only a register, then the
