@@ -167,15 +167,18 @@ class Responder(wiring.Component):
         s1_load_index, s1_entry_in_line = Signal(INDEX_BITS), Signal(_ENTRY_IN_LINE_BITS)
         # the plane buffer read: a row for raw / packed lines and codebook entries (the output
         # line, or the entry's line), else the column of 64-bit chunks holding the step's
-        # codes: chunk `line` for int8, chunk `lane_chunk // per_chunk` for fp16 / bf16
+        # codes: chunk `line` for int8, chunk `lane_chunk(j, step) // per_chunk` for fp16 / bf16
         per_chunk = CHUNK_BITS // lanes     # steps' lanes per 64-bit chunk
-        lane_chunk = j.line * steps + step  # the step's lanes-bit chunk within a plane line
+
+        def lane_chunk(job, step):
+            """The step's lanes-bit chunk within a plane line."""
+            return job.line * steps + step
         column = fp | (j.kind == Kind.INT8)
         # (registered: the buffers are read in the cycle after the step starts)
         m.d.sync += [
             self.plane_rd_slot.eq(j.plane_slot), self.meta_rd_addr.eq(j.meta_slot),
             self.plane_rd_column.eq(column),
-            self.plane_rd_index.eq(Mux(column, Mux(fp, lane_chunk // per_chunk, j.line[:3]),
+            self.plane_rd_index.eq(Mux(column, Mux(fp, lane_chunk(j, step) // per_chunk, j.line[:3]),
                                        Mux(is_load, slot_entry[_ENTRY_IN_LINE_BITS:], j.line[:3]))),
         ]
         m.d.sync += [s1_load_index.eq(load_index), s1_entry_in_line.eq(slot_entry[:_ENTRY_IN_LINE_BITS])]
@@ -183,7 +186,7 @@ class Responder(wiring.Component):
         # within its 64-bit chunk, and its group within the metadata line)
         s1_sub = Signal(range(per_chunk))
         s1_group = Signal(4)
-        m.d.comb += [s1_sub.eq((s1.line * steps + s1_step) % per_chunk),
+        m.d.comb += [s1_sub.eq(lane_chunk(s1, s1_step) % per_chunk),
                      s1_group.eq(s1.first_group + ((s1.line * FP_LINE_WEIGHTS + s1_step * lanes) >> s1.log2_group))]
 
         # --- stages 2-4: buffers read (the plane buffer's data come `PlaneBuffer.READ_LATENCY`
