@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import LINE_BITS, LINE_BYTES, PLANES
 from .axi import AXI_BURST_INCR, axi4_signature
+from .counter import held_below
 from .planebuf import CHUNK_BITS, PlaneBuffer
 from .queue import BlockRamQueue
 
@@ -110,7 +111,9 @@ class DramPort(wiring.Component):
         meta_issued = self.meta_reads.valid & self.meta_reads.ready
         burst_end = r_beat & axi.rlast
         m.d.sync += outstanding.eq(outstanding + plane_issued + meta_issued - burst_end)
-        m.d.comb += [landing.r_en.eq(burst_end), self.reads_idle.eq(outstanding == 0)]
+        m.d.comb += [landing.r_en.eq(burst_end),
+                     self.reads_idle.eq(held_below(m, outstanding, 1, plane_issued | meta_issued, burst_end,
+                                                   name="reads_idle_held"))]
         with m.If(r_beat):
             m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
         with m.If(burst_end):
@@ -162,7 +165,7 @@ class DramPort(wiring.Component):
         m.d.sync += pending.eq(pending + write_issued - b_done)
         m.d.comb += [
             axi.bready.eq(bq.w_rdy), bq.w_en.eq(axi.bvalid), bq.w_data.eq(axi.bresp[1]),
-            self.writes_idle.eq(pending == 0),
+            self.writes_idle.eq(held_below(m, pending, 1, write_issued, b_done, name="writes_idle_held")),
             self.wresp.valid.eq(bq.r_rdy), self.wresp.payload.eq(bq.r_data), bq.r_en.eq(self.wresp.ready),
         ]
         return m
