@@ -21,8 +21,9 @@ of its own (`write_data`, to the DRAM port), so the commands stay narrow.  Stage
   C5 kind, cause, plane and metadata line addresses, first group; an fp16 / bf16 request on
      a table-lookup region carries `lut` and the region's codebook (int8 there: poison);
   C6 reuse: whether the most recent plane fetch, metadata fetch and table load (which the
-     commands before this one decide, in order) already hold what it needs.  The issue
-     stage fetches exactly the misses, so its own decision has no address compares.
+     commands before this one decide, in order) already hold what it needs; the command
+     carries the misses (`fetch_plane`, `fetch_meta`, `fetch_table`), which the issue stage
+     fetches, so its own decision has no address compares.
 """
 
 import functools
@@ -237,14 +238,16 @@ class AddressDecoder(wiring.Component):
         plane_hit = (quantized & ~loads_table & plane_cached & (plane_line == cmd.plane_line)
                      & (plane_lines >= cmd.k))
         meta_hit = meta_cached & (meta_line == cmd.meta_line)
-        m.d.sync += [c6.cmd.plane_hit.eq(plane_hit), c6.cmd.meta_hit.eq(meta_hit),
-                     c6.cmd.table_hit.eq(table_hit)]
+        fetch_plane = needs_plane(cmd.kind) & ~plane_hit
+        fetch_meta = is_fp(cmd.kind) & ~meta_hit
+        m.d.sync += [c6.cmd.fetch_plane.eq(fetch_plane), c6.cmd.fetch_meta.eq(fetch_meta),
+                     c6.cmd.fetch_table.eq(loads_table)]
         with m.If(c5.valid):
             with m.If(loads_table):
                 m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
-            with m.If(needs_plane(cmd.kind) & ~plane_hit):
+            with m.If(fetch_plane):
                 m.d.sync += [plane_cached.eq(quantized), plane_line.eq(cmd.plane_line), plane_lines.eq(cmd.k)]
-            with m.If(is_fp(cmd.kind) & ~meta_hit):
+            with m.If(fetch_meta):
                 m.d.sync += [meta_cached.eq(1), meta_line.eq(cmd.meta_line)]
             with m.If(cmd.kind == Kind.RAW_WR):
                 m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]

@@ -1,5 +1,6 @@
 """Stream payloads between the controller's stages (internal to hw/)."""
 
+from amaranth import Cat, Const, Value
 from amaranth.lib import data, enum
 
 from ..spec import CFG_CODEBOOK_BITS, LINE_ADDR_BITS, TAG_BITS
@@ -33,7 +34,7 @@ def needs_plane(kind):
 
 
 #: fields every request carries from decode to response
-_COMMON = {
+COMMON_FIELDS = {
     "kind": Kind,
     "write": 1,                 # MemWr (answered by NDR), else MemRd (DRS)
     "tag": TAG_BITS,
@@ -51,20 +52,35 @@ _COMMON = {
 #: decode -> fetch: a request with its DRAM addresses (line addresses); a MemWr's payload
 #: goes from the decoder to the DRAM port in a queue of its own (decode.write_data)
 COMMAND = data.StructLayout({
-    **_COMMON,
+    **COMMON_FIELDS,
     "plane_line": 32,           # first plane line of the block, or the raw line
     "meta_line": 32,            # the block's metadata line
     "codebook": CFG_CODEBOOK_BITS,   # a LUT region's table set: first DRAM line // CODEBOOK_LINES
-    # what the block buffers already hold when this command's turn comes (decode.py, stage C6):
-    "plane_hit": 1,             # the most recent plane fetch is this block with >= k lines
-    "meta_hit": 1,              # the most recent metadata fetch is this line
-    "table_hit": 1,             # the lookup tables hold this (codebook, k)
+    # what the issue stage must fetch when this command's turn comes: the misses of the
+    # block buffers, decided in command order by decode.py's stage C6
+    "fetch_plane": 1,           # a plane read: not the most recent plane fetch's block with >= k lines
+    "fetch_meta": 1,            # a metadata read: not the most recent metadata fetch's line
+    "fetch_table": 1,           # a table load first: the lookup tables hold another (codebook, k)
 })
 
 #: fetch -> respond, in request order: where the request's data will be
 JOB = data.StructLayout({
-    **_COMMON,
+    **COMMON_FIELDS,
     "plane_slot": 8, "plane_alloc": 1,   # block buffer; alloc: first job using it
     "meta_slot": 8, "meta_alloc": 1,
     "last_step": 8,             # the response stage's steps for this job, minus one
 })
+
+
+def pack(layout: data.StructLayout, **fields) -> Value:
+    """A value of `layout` built from one value per field (zero-extended to its width) in
+    one expression: Icarus leaves parts of a struct assigned field by field unknown until
+    their own inputs change, which an output assembled whole avoids."""
+    if set(fields) != {name for name, _ in layout}:
+        raise ValueError(f"pack: fields {sorted(fields)} are not those of the layout")
+    pieces = []
+    for name, field in sorted(layout, key=lambda item: item[1].offset):
+        value = Value.cast(fields[name])
+        pieces.append(Cat(value, Const(0, field.width - len(value))) if len(value) < field.width
+                      else value[:field.width])
+    return Cat(pieces)

@@ -1,9 +1,11 @@
 """Queue heads in registers: a deep queue in block RAM, and a stream's head in two registers."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
+from .counter import held_below
 
 
 class BlockRamQueue(wiring.Component):
@@ -11,7 +13,8 @@ class BlockRamQueue(wiring.Component):
     `depth` entries in block RAM feed a `HEAD_DEPTH`-entry queue of registers, so that the
     block RAM's slow read (clock to output ~6 ns on an ECP5) drives only that queue's
     storage and the reader's logic starts at a flip-flop.  With 2 head entries the head
-    would refill only every other cycle; with 4 it takes one entry per cycle."""
+    would refill only every other cycle; with 4 it takes one entry per cycle.  `w_rdy` is a
+    register too (the block RAM part then holds `depth - 1` entries)."""
 
     HEAD_DEPTH = 4
 
@@ -26,8 +29,12 @@ class BlockRamQueue(wiring.Component):
         m = Module()
         m.submodules.body = body = SyncFIFOBuffered(width=self.width, depth=self.depth)
         m.submodules.head = head = SyncFIFOBuffered(width=self.width, depth=self.HEAD_DEPTH)
+        used = Signal(range(self.depth + 1))    # entries in `body`, as its `level`
+        write, move = self.w_en & self.w_rdy, body.r_rdy & body.r_en
+        m.d.sync += used.eq(used + write - move)
         m.d.comb += [
-            body.w_en.eq(self.w_en), body.w_data.eq(self.w_data), self.w_rdy.eq(body.w_rdy),
+            self.w_rdy.eq(held_below(m, used, self.depth - 1, write, move, name="room")),
+            body.w_en.eq(write), body.w_data.eq(self.w_data),
             head.w_en.eq(body.r_rdy), head.w_data.eq(body.r_data), body.r_en.eq(head.w_rdy),
             self.r_rdy.eq(head.r_rdy), self.r_data.eq(head.r_data), head.r_en.eq(self.r_en),
         ]
@@ -37,24 +44,28 @@ class BlockRamQueue(wiring.Component):
 class HeadPair(wiring.Component):
     """A stream's head in two registers used in turn: `input.ready` and the loads depend on
     registers only, and the consumer's `ready` (`output.ready`) moves a one-bit pointer, so
-    a wide payload's enables never wait on the consumer's decision.  One transfer per cycle."""
+    a wide payload's enables never wait on the consumer's decision.  One transfer per cycle.
 
-    def __init__(self, shape):
+    `output.valid` and the `early` payload fields (names of a struct layout's fields) come
+    from registers of their own, loaded with the next head's values, so that a consumer
+    whose decision reads only those starts it at flip-flops, not at the pointer's multiplexer."""
+
+    def __init__(self, shape, *, early=()):
+        self.early = tuple(early)
         super().__init__({"input": In(stream.Signature(shape)), "output": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
         m = Module()
-        shape = self.input.payload.shape()
-        held = [Signal(shape, name=f"held{n}") for n in range(2)]
+        layout = self.input.payload.shape()
+        held = [Signal(layout, name=f"held{n}") for n in range(2)]
         full = [Signal(name=f"full{n}") for n in range(2)]
         head, tail = Signal(), Signal()          # the slot read next, the slot loaded next
-        m.d.comb += [self.input.ready.eq(~full[0] | ~full[1]),
-                     self.output.valid.eq(Mux(head, full[1], full[0])),
-                     self.output.payload.eq(Mux(head, held[1], held[0]))]
+        m.d.comb += self.input.ready.eq(~full[0] | ~full[1])
         load = self.input.valid & self.input.ready
         take = self.output.valid & self.output.ready
+        loads = [load & (tail == n) for n in range(2)]
         for n in range(2):
-            with m.If(load & (tail == n)):
+            with m.If(loads[n]):
                 m.d.sync += [held[n].eq(self.input.payload), full[n].eq(1)]
             with m.Elif(take & (head == n)):
                 m.d.sync += full[n].eq(0)
@@ -62,4 +73,20 @@ class HeadPair(wiring.Component):
             m.d.sync += tail.eq(~tail)
         with m.If(take):
             m.d.sync += head.eq(~head)
+
+        # the front: `output.valid` and the early fields of the slot read next cycle
+        fronts = [Signal(layout.members[name], name=f"front_{name}") for name in self.early]
+        after = [Cat(full[n] | loads[n], *(Mux(loads[n], getattr(self.input.payload, name), getattr(held[n], name))
+                                           for name in self.early)) for n in range(2)]
+        with m.If(take):             # (`If`, so that a simulator's unknown `ready` keeps the state)
+            m.d.sync += Cat(self.output.valid, *fronts).eq(Mux(head, after[0], after[1]))
+        with m.Else():
+            m.d.sync += Cat(self.output.valid, *fronts).eq(Mux(head, after[1], after[0]))
+
+        whole = Value.cast(Mux(head, held[1], held[0]))
+        pieces = []                              # the payload, field by field from bit 0
+        for name, field in (sorted(layout, key=lambda item: item[1].offset) if self.early else ()):
+            pieces.append(fronts[self.early.index(name)] if name in self.early
+                          else whole[field.offset:field.offset + field.width])
+        m.d.comb += self.output.payload.eq(Cat(pieces) if pieces else whole)
         return m
