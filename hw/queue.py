@@ -1,11 +1,12 @@
 """Queue heads in registers: a deep queue in block RAM, and a stream's head in two registers."""
 
-from amaranth import Cat, Module, Mux, Signal, Value
-from amaranth.lib import stream, wiring
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .counter import held_below
+from .layouts import pack
 
 
 class BlockRamQueue(wiring.Component):
@@ -75,18 +76,17 @@ class HeadPair(wiring.Component):
             m.d.sync += head.eq(~head)
 
         # the front: `output.valid` and the early fields of the slot read next cycle
-        fronts = [Signal(layout.members[name], name=f"front_{name}") for name in self.early]
+        fronts = {name: Signal(layout.members[name], name=f"front_{name}") for name in self.early}
         after = [Cat(full[n] | loads[n], *(Mux(loads[n], getattr(self.input.payload, name), getattr(held[n], name))
-                                           for name in self.early)) for n in range(2)]
+                                           for name in fronts)) for n in range(2)]
         with m.If(take):             # (`If`, so that a simulator's unknown `ready` keeps the state)
-            m.d.sync += Cat(self.output.valid, *fronts).eq(Mux(head, after[0], after[1]))
+            m.d.sync += Cat(self.output.valid, *fronts.values()).eq(Mux(head, after[0], after[1]))
         with m.Else():
-            m.d.sync += Cat(self.output.valid, *fronts).eq(Mux(head, after[1], after[0]))
+            m.d.sync += Cat(self.output.valid, *fronts.values()).eq(Mux(head, after[1], after[0]))
 
-        whole = Value.cast(Mux(head, held[1], held[0]))
-        pieces = []                              # the payload, field by field from bit 0
-        for name, field in (sorted(layout, key=lambda item: item[1].offset) if self.early else ()):
-            pieces.append(fronts[self.early.index(name)] if name in self.early
-                          else whole[field.offset:field.offset + field.width])
-        m.d.comb += self.output.payload.eq(Cat(pieces) if pieces else whole)
+        whole = Mux(head, held[1], held[0])
+        if fronts:
+            chosen = data.View(layout, whole)
+            whole = pack(layout, **{name: fronts.get(name, getattr(chosen, name)) for name, _ in layout})
+        m.d.comb += self.output.payload.eq(whole)
         return m
