@@ -6,8 +6,8 @@ least its k lines) or metadata line is the one most recently fetched reuses that
 instead of reading DRAM again (the decoder marks the misses, `fetch_plane` /
 `fetch_meta` / `fetch_table`, so that this stage compares no addresses), so a sequential
 read of a tensor fetches every plane line and metadata line once.  A slot is released by
-the response stage when it starts on the job that allocated the next slot (all earlier jobs are then done), so
-`slots - 1` fetches can run ahead of the response stage.
+the response stage when it starts on the job that allocated the next slot (all earlier
+jobs are then done), so `slots - 1` fetches can run ahead of the response stage.
 
 Table-lookup regions: before the first fp16 / bf16 command of a LUT region whose
 (codebook, k) differs from the table last loaded, a plane read of view k's codebook

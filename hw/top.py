@@ -70,7 +70,7 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.drs), resp.drs)
         wiring.connect(m, wiring.flipped(self.ndr), resp.ndr)
         wiring.connect(m, wiring.flipped(self.axi), dram.axi)
-        # the issue stage's decision moves a pointer, not the 170-bit command queue's output,
+        # the issue stage's decision moves a pointer, not the 161-bit command queue's output,
         # and starts at registers: the command's kind and misses are all it reads
         m.submodules.cmd_head = cmd_head = HeadPair(COMMAND, early=FetchIssue.DECISION_FIELDS)
         wiring.connect(m, dec.cmd, cmd_head.input)
