@@ -356,6 +356,8 @@ def load_requests(path: str | os.PathLike, requests: int) -> dict[str, np.ndarra
         _fail(where, f"holds arrays {', '.join(names) or 'none'}, not {', '.join(sorted(REQUEST_COLUMNS))}")
     for name, (dtype, tail) in REQUEST_COLUMNS.items():
         column = columns[name]
+        if not isinstance(column, np.ndarray):      # NpzFile hands a member without the .npy magic over as bytes
+            _fail(where, f"{name} is not a .npy array")
         if column.dtype != dtype or column.shape != (requests,) + tail:
             want = f"{dtype}[{', '.join(map(str, (requests,) + tail))}]"
             _fail(where, f"{name} is {column.dtype}{list(column.shape)}, not {want} "
