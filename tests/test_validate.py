@@ -85,8 +85,13 @@ def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
 
 # --- explicit bad manifests ----------------------------------------------------------------
 
-def _write(path, manifest: dict) -> None:
-    (path / "manifest.json").write_text(json.dumps(manifest))
+def _copy_changed(source, path, name: str, change):
+    """A copy of directory `source` at `path`, its JSON file `name` passed through `change`."""
+    shutil.copytree(source, path)
+    doc = json.loads((path / name).read_text())
+    change(doc)
+    (path / name).write_text(json.dumps(doc))
+    return path
 
 
 def _set(field, value, tensor=0):
@@ -151,11 +156,7 @@ BAD_MANIFESTS = {
 @pytest.mark.parametrize("case", list(BAD_MANIFESTS))
 def test_bad_manifest_is_one_line_exit_2_and_no_output(case, image_dir, tmp_path):
     change, needle = BAD_MANIFESTS[case]
-    path = tmp_path / "img"
-    shutil.copytree(image_dir, path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    change(manifest)
-    _write(path, manifest)
+    path = _copy_changed(image_dir, tmp_path / "img", "manifest.json", change)
     for args in (["read", str(path), "--tensor", "b", "-o", str(tmp_path / "o.npy")], ["inspect", str(path)]):
         code, _, err = _run(args)
         _assert_one_line_error(code, err, "side.safetensors" if case == "side name not stored" else "manifest.json",
@@ -164,12 +165,10 @@ def test_bad_manifest_is_one_line_exit_2_and_no_output(case, image_dir, tmp_path
 
 
 def test_huge_recorded_errors_inspect_without_overflow(image_dir, tmp_path):
-    path = tmp_path / "img"
-    shutil.copytree(image_dir, path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    for entry in manifest["tensors"]:
-        entry.update(norm=1e200, rel_error={str(k): 1e154 for k in range(1, 9)})
-    _write(path, manifest)
+    def huge(manifest):
+        for entry in manifest["tensors"]:
+            entry.update(norm=1e200, rel_error={str(k): 1e154 for k in range(1, 9)})
+    path = _copy_changed(image_dir, tmp_path / "img", "manifest.json", huge)
     code, out, err = _run(["inspect", str(path)])
     assert code == 0 and "inf" in out, err
 
@@ -233,6 +232,13 @@ BAD_TRACES = {
 }
 
 
+def _absolute_image(trace_dir):
+    """A change of trace.json that names its image by absolute path (so the trace can move)."""
+    def change(meta):
+        meta["image"] = str((trace_dir / meta["image"]).resolve())
+    return change
+
+
 def _requests(path) -> int:
     return json.loads((path / "trace.json").read_text())["requests"]
 
@@ -240,10 +246,7 @@ def _requests(path) -> int:
 @pytest.mark.parametrize("case", list(BAD_TRACES))
 def test_bad_trace_is_one_line_error(case, trace_dir, tmp_path):
     damage, needle = BAD_TRACES[case]
-    path = tmp_path / "trace"
-    shutil.copytree(trace_dir, path)
-    meta = json.loads((path / "trace.json").read_text())
-    (path / "trace.json").write_text(json.dumps({**meta, "image": str((trace_dir / meta["image"]).resolve())}))
+    path = _copy_changed(trace_dir, tmp_path / "trace", "trace.json", _absolute_image(trace_dir))
     damage(path)
     with pytest.raises(SmartquantError) as info:
         load_trace(path)
@@ -266,11 +269,10 @@ def test_valid_trace_loads_with_dram_errors(trace_dir, image):
 
 
 def test_sim_check_needs_the_image_to_fill_dram_bytes(trace_dir, tmp_path):
-    path = tmp_path / "trace"
-    shutil.copytree(trace_dir, path)
-    meta = json.loads((path / "trace.json").read_text())
-    meta.update(image=str((trace_dir / meta["image"]).resolve()), dram_bytes=meta["dram_bytes"] + 64)
-    (path / "trace.json").write_text(json.dumps(meta))
+    def grow(meta):
+        _absolute_image(trace_dir)(meta)
+        meta["dram_bytes"] += 64
+    path = _copy_changed(trace_dir, tmp_path / "trace", "trace.json", grow)
     load_trace(path)                            # well formed on its own
     with pytest.raises(SmartquantError, match="holds"):
         check_trace(path)
@@ -420,7 +422,7 @@ def column_mutation(draw, columns: dict):
 @pytest.fixture(scope="module")
 def valid_trace(trace_dir):
     meta = json.loads((trace_dir / "trace.json").read_text())
-    meta["image"] = str((trace_dir / meta["image"]).resolve())
+    _absolute_image(trace_dir)(meta)
     with np.load(trace_dir / "requests.npz") as arrays:
         columns = {k: arrays[k] for k in arrays.files}
     return meta, columns
