@@ -6,7 +6,7 @@ asym, G = 128) in a fresh subprocess, which reports:
 - peak traced bytes (tracemalloc: numpy's buffers and Python objects) from just
   before loading the source to the end of writing the image;
 - peak RSS growth (`ru_maxrss` minus the resident size after imports, torch's included);
-both also as a multiple of the tensor's float32 size, and the command's wall time.
+both also as a multiple of the tensor's float32 size, and the command's wall and CPU time.
 
     python benchmarks/quantize_memory.py [--rows 4096] [--cols 4096] [--method mse]
 """
@@ -33,13 +33,15 @@ def rss_bytes():
         return int(f.read().split()[1]) * resource.getpagesize()
 
 base_rss = rss_bytes()
+cpu_start = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 tracemalloc.start()
 start = time.perf_counter()
 rc = main(sys.argv[1:])
 seconds = time.perf_counter() - start
 _, peak = tracemalloc.get_traced_memory()
-max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"rc": rc, "seconds": seconds, "traced_peak": peak, "rss_growth": max_rss - base_rss}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu_start,
+                  "traced_peak": peak, "rss_growth": usage.ru_maxrss * 1024 - base_rss}))
 """
 
 
@@ -69,7 +71,7 @@ def main() -> None:
     f = measure(args.rows, args.cols, args.method)
     mib = 1 << 20
     print(f"{args.rows}x{args.cols} float32 ({f['tensor_bytes'] / mib:.0f} MiB), method {args.method}: "
-          f"{f['seconds']:.1f} s, traced peak {f['traced_peak'] / mib:.0f} MiB ({f['traced_ratio']:.2f}x), "
+          f"{f['seconds']:.1f} s ({f['cpu_seconds']:.1f} s CPU), traced peak {f['traced_peak'] / mib:.0f} MiB ({f['traced_ratio']:.2f}x), "
           f"RSS growth {f['rss_growth'] / mib:.0f} MiB ({f['rss_ratio']:.2f}x)")
 
 

@@ -173,11 +173,11 @@ def check_scale_range(weight, fmt: StoreFormat, levels: int = CODE_LEVELS) -> np
     over, under = needed[needed > largest], needed[needed <= smallest / 2]
     advice = _fitting_format(needed.min(), needed.max(), fmt.scale_format) if needed.size else ""
     if over.size:
-        raise SmartquantError(f"{over.size} of {scales.size} groups need scales up to {over.max():.2g}, "
-                              f"which overflow {name} (largest {largest:.2g}); {advice}")
+        raise SmartquantError(f"{over.size} of {scales.size} groups need scales up to {over.max():.1e}, "
+                              f"which overflow {name} (largest {largest:.1e}); {advice}")
     if under.size:
-        raise SmartquantError(f"{under.size} of {scales.size} groups need scales down to {under.min():.2g}, "
-                              f"which underflow {name} (smallest {smallest:.2g}) and would store zeros; {advice}")
+        raise SmartquantError(f"{under.size} of {scales.size} groups need scales down to {under.min():.1e}, "
+                              f"which underflow {name} (smallest {smallest:.1e}); {advice}")
     return weight
 
 
