@@ -80,6 +80,13 @@ def row_chunks(shape: tuple[int, int], chunk_weights: int = CHUNK_WEIGHTS) -> li
     return [slice(first, min(first + step, rows)) for first in range(0, rows, step)]
 
 
+def chunk_progress(chunks: list[slice], label: str | None):
+    """`chunks` with a bar labelled `label` on stderr (when there are several chunks, a label
+    and stderr is a terminal)."""
+    return tqdm(chunks, desc=label, unit="chunk", leave=False, file=sys.stderr,
+                disable=True if label is None or len(chunks) < 2 else None)
+
+
 def check_values(weight) -> np.ndarray:
     """`weight` as an array if it is 2-D, has values and all are finite; else a SmartquantError."""
     weight = np.asarray(weight)
@@ -195,11 +202,12 @@ def _reconstruct(codes: np.ndarray, k: int, scale: np.ndarray, zero: np.ndarray)
 
 
 class GroupQuantizer:
-    """Quantizes a weight a chunk of rows at a time (`group_params` of each chunk's groups):
-    peak memory follows the chunk, not the tensor, and every group's result is the same."""
+    """Quantizes a weight a chunk of rows at a time (`group_params` of each chunk's groups,
+    about `chunk_weights` weights): peak memory follows the chunk, not the tensor, and
+    every group's result is the same whatever the chunk size."""
 
-    fmt: StoreFormat
-    chunk_weights: int = CHUNK_WEIGHTS
+    def __init__(self, fmt: StoreFormat = StoreFormat(), chunk_weights: int = CHUNK_WEIGHTS):
+        self.fmt, self.chunk_weights = fmt, chunk_weights
 
     def group_params(self, groups: np.ndarray):
         """(scale bits, stored scale, zero) per group of a (groups, G) float64 array."""
@@ -215,9 +223,7 @@ class GroupQuantizer:
         codes = np.empty((out, padded_in), np.uint8)
         bits = np.empty((out, padded_in // size), np.uint16)
         zeros = np.empty((out, padded_in // size), np.uint8)
-        chunks = row_chunks(weight.shape, self.chunk_weights)
-        for rows in tqdm(chunks, desc=progress, unit="chunk", leave=False, file=sys.stderr,
-                         disable=True if progress is None or len(chunks) < 2 else None):
+        for rows in chunk_progress(row_chunks(weight.shape, self.chunk_weights), progress):
             groups = group_view(pad_columns(weight[rows], size), size)
             chunk_bits, stored, zero = self.group_params(groups)
             codes[rows] = encode(groups, stored, zero).astype(np.uint8).reshape(-1, padded_in)
@@ -230,9 +236,6 @@ class GroupQuantizer:
 
 class NestedRTN(GroupQuantizer):
     """Round to nearest on the 8-bit grid with per-group min/max scales (stored scale used for codes)."""
-
-    def __init__(self, fmt: StoreFormat = StoreFormat()):
-        self.fmt = fmt
 
     def group_params(self, groups: np.ndarray):
         return minmax_params(groups, CODE_LEVELS, self.fmt)
@@ -256,21 +259,21 @@ class NestedMSEClip(GroupQuantizer):
     """
 
     def __init__(self, fmt: StoreFormat = StoreFormat(), views=(3, 4, 8), grid=DEFAULT_SHRINK_GRID,
-                 weight_base: float = 2.0):
+                 weight_base: float = 2.0, chunk_weights: int = CHUNK_WEIGHTS):
         if not views or any(not 1 <= k <= CODE_BITS for k in views):
             raise SmartquantError(f"views {views} must be bit widths in 1..{CODE_BITS}")
-        self.fmt, self.views, self.grid, self.weight_base = fmt, tuple(views), tuple(grid), weight_base
+        super().__init__(fmt, chunk_weights)
+        self.views, self.grid, self.weight_base = tuple(views), tuple(grid), weight_base
 
     def view_error(self, groups: np.ndarray, stored: np.ndarray, zero: np.ndarray) -> np.ndarray:
-        """Weighted summed squared error over the views, per group (float64; inf where the
-        stored scale is not finite)."""
+        """Weighted summed squared error over the views, per group (float64; inf or NaN
+        where the stored scale overflowed, which no comparison prefers)."""
         codes = encode(groups, stored, zero).astype(np.uint8)
         scale, zero = stored.reshape(-1, 1), zero.reshape(-1, 1)
         with np.errstate(invalid="ignore"):
-            error = sum(self.weight_base ** (k - CODE_BITS)
-                        * np.square(_reconstruct(codes, k, scale, zero) - groups).sum(axis=1)
-                        for k in self.views)
-        return np.where(np.isfinite(stored), error, np.inf)
+            return sum(self.weight_base ** (k - CODE_BITS)
+                       * np.square(_reconstruct(codes, k, scale, zero) - groups).sum(axis=1)
+                       for k in self.views)
 
     def group_params(self, groups: np.ndarray):
         best = None

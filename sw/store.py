@@ -12,7 +12,8 @@ from tqdm import tqdm
 from ..errors import SmartquantError, about_tensor
 from ..spec import CODE_BITS, LINE_BYTES
 from .image import Image, TensorEntry
-from .quantizer import NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, row_chunks
+from .quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
+                        row_chunks)
 from .sources import load_source
 
 
@@ -29,11 +30,13 @@ def _warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def view_errors(weight: np.ndarray, qt: QuantizedTensor) -> tuple[dict[int, float], float]:
+def view_errors(weight: np.ndarray, qt: QuantizedTensor,
+                progress: str | None = None) -> tuple[dict[int, float], float]:
     """Relative Frobenius error ||W_k - W||_F / ||W||_F of every view k (1..8) and ||W||_F,
-    summed in float64 a chunk of rows at a time (errors 0 for an all-zero W)."""
+    summed in float64 a chunk of rows at a time (errors 0 for an all-zero W); `progress`
+    labels a bar over the chunks."""
     squared, norm2 = dict.fromkeys(range(1, CODE_BITS + 1), 0.0), 0.0
-    for rows in row_chunks(np.shape(weight)):
+    for rows in chunk_progress(row_chunks(np.shape(weight)), progress):
         exact = np.asarray(weight[rows], dtype=np.float64)
         norm2 += float(np.vdot(exact, exact))
         for k in squared:
@@ -59,7 +62,7 @@ def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None 
             warn(note)
         with about_tensor(name):
             qt = quantizer.quantize(weight, progress=name)
-        errors[name], norms[name] = view_errors(weight, qt)
+        errors[name], norms[name] = view_errors(weight, qt, progress=f"{name} (errors)")
         tensors.append((name, qt))
     return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info)
 
