@@ -6,7 +6,7 @@ Every k-bit view reads the top k bits of q and reconstructs `s * (r - z)` with
 `r = view_code(q, k)` (the middle of q's k-bit bucket, DESIGN.md section 2), so a
 quantizer must choose q, s, z that serve all the views a policy uses.
 
-Algorithms, one small class each, all vectorised across groups:
+Algorithms, one small class each, all vectorised across the groups of a chunk of rows:
 - `NestedRTN`: per-group min/max affine round-to-nearest (as the RTN baseline of
   GPTQ, Frantar et al. 2022, `Quantizer.find_params` with `mse=False`), on the 8-bit grid;
 - `NestedMSEClip`: GPTQ's clipping search (`Quantizer.find_params` with `mse=True`:

@@ -38,10 +38,10 @@ def view_errors(weight: np.ndarray, qt: QuantizedTensor,
     squared, norm2 = dict.fromkeys(range(1, CODE_BITS + 1), 0.0), 0.0
     for rows in chunk_progress(row_chunks(np.shape(weight)), progress):
         exact = np.asarray(weight[rows], dtype=np.float64)
-        norm2 += float(np.vdot(exact, exact))
+        norm2 += float(np.einsum("ij,ij->", exact, exact))
         for k in squared:
             diff = qt.dequantize(k, rows) - exact
-            squared[k] += float(np.vdot(diff, diff))
+            squared[k] += float(np.einsum("ij,ij->", diff, diff))
     norm = norm2 ** 0.5
     return {k: (value ** 0.5 / norm if norm else 0.0) for k, value in squared.items()}, norm
 
