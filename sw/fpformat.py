@@ -85,6 +85,12 @@ POW2_EXPONENT_MASK = 0x7C00
 POW2_MIN_EXPONENT, POW2_MAX_EXPONENT = -14, 15
 
 
+#: (smallest positive, largest finite) scale of each scale format
+SCALE_LIMITS = {ScaleFormat.FP16: (2.0 ** -24, 65504.0),
+                ScaleFormat.BF16: (2.0 ** -133, (2 - 2.0 ** -7) * 2.0 ** 127),
+                ScaleFormat.POW2: (2.0 ** POW2_MIN_EXPONENT, 2.0 ** POW2_MAX_EXPONENT)}
+
+
 def scale_value(bits, scale_format: ScaleFormat) -> np.ndarray:
     """float64 scale of metadata scale bits.  POW2 ignores the mantissa bits."""
     scale_format = ScaleFormat(scale_format)

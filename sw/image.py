@@ -97,11 +97,18 @@ class TensorEntry:
 
 # --- bit-planes ------------------------------------------------------------------
 
+#: blocks `pack_planes` transposes at once (its temporaries take 16 bytes per weight)
+PACK_CHUNK_BLOCKS = 1 << 11
+
+
 def pack_planes(codes) -> bytes:
     """Bit-planes of 8-bit codes (length a multiple of 512): per block 8 lines, MSB plane first."""
     codes = np.asarray(codes, dtype=np.uint8).reshape(-1, BLOCK_WEIGHTS)
-    bits = np.unpackbits(codes[:, :, None], axis=2)          # (blocks, 512, 8): bit 7 first
-    return np.packbits(bits.transpose(0, 2, 1), axis=2, bitorder="little").tobytes()
+    pieces = []
+    for first in range(0, codes.shape[0], PACK_CHUNK_BLOCKS):
+        bits = np.unpackbits(codes[first:first + PACK_CHUNK_BLOCKS, :, None], axis=2)   # (blocks, 512, 8): bit 7 first
+        pieces.append(np.packbits(bits.transpose(0, 2, 1), axis=2, bitorder="little").tobytes())
+    return b"".join(pieces)
 
 
 def unpack_planes(planes, k: int = PLANES) -> np.ndarray:
@@ -212,7 +219,7 @@ class Image:
             for n, (i, bits) in enumerate(tables):
                 entries[i] = dataclasses.replace(entries[i], codebook_base=first + n * CODEBOOK_LINES)
                 chunks.append(np.asarray(bits, dtype="<u2").reshape(CODEBOOK_ENTRIES).tobytes())
-        dram = np.frombuffer(b"".join(chunks), dtype=np.uint8).copy()
+        dram = np.concatenate([np.frombuffer(chunk, dtype=np.uint8) for chunk in chunks] or [np.zeros(0, np.uint8)])
         return cls(entries=entries, dram=dram, side=dict(side or {}), info=dict(info or {}))
 
     def manifest(self) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import SmartquantError
+from ..errors import SmartquantError, about_tensor
 from ..report import write_json
 from ..spec import (BLOCK_WEIGHTS, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BITS, ScaleFormat,
                     codebook_lines_read)
@@ -200,7 +200,8 @@ def measure_options(weights: dict[str, np.ndarray], options, bits: int, views,
                              file=sys.stderr):
         w = np.asarray(weights[name], np.float64)
         h = hessians.get(name)
-        q = option.quantize(w, views, None if h is None else np.diag(h))
+        with about_tensor(name):
+            q = option.quantize(w, views, None if h is None else np.diag(h))
         table.setdefault(name, []).append((option, option_lines(w.shape, option, bits),
                                            output_error(w, q.dequantize(bits), h)))
     return table
@@ -264,6 +265,7 @@ def apply(weights: dict[str, np.ndarray], recipe: Recipe, hessians: dict[str, np
     out = {}
     for name in tqdm(weights, desc="quantize (recipe)", unit="tensor", disable=not progress or None, file=sys.stderr):
         h = hessians.get(name)
-        out[name] = recipe.options[name].quantize(np.asarray(weights[name], np.float64), recipe.views,
-                                                  None if h is None else np.diag(h))
+        with about_tensor(name):
+            out[name] = recipe.options[name].quantize(np.asarray(weights[name], np.float64), recipe.views,
+                                                      None if h is None else np.diag(h))
     return out

