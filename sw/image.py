@@ -228,7 +228,7 @@ class Image:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the image directory atomically (replacing any previous one at `path`)."""
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "image") as tmp:
             (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=1) + "\n")
             self.dram.tofile(tmp / DRAM_FILE)
             if self.side:

@@ -7,6 +7,7 @@ import sys
 
 from ..report import format_table, write_json
 from ..sim import runner
+from .common import check_output_options
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output_options(args, inputs=[args.trace])
     options = runner.SimOptions(simulator=args.sim, seed=args.seed, stall=args.stall,
                                 read_latency=args.read_latency, max_in_flight=args.max_in_flight,
                                 waves=args.waves, lanes=args.lanes, axi_data_width=args.axi_width)
