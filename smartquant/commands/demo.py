@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the main job: quantize, plan, co-verify a layer in RTL, report",
                               description=__doc__)
     p.add_argument("-o", "--out", default="smartquant-demo", metavar="DIR",
-                   help="output directory: image/, rtl/ traces, plots/, demo.json (default: smartquant-demo)")
+                   help="output directory: image/, rtl/ traces, plots/, demo.json (default: smartquant-demo; "
+                        "replaces only an earlier demo output)")
     p.add_argument("--pairs", type=int, default=DemoSettings.pairs, metavar="N",
                    help=f"sentence pairs to evaluate (default {DemoSettings.pairs})")
     p.add_argument("--uniform", default=",".join(map(str, DemoSettings.uniform)), metavar="K,..",

@@ -17,7 +17,8 @@ from .common import source_input
 def register(subparsers) -> None:
     p = subparsers.add_parser("quantize", help="quantize weights into a store image", description=__doc__)
     p.add_argument("source", metavar="SRC", help="a .safetensors file, or 'minilm'")
-    p.add_argument("-o", "--output", required=True, metavar="IMAGE", help="image directory to write (replaces only an earlier image; README 'Outputs')")
+    p.add_argument("-o", "--output", required=True, metavar="IMAGE",
+                   help="image directory to write (replaces only an earlier image)")
     p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, choices=GROUP_SIZES,
                    help="weights per scale (default %(default)s)")
     p.add_argument("--format", choices=("asym", "sym"), default="asym",
