@@ -55,6 +55,7 @@ KINDS = {
 
 
 def _umask() -> int:
+    """The process's umask (os can only read it by setting it)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
