@@ -31,6 +31,7 @@ from typing import Callable
 
 import tqdm
 
+from ..atomic import atomic_dir
 from ..errors import SmartquantError
 
 #: Module name of the generated scan-chain wrapper (the netlist's top level).
@@ -170,7 +171,8 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
     plain Elaboratable needs `ports`) or Verilog source text whose top module is
     `top_name`.  The input port named `clock` (Amaranth's `clk`), if any, is driven by the
     wrapper's clock; every other port goes through the scan chains.  `timeout_s` bounds
-    each tool run.  Tool files are kept in `workdir` when one is given.  `progress` shows
+    each tool run.  Tool files are kept in `workdir` when one is given and the flow succeeds
+    (smartquant/atomic.py: it replaces only an earlier synthesis work directory).  `progress` shows
     the flow's stages on stderr.  `router` picks nextpnr's router (one of `ROUTERS`; None:
     nextpnr's default for the family).  `resource_sharing=False` skips the SAT analysis of
     yosys's `share` pass (it merges arithmetic used under exclusive conditions; its time
@@ -187,8 +189,8 @@ def synthesize(design, top_name: str, target: str = "ecp5", freq_mhz: float = 10
                              ports=ports, clock=clock, seed=seed, router=router,
                              timeout_s=timeout_s, resource_sharing=resource_sharing, progress=progress)
     if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        return flow(Path(workdir))
+        with atomic_dir(workdir, "synth") as work:
+            return flow(work)
     with tempfile.TemporaryDirectory(prefix="smartquant-synth-") as tmp:
         return flow(Path(tmp))
 

@@ -380,7 +380,7 @@ def plot(rows: list[dict], speed: list[dict], out_dir: str | os.PathLike) -> lis
         ax.plot([r["k"] for r in pts], [r["ideal_bytes_per_weight"] for r in pts], "k:", label="ideal")
         ax.set_ylabel("DRAM bytes / weight")
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "plots") as tmp:
         per_view(tmp, "throughput.png", lines("host_lines_per_cycle", "host lines / cycle (steady)"))
         per_view(tmp, "read_bus.png", lines("read_bus_utilisation", "read-bus utilisation (steady)"))
         per_view(tmp, "bytes_per_weight.png", bytes_panel)

@@ -10,7 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import atomic_dir
 from ..errors import SmartquantError
+from ..report import write_json
 from ..sw import experiment
 from ..sw.evalset import load_calibration, load_pairs
 from ..sw.model import TransformerConfig, model_dir
@@ -22,6 +24,7 @@ from .runner import SimOptions
 
 #: views the demo image's clipping search optimises (the k the plans use most)
 DEMO_VIEWS = (2, 3, 4, 8)
+REPORT_FILE = "demo.json"    #: the report's JSON, in the output directory
 COLUMNS = experiment.COLUMNS + ("rtl_lines", "rtl_mismatches", "rtl_exact")
 
 
@@ -50,29 +53,33 @@ def _plan_for_row(ev: experiment.Evaluation, row: dict):
 
 
 def run_demo(settings: DemoSettings, progress: Callable[[str], None] = lambda label: None) -> dict:
-    """Everything the demo reports, as one JSON-ready dict; files under settings.out_dir."""
+    """Everything the demo reports, as one JSON-ready dict; its files (image/, rtl/, plots/,
+    demo.json) are written together under settings.out_dir when the run completes."""
     out = Path(settings.out_dir)
     experiment.check_settings(settings.uniform, settings.budgets)
     layers = TransformerConfig.from_bert_json(model_dir("minilm") / "config.json").num_layers
     if not 0 <= settings.layer < layers:
         raise SmartquantError(f"--layer {settings.layer}: MiniLM has encoder layers 0..{layers - 1}")
-    progress("quantize MiniLM")
-    image = quantize_source("minilm", StoreFormat(), views=DEMO_VIEWS, warn=lambda message: None)
-    image.save(out / "image")
-    ev = experiment.prepare(image, "minilm", load_pairs(limit=settings.pairs),
-                            load_calibration(limit=settings.calibration), progress=progress)
-    rows = experiment.run(ev, settings.uniform, settings.budgets, progress)
-    for row in rows:
-        progress(f"RTL layer {settings.layer}, {row['plan']}")
-        plan, sentences = _plan_for_row(ev, row)
-        result = coverify_layer(image, out / "image", plan, settings.layer, ev.config, ev.tokenizer,
-                                sentences, out / "rtl" / row["plan"].replace(" ", "-"), settings.sim)
-        row.update(rtl_lines=result.lines_checked, rtl_mismatches=result.line_mismatches,
-                   rtl_exact=result.passed, rtl_cycles=result.sim["cycles"],
-                   rtl_dram_bytes=result.sim["dram_bytes_read_bus"])
-    plots = [str(p) for p in experiment.plot(rows, out / "plots")]
-    return {"image": str(out / "image"), "pairs": len(ev.pairs), "sentences": len(ev.sentences),
-            "layer": settings.layer, "rows": rows, "plots": plots}
+    with atomic_dir(out, "demo") as tmp:
+        progress("quantize MiniLM")
+        image = quantize_source("minilm", StoreFormat(), views=DEMO_VIEWS, warn=lambda message: None)
+        image.save(tmp / "image")
+        ev = experiment.prepare(image, "minilm", load_pairs(limit=settings.pairs),
+                                load_calibration(limit=settings.calibration), progress=progress)
+        rows = experiment.run(ev, settings.uniform, settings.budgets, progress)
+        for row in rows:
+            progress(f"RTL layer {settings.layer}, {row['plan']}")
+            plan, sentences = _plan_for_row(ev, row)
+            result = coverify_layer(image, tmp / "image", plan, settings.layer, ev.config, ev.tokenizer,
+                                    sentences, tmp / "rtl" / row["plan"].replace(" ", "-"), settings.sim)
+            row.update(rtl_lines=result.lines_checked, rtl_mismatches=result.line_mismatches,
+                       rtl_exact=result.passed, rtl_cycles=result.sim["cycles"],
+                       rtl_dram_bytes=result.sim["dram_bytes_read_bus"])
+        plots = [str(out / p.relative_to(tmp)) for p in experiment.plot(rows, tmp / "plots")]
+        report = {"image": str(out / "image"), "pairs": len(ev.pairs), "sentences": len(ev.sentences),
+                  "layer": settings.layer, "rows": rows, "plots": plots}
+        write_json(tmp / REPORT_FILE, {**report, "settings": {**dataclasses.asdict(settings), "out_dir": str(out)}})
+    return report
 
 
 def table_rows(rows: list[dict]) -> list[list]:

@@ -133,6 +133,11 @@ def sim_command(job: Job, config: RegressConfig, trace_dir: str) -> str:
     return shlex.join(words)
 
 
+def kept_trace_dir(keep: str | os.PathLike, job: Job) -> Path:
+    """Where `--keep` puts the trace of `job`."""
+    return Path(keep) / f"{job.config}-seed{job.seed}"
+
+
 def run_job(job: Job, image_dir: str, verilog: str | None = None, keep: str | None = None) -> dict:
     """Make the job's trace and replay it; a result dict (never raises: a crash of the
     harness is a failure too, with its traceback's last line as the error)."""
@@ -146,7 +151,7 @@ def run_job(job: Job, image_dir: str, verilog: str | None = None, keep: str | No
         if config.corrupt:
             result["corrupted_request"] = corrupt_one_line(trace, job.seed)
         with tempfile.TemporaryDirectory(prefix="smartquant-regress-") as work:
-            trace_dir = Path(keep) / f"{job.config}-seed{job.seed}" if keep else Path(work) / "trace"
+            trace_dir = kept_trace_dir(keep, job) if keep else Path(work) / "trace"
             save_trace(trace, trace_dir)
             stats = runner.run_trace(trace_dir, sim_options(job, config), verilog=verilog)
         if keep:

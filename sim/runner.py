@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_file
 from ..errors import SmartquantError
 from .testbench import ENV, BenchConfig
 
@@ -223,7 +224,8 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
         if options.waves:
             dump = next((p for p in [Path(test_dir) / "dump.vcd", build_dir / f"{TOPLEVEL}.fst"] if p.exists()), None)
             if dump is not None:
-                shutil.copyfile(dump, options.waves)
+                with atomic_file(options.waves) as tmp:
+                    shutil.copyfile(dump, tmp)
                 stats["waves"] = options.waves
     stats["simulator"] = options.simulator
     return stats

@@ -146,7 +146,7 @@ def plot(rows: list[dict], out_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
     out_dir = Path(out_dir)
     names = ("quality_vs_bits.png", "quality_vs_dram.png")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "plots") as tmp:
         for name, x_key, x_label in zip(names, ("avg_bits", "dram_bytes"),
                                         ("average bits per weight", "DRAM bytes per forward pass (MB)")):
             fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -228,9 +228,9 @@ class Image:
                 "tensors": [e.to_json() for e in self.entries], "side": sorted(self.side)}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the image directory atomically (replacing any previous one at `path`)."""
+        """Write the image directory atomically (replacing only an earlier image at `path`)."""
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "image") as tmp:
             (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=1) + "\n")
             self.dram.tofile(tmp / DRAM_FILE)
             if self.side:

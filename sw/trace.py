@@ -299,7 +299,7 @@ def _make_bad(kind, image, regions, dram_lines, rng):
 def save_trace(trace: Trace, path: str | os.PathLike, embed_image: bool = False) -> None:
     """Write `trace` as a trace directory (atomically); `embed_image` copies the image in."""
     path = Path(path)
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, "trace") as tmp:
         if embed_image:
             trace.load_image().save(tmp / "image")
             image_ref = "image"

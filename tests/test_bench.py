@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from smartquant import spec
+from smartquant.atomic import MARKER
 from smartquant.sim import bench
 from smartquant.spec import LINE_BYTES, View
 from smartquant.sw.trace import make_trace
@@ -99,7 +100,7 @@ def test_cli_table_json_plots_and_simulator_speed(tmp_path):
     assert min(r["speedup_vs_slowest"] for r in speed.values()) == 1
     assert speed["verilator"]["cycles_per_s"] > speed["amaranth"]["cycles_per_s"]
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {
-        "throughput.png", "read_bus.png", "bytes_per_weight.png", "latency.png", "simulators.png"}
+        "throughput.png", "read_bus.png", "bytes_per_weight.png", "latency.png", "simulators.png", MARKER}
 
 
 def test_cli_rejects_bad_input():

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from smartquant.atomic import MARKER
 from smartquant.cli import main
 
 
@@ -16,7 +17,8 @@ def test_eval_small_sample(minilm_image_dir, tmp_path, capsys):
     assert "uniform 8" in text and "dynamic 3" in text and "spearman" in text
     rows = json.loads(out.read_text())["rows"]
     assert [r["plan"] for r in rows] == ["uniform 4", "uniform 8", "static 3", "dynamic 3"]
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["quality_vs_bits.png", "quality_vs_dram.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [MARKER, "quality_vs_bits.png",
+                                                                      "quality_vs_dram.png"]
 
 
 @pytest.mark.parametrize("flags, message", [(["--budgets", "0.5"], "budget 0.5 bits per weight outside 1..8"),

@@ -118,10 +118,11 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, image_dir, tmp_path, c
 
 
 def test_exit_code_through_the_console_entry_point(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "read", str(tmp_path), "--tensor", "x",
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "read", str(tmp_path / "empty"), "--tensor", "x",
                           "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.strip() == f"smartquant read: error: {tmp_path}: not an image (no manifest.json)"
+    assert out.stderr.strip() == f"smartquant read: error: {tmp_path / 'empty'}: not an image (no manifest.json)"
 
 
 def test_inspect_minilm(minilm_image_dir, capsys):

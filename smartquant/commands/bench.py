@@ -8,6 +8,7 @@ from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import bench
 from ..spec import View
+from .common import check_output_options
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -101,6 +102,7 @@ def _table(rows: list[dict], columns) -> str:
 
 def run(args) -> int:
     sweep = sweep_from_args(args)
+    check_output_options(args)
     rows = bench.run_sweep(sweep)
     present, absent = bench.present_simulators()
     speed = [] if args.no_speed else bench.simulator_speed(present, blocks=args.speed_blocks)

@@ -5,14 +5,13 @@ print the report; JSON and plots go to the output directory."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
-from ..report import format_table, write_json
-from ..sim.demo import COLUMNS, DemoSettings, run_demo, table_rows
+from ..atomic import check_output
+from ..report import format_table
+from ..sim.demo import COLUMNS, REPORT_FILE, DemoSettings, run_demo, table_rows
 from .common import number_list
 
 
@@ -20,7 +19,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the main job: quantize, plan, co-verify a layer in RTL, report",
                               description=__doc__)
     p.add_argument("-o", "--out", default="smartquant-demo", metavar="DIR",
-                   help="output directory: image/, rtl/ traces, plots/, demo.json (default: smartquant-demo)")
+                   help="output directory: image/, rtl/ traces, plots/, demo.json (default: smartquant-demo; "
+                        "replaces only an earlier demo output)")
     p.add_argument("--pairs", type=int, default=DemoSettings.pairs, metavar="N",
                    help=f"sentence pairs to evaluate (default {DemoSettings.pairs})")
     p.add_argument("--uniform", default=",".join(map(str, DemoSettings.uniform)), metavar="K,..",
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    out = Path(args.out)
+    out = check_output(args.out, "demo")
     settings = DemoSettings(out, pairs=args.pairs, uniform=number_list(int)(args.uniform),
                             budgets=number_list(float)(args.budgets), layer=args.layer)
     with tqdm(desc="demo", unit="step", file=sys.stderr, disable=None) as bar:
@@ -46,10 +46,9 @@ def run(args) -> int:
           f"vs_int8 = against every linear weight at 8 bits; rtl_*: encoder layer {report['layer']} "
           f"of each plan served by the simulated controller (Verilator), rtl_exact = its output "
           f"equals the golden software path bit for bit")
-    write_json(out / "demo.json", {**report, "settings": {**dataclasses.asdict(settings), "out_dir": str(out)}})
     for path in report["plots"]:
         print(f"wrote {path}")
-    print(f"wrote {out / 'demo.json'}")
+    print(f"wrote {out / REPORT_FILE}")
     failed = [r["plan"] for r in rows if not r["rtl_exact"]]
     if failed:
         print(f"RTL co-verification FAILED for: {', '.join(failed)}", file=sys.stderr)

@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from ..report import format_table, write_json
-from .common import number_list
+from .common import check_output_options, number_list
 from ..sw import experiment
 from ..sw.evalset import load_calibration, load_pairs
 from ..sw.image import Image
@@ -37,6 +37,7 @@ def run(args) -> int:
     uniform, budgets = number_list(int)(args.uniform), number_list(float)(args.budgets)
     ks = number_list(int)(args.ks)
     experiment.check_settings(uniform, budgets, ks)
+    check_output_options(args, inputs=[args.image])
     image = Image.load(args.image)
     with tqdm(desc="eval", unit="step", file=sys.stderr, disable=None) as bar:
         def progress(label: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..report import format_table, write_json
 from ..sw.image import Image
 from ..sw.store import summarize
+from .common import check_output_options
 
 
 def register(subparsers) -> None:
@@ -20,6 +21,7 @@ def _error(value):
 
 
 def run(args) -> int:
+    check_output_options(args, inputs=[args.image])
     summary = summarize(Image.load(args.image))
     ks = range(1, 9)
     print(format_table(

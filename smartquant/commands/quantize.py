@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import time
 
+from ..atomic import check_output
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
 from ..sw.quantizer import StoreFormat
 from ..sw.recipe_store import quantize_with_recipe
 from ..sw.store import parse_views, quantize_source
+from .common import source_input
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("quantize", help="quantize weights into a store image", description=__doc__)
     p.add_argument("source", metavar="SRC", help="a .safetensors file, or 'minilm'")
-    p.add_argument("-o", "--output", required=True, metavar="IMAGE", help="image directory to write")
+    p.add_argument("-o", "--output", required=True, metavar="IMAGE",
+                   help="image directory to write (replaces only an earlier image)")
     p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, choices=GROUP_SIZES,
                    help="weights per scale (default %(default)s)")
     p.add_argument("--format", choices=("asym", "sym"), default="asym",
@@ -31,6 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output(args.output, "image", inputs=[source_input(args.source), args.recipe])
     views = parse_views(args.views)
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     start = time.perf_counter()

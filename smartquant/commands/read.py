@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..atomic import atomic_file
+from ..atomic import FILE, atomic_file, check_output
 from ..spec import View
 from ..sw.golden import view_array
 from ..sw.image import Image
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output(args.output, FILE, inputs=[args.image])
     array = view_array(Image.load(args.image), args.tensor, View[args.view.upper()], args.bits)
     with atomic_file(args.output) as tmp:
         with open(tmp, "wb") as f:

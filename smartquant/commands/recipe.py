@@ -5,11 +5,13 @@ JSON for `smartquant quantize SRC --recipe recipe.json`.  docs/RECIPES.md."""
 
 from __future__ import annotations
 
+from ..atomic import FILE, check_output
 from ..errors import SmartquantError
 from ..report import format_table
 from ..spec import GROUP_SIZES
 from ..sw.recipe import KINDS, SCALE_NAMES, TABLE_HEADER, option_grid, write_recipe
 from ..sw.recipe_store import CALIBRATION_SENTENCES, search_source
+from .common import source_input
 
 
 def _choices(text: str, allowed, convert=str) -> tuple:
@@ -39,6 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output(args.output, FILE, inputs=[source_input(args.source)])
     options = option_grid(kinds=_choices(args.kinds, KINDS),
                           group_sizes=_choices(args.group_sizes, GROUP_SIZES, int),
                           scale_formats=_choices(args.scales, tuple(SCALE_NAMES)))

@@ -8,10 +8,12 @@ import sys
 
 from tqdm import tqdm
 
+from ..atomic import check_output
 from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import regress
 from ..sw.image import Image
+from .common import check_output_options
 
 ERROR_CHARS = 120       #: error text shown per failure in the table (the JSON has all of it)
 
@@ -40,6 +42,9 @@ def run(args) -> int:
     seeds = [args.seed] if args.seed is not None else list(range(args.first_seed, args.first_seed + args.seeds))
     image = Image.load(args.image)
     jobs = regress.make_jobs(image, [c for c in args.configs.split(",") if c], seeds, args.tensors_per_job)
+    check_output_options(args, inputs=[args.image])
+    for job in jobs if args.keep else ():
+        check_output(regress.kept_trace_dir(args.keep, job), "trace", inputs=[args.image], outputs=[args.json])
     with tqdm(total=len(jobs), desc="regress", unit="job", file=sys.stderr, disable=None) as bar:
         results = regress.run_regress(jobs, args.image, args.jobs, args.ray, args.keep,
                                       on_result=lambda result: bar.update(1))

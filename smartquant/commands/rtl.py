@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import atomic_file
+from ..atomic import FILE, atomic_file, check_output
 from ..errors import SmartquantError
 from ..hw.top import generate_verilog
 
@@ -24,12 +24,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    path = check_output(Path(args.output) / VERILOG_FILE, FILE)
     try:
         verilog = generate_verilog(lanes=args.lanes, axi_data_width=args.axi_width,
                                    axi_addr_width=args.axi_addr_width)
     except ValueError as exc:
         raise SmartquantError(str(exc)) from None
-    path = Path(args.output) / VERILOG_FILE
     with atomic_file(path) as tmp:
         tmp.write_text(verilog)
     print(f"{path}: module smartquant_top, lanes={args.lanes}, AXI {args.axi_width}-bit data, "

@@ -9,6 +9,7 @@ from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import runner
 from ..sw.trace import load_trace
+from .common import check_output_options
 
 
 def register(subparsers) -> None:
@@ -43,6 +44,7 @@ def check_trace(path) -> None:
 
 
 def run(args) -> int:
+    check_output_options(args, inputs=[args.trace])
     check_trace(args.trace)
     options = runner.SimOptions(simulator=args.sim, seed=args.seed, stall=args.stall,
                                 read_latency=args.read_latency, max_in_flight=args.max_in_flight,

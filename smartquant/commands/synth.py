@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import report
 from ..hw import synth
+from .common import check_output_options
 
 
 def register(subparsers) -> None:
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output_options(args)
     result = synth.synthesize_top(
         args.target, lanes=args.lanes, axi_data_width=args.axi_data_width,
         freq_mhz=args.freq, seed=args.seed, router=args.router, timeout_s=args.timeout, workdir=args.workdir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..atomic import check_output
 from ..report import format_table
 from ..spec import Opcode
 from ..sw import trace as traces
@@ -12,7 +13,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("trace", help="write a golden trace of host requests and expected responses",
                               description=__doc__)
     p.add_argument("image", help="image directory (smartquant quantize output)")
-    p.add_argument("-o", "--output", required=True, help="trace directory to write")
+    p.add_argument("-o", "--output", required=True,
+                   help="trace directory to write (replaces only an earlier trace)")
     p.add_argument("--tensors", default="", help="comma-separated tensor names (default: all)")
     p.add_argument("--views", default="fp16:4", help="views to read, e.g. fp16:4,packed:3,int8:8,raw")
     p.add_argument("--order", default="sequential", choices=traces.ORDERS,
@@ -26,6 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output(args.output, "trace", inputs=[args.image])
     image = Image.load(args.image)
     tensors = [t for t in args.tensors.split(",") if t] or None
     trace = traces.make_trace(image, args.image, tensors, traces.parse_views(args.views), args.order,
