@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Callable
 
 from ..errors import SmartquantError
@@ -15,3 +16,28 @@ def number_list(kind: Callable[[str], float]) -> Callable[[str], tuple]:
         except ValueError:
             raise SmartquantError(f"{text!r} is not a comma-separated list of numbers") from None
     return parse
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=`: an integer >= `minimum` (seeds, counts, cycles), else a one-line
+    argparse error naming the option, before the command runs."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def probability(text: str) -> float:
+    """An argparse `type=`: a probability per cycle in [0, 1) (1 would stall forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
