@@ -1,4 +1,4 @@
-"""Acceptance numbers of the nested store on all-MiniLM-L6-v2 (issue 3, docs/FORMATS.md):
+"""Acceptance numbers of the nested store on all-MiniLM-L6-v2 (docs/FORMATS.md):
 
 - relative Frobenius error ||W_k - W||_F / ||W||_F over all linear layers, per view
   k = 2..8, for nested RTN, nested MSE-clipped (several view sets) and a dedicated

@@ -88,6 +88,16 @@ def public_ports(verilog: str, toplevel: str = TOPLEVEL) -> str:
     return verilog[:start] + top + verilog[end:]
 
 
+#: Amaranth's `(* src = "/abs/path/file.py:line" *)` attributes: they name the checkout's folder
+SOURCE_LOCATION = re.compile(r'^[ \t]*\(\* src = "[^"]*" \*\)\n|\(\* src = "[^"]*" \*\) ?', re.M)
+
+
+def without_source_locations(verilog: str) -> str:
+    """`verilog` without its source-location attributes, so the same design built from
+    another checkout or virtual environment has the same text and shares one cached build."""
+    return SOURCE_LOCATION.sub("", verilog)
+
+
 def _lean_verilator():
     from cocotb_tools.runner import Verilator
 
@@ -129,6 +139,7 @@ def build(simulator: str, verilog: str, waves: bool = False, toplevel: str = TOP
     """(runner, build_dir) with module `toplevel` of `verilog` compiled for `simulator`,
     reusing a cached build."""
     runner = _runner(simulator)
+    verilog = without_source_locations(verilog)
     digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
     build_dir = build_root() / f"{simulator}-{toplevel}-{digest}{'-waves' if waves else ''}"
     source = build_dir / f"{toplevel}.v"

@@ -120,7 +120,7 @@ def unpack_fields(fields, word: int) -> dict[str, int]:
 
 
 # ==============================================================================
-# CSR map (owned by the RTL, issue 4; docs/RTL.md).  Everything below is part of
+# CSR map (owned by the RTL; docs/RTL.md).  Everything below is part of
 # the contract between the RTL (`smartquant.hw.csr`) and whoever programs it
 # (testbenches, drivers).
 #
@@ -228,7 +228,7 @@ def region_csr_writes(index: int, plane_base: int, meta_base: int, blocks: int, 
 
 
 # ==============================================================================
-# Table-lookup (codebook) regions (issue 8; docs/RECIPES.md).  A LUT region keeps
+# Table-lookup (codebook) regions (docs/RECIPES.md).  A LUT region keeps
 # the plane and metadata layout (the zero byte is unused), and its fp16/bf16 views
 # answer `s * table_k[c]` instead of `s * (r - z)`: table_k is the region's view-k
 # codebook (2**k binary16 entries), c = q >> (8-k) the view code, s the group scale.

@@ -27,14 +27,13 @@ from ..atomic import atomic_dir
 from ..errors import SmartquantError
 from ..spec import (BLOCK_WEIGHTS, CODEBOOK_ENTRIES, CODEBOOK_LINES, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
                     META_BYTES_PER_GROUP, PLANES, SYMMETRIC_ZERO, ScaleFormat)
+from .validate import IMAGE_FORMAT, IMAGE_VERSION, check_manifest, check_side
 
 if TYPE_CHECKING:
     from .quantizer import QuantizedTensor
 
-FORMAT_NAME = "smartquant-image"
-FORMAT_VERSION = 1
-#: info key under which images written before `codebook_base` listed their table sets
-LEGACY_CODEBOOKS_KEY = "codebooks"
+FORMAT_NAME = IMAGE_FORMAT
+FORMAT_VERSION = IMAGE_VERSION
 MANIFEST = "manifest.json"
 DRAM_FILE = "dram.bin"
 SIDE_FILE = "side.safetensors"
@@ -85,19 +84,15 @@ class TensorEntry:
 
     @classmethod
     def from_json(cls, d: dict) -> "TensorEntry":
-        try:
-            rel = d.get("rel_error")
-            return cls(name=str(d["name"]), shape=tuple(int(v) for v in d["shape"]),
-                       padded_in=int(d["padded_in"]), group_size=int(d["group_size"]),
-                       symmetric=bool(d["symmetric"]),
-                       scale_format=ScaleFormat[str(d["scale_format"]).upper()],
-                       plane_base=int(d["plane_base"]), meta_base=int(d["meta_base"]),
-                       blocks=int(d["blocks"]), meta_lines=int(d["meta_lines"]),
-                       rel_error=None if rel is None else {int(k): float(v) for k, v in rel.items()},
-                       norm=None if d.get("norm") is None else float(d["norm"]),
-                       codebook_base=None if d.get("codebook_base") is None else int(d["codebook_base"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SmartquantError(f"manifest tensor entry {d.get('name', '?')!r} is malformed: {exc!r}") from None
+        """The entry of a manifest row that `validate.check_manifest` accepted."""
+        rel = d.get("rel_error")
+        return cls(name=d["name"], shape=tuple(d["shape"]), padded_in=d["padded_in"], group_size=d["group_size"],
+                   symmetric=d["symmetric"], scale_format=ScaleFormat[d["scale_format"].upper()],
+                   plane_base=d["plane_base"], meta_base=d["meta_base"], blocks=d["blocks"],
+                   meta_lines=d["meta_lines"],
+                   rel_error=None if rel is None else {int(k): float(v) for k, v in rel.items()},
+                   norm=None if d.get("norm") is None else float(d["norm"]),
+                   codebook_base=d.get("codebook_base"))
 
 
 # --- bit-planes ------------------------------------------------------------------
@@ -238,32 +233,16 @@ class Image:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Image":
-        """Read an image directory; any inconsistency is a one-line SmartquantError."""
+        """Read an image directory, every field checked first (sw/validate.py); any
+        inconsistency is a one-line SmartquantError."""
         path = Path(path)
         manifest = _read_manifest(path)
         dram_path = path / DRAM_FILE
         if not dram_path.is_file():
             raise SmartquantError(f"{dram_path}: missing (every image has a dram.bin)")
-        want = manifest["dram_lines"] * LINE_BYTES
-        have = dram_path.stat().st_size
-        if have < want:
-            raise SmartquantError(f"{dram_path} is truncated: {have} bytes, the manifest needs {want}")
-        if have > want:
-            raise SmartquantError(f"{dram_path} has {have} bytes, the manifest says {want}")
+        rows = check_manifest(manifest, dram_path.stat().st_size, path / MANIFEST)
+        entries = [TensorEntry.from_json(row) for row in rows]
         dram = np.fromfile(dram_path, dtype=np.uint8)
-        info = manifest.get("info", {})
-        legacy = info.get(LEGACY_CODEBOOKS_KEY, {}) if isinstance(info, dict) else {}
-        entries = []
-        for d in manifest["tensors"]:
-            e = TensorEntry.from_json(d)
-            if e.codebook_base is None and isinstance(legacy, dict) and legacy.get(e.name) is not None:
-                e = dataclasses.replace(e, codebook_base=int(legacy[e.name]))
-            lines = manifest["dram_lines"]
-            if e.plane_base % PLANES or e.meta_base + e.meta_lines > lines or e.plane_base + e.blocks * PLANES > lines \
-                    or (e.codebook_base is not None and (e.codebook_base % CODEBOOK_LINES
-                                                         or e.codebook_base + CODEBOOK_LINES > lines)):
-                raise SmartquantError(f"{path / MANIFEST}: tensor {e.name!r} lies outside dram.bin or is misaligned")
-            entries.append(e)
         side = {}
         if manifest.get("side"):
             from safetensors.numpy import load_file
@@ -271,7 +250,8 @@ class Image:
                 side = load_file(str(path / SIDE_FILE))
             except Exception as exc:  # safetensors raises several types for a bad file
                 raise SmartquantError(f"{path / SIDE_FILE}: unreadable side data ({exc})") from None
-        return cls(entries=entries, dram=dram, side=side, info=info)
+            check_side(manifest["side"], side, path / SIDE_FILE)
+        return cls(entries=entries, dram=dram, side=side, info=manifest.get("info", {}))
 
 
 def _read_manifest(path: Path) -> dict:
@@ -280,14 +260,6 @@ def _read_manifest(path: Path) -> dict:
         raise SmartquantError(f"{path}: not an image (no {MANIFEST})")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:   # ValueError: JSONDecodeError
         raise SmartquantError(f"{manifest_path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise SmartquantError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise SmartquantError(f"{manifest_path}: unsupported image version {manifest.get('version')!r} "
-                              f"(this tool reads version {FORMAT_VERSION})")
-    if manifest.get("line_bytes") != LINE_BYTES or not isinstance(manifest.get("dram_lines"), int) \
-            or not isinstance(manifest.get("tensors"), list):
-        raise SmartquantError(f"{manifest_path}: missing or bad line_bytes / dram_lines / tensors")
     return manifest

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable
 
@@ -88,12 +89,12 @@ def summarize(image: Image) -> dict:
                for e in image.entries]
     weights = sum(e.weights for e in image.entries)
     with_error = [e for e in image.entries if e.rel_error is not None and e.norm is not None]
-    total_norm2 = sum(e.norm ** 2 for e in with_error)
+    total_norm = math.hypot(*(e.norm for e in with_error))     # hypot: no overflow for huge recorded norms
 
     def overall_error(k):
-        if len(with_error) != len(image.entries) or not total_norm2:
+        if len(with_error) != len(image.entries) or not total_norm:
             return None
-        return (sum((e.rel_error[k] * e.norm) ** 2 for e in with_error) / total_norm2) ** 0.5
+        return math.hypot(*(e.rel_error[k] * e.norm for e in with_error)) / total_norm
     per_k = [{"k": k, "bytes_read": sum(bytes_read(e, k) for e in image.entries),
               "bits_per_weight": sum(bytes_read(e, k) for e in image.entries) * 8 / weights if weights else 0.0,
               "rel_error": overall_error(k)} for k in ks]

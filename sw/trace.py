@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +33,8 @@ from . import golden
 from .dram_errors import Sources, pick_error_lines, response_sources
 from .image import Image
 from .plan import plan_requests
+from .validate import TRACE_FORMAT, TRACE_VERSION, check_trace_json, load_requests
 
-TRACE_FORMAT = "smartquant-trace"
-TRACE_VERSION = 1
 ORDERS = ("sequential", "strided", "random")
 #: kinds of bad request `--errors` mixes in, used in turn
 ERROR_KINDS = ("unmapped", "past_end", "write_quantized", "int8_asymmetric", "bad_k")
@@ -346,27 +344,17 @@ def save_trace(trace: Trace, path: str | os.PathLike, embed_image: bool = False)
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Read a trace directory; a one-line SmartquantError on anything malformed."""
+    """Read a trace directory, every field checked first (sw/validate.py); a one-line
+    SmartquantError on anything malformed."""
     path = Path(path)
     try:
         meta = json.loads((path / "trace.json").read_text())
     except FileNotFoundError:
         raise SmartquantError(f"{path}: no trace.json (not a trace directory)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:    # ValueError: JSONDecodeError, UnicodeDecodeError
         raise SmartquantError(f"{path}/trace.json unreadable: {exc}") from None
-    if meta.get("format") != TRACE_FORMAT:
-        raise SmartquantError(f"{path}: not a smartquant trace")
-    if meta.get("version") != TRACE_VERSION:
-        raise SmartquantError(f"{path}: trace version {meta.get('version')} unsupported "
-                              f"(this tool reads version {TRACE_VERSION})")
-    try:
-        with np.load(path / "requests.npz") as arrays:
-            columns = {k: arrays[k] for k in ("opcode", "tag", "addr", "line", "poison")}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SmartquantError(f"{path}/requests.npz unreadable: {exc}") from None
-    if len(columns["opcode"]) != meta["requests"]:
-        raise SmartquantError(f"{path}: requests.npz has {len(columns['opcode'])} requests, "
-                              f"trace.json says {meta['requests']}")
+    check_trace_json(meta, path / "trace.json")
+    columns = load_requests(path / "requests.npz", meta["requests"])
     image_path = Path(meta["image"])
     if not image_path.is_absolute():
         image_path = path / image_path

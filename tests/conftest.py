@@ -8,12 +8,17 @@ that shape it, so later sessions load it in well under a second; `tiny_image` is
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from smartquant.spec import ScaleFormat
+
+#: set by .ci/run, where the apt tools are installed: a missing one fails the test instead of skipping it
+REQUIRE_APT_TOOLS = "SMARTQUANT_REQUIRE_APT_TOOLS"
 
 MINILM_VIEWS = (2, 3, 4, 8)     #: views the MiniLM fixture's clipping search optimises
 _IMAGE_MODULES = ("fpformat", "image", "quantizer", "sources", "store", "golden")
@@ -25,6 +30,20 @@ def _sw_hash() -> str:
     for name in _IMAGE_MODULES:
         digest.update((Path(sw.__file__).parent / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def iverilog() -> str:
+    """Path of Icarus Verilog's `iverilog`, the second simulator.  It comes from apt, not PyPI:
+    where it is missing the test skips with the reason (`pytest -rs` lists it), except under
+    SMARTQUANT_REQUIRE_APT_TOOLS=1 (.ci/run), where it fails."""
+    path = shutil.which("iverilog")
+    if path is None:
+        reason = "Icarus Verilog is not installed (apt-get install iverilog)"
+        if os.environ.get(REQUIRE_APT_TOOLS) == "1":
+            pytest.fail(f"{reason}, and {REQUIRE_APT_TOOLS}=1 requires it")
+        pytest.skip(reason)
+    return path
 
 
 @pytest.fixture(scope="session")

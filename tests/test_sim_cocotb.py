@@ -126,7 +126,7 @@ def test_watchdog_fails_a_stuck_run(base_trace):
     assert "oldest outstanding: request" in stats["error"]
 
 
-def test_icarus_runs_the_same_scoreboard_and_writes_fst(tiny_image, tiny_image_dir, tmp_path):
+def test_icarus_runs_the_same_scoreboard_and_writes_fst(iverilog, tiny_image, tiny_image_dir, tmp_path):
     # Icarus runs this design at tens of cycles per second: a small trace
     entry = min(tiny_image.entries, key=lambda e: e.blocks)
     trace = make_trace(tiny_image, tiny_image_dir, [entry.name], [(View.PACKED, 3), (View.FP16, 2)], "random",

@@ -1,4 +1,4 @@
-"""CLI quantize / inspect / read: happy paths and every bad input of issue 3 (exit 2, one line, no output)."""
+"""CLI quantize / inspect / read: happy paths and every bad input (exit 2, one line, no output)."""
 
 import json
 import subprocess
