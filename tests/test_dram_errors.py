@@ -4,6 +4,7 @@ on every simulator backend."""
 
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,9 @@ from smartquant.sim.runner import SimOptions, run_trace
 from smartquant.sim import runner
 from smartquant.spec import PLANES, Opcode, View, host_line_address, split_host_line_address
 from smartquant.sw import golden
-from smartquant.sw.dram_errors import meta_line_of, response_sources
-from smartquant.sw.trace import (Segment, expect_dram_errors, load_trace, make_trace, parse_views, region_of,
-                                 save_trace, trace_sources)
+from smartquant.sw.dram_errors import meta_line_of
+from smartquant.sw.trace import (Segment, Trace, expect_dram_errors, load_trace, make_trace, parse_views,
+                                 region_of, save_trace, trace_sources)
 
 STALLY = dict(stall=0.25, read_latency=24)
 
@@ -24,25 +25,39 @@ STALLY = dict(stall=0.25, read_latency=24)
 # --- the rule, on hand-made request sequences, and the RTL agreeing -------------------
 
 def _read(entry, view, k, block=0, line=0):
-    return Opcode.MEM_RD, host_line_address(view, k, golden.view_offset(entry, view, k, block, line)), 0
+    return Opcode.MEM_RD, host_line_address(view, k, golden.view_offset(entry, view, k, block, line))
 
 
-def _raw(opcode, image, line):
-    """A raw read, or a raw write of the line's own data (so later reads see the same image)."""
-    data = int.from_bytes(image.lines(line, 1).tobytes(), "little") if opcode == Opcode.MEM_WR else 0
-    return opcode, host_line_address(View.RAW, 0, line), data
+def _raw(opcode, line):
+    """A raw read, or a raw write (of the line's own data, see `case_trace`)."""
+    return opcode, host_line_address(View.RAW, 0, line)
 
 
-BAD = (Opcode.MEM_RD, host_line_address(View.PACKED, 0, 0), 0)      #: k = 0: a decoder error
+BAD = (Opcode.MEM_RD, host_line_address(View.PACKED, 0, 0))      #: k = 0: a decoder error
 
 
-def _poison(entries, requests, error_lines):
-    """Expected DRAM-error poison of `requests` ((opcode, addr, data)) under a region table of `entries`."""
-    opcode = np.array([op for op, _, _ in requests], np.uint8)
-    addr = np.array([a for _, a, _ in requests], np.uint64)
-    bad = np.array([r is BAD for r in requests])
-    segments = [Segment([region_of(e) for e in entries], 0, len(requests))]
-    return response_sources(segments, opcode, addr, bad).poisoned(error_lines).astype(int).tolist()
+def case_trace(image, image_path, requests) -> Trace:
+    """`requests` ((opcode, addr)) as a one-segment trace over every tensor of `image`: reads
+    expect the golden response, writes write the line's own data (so reads see the same image)."""
+    opcode = np.array([op for op, _ in requests], np.uint8)
+    addr = np.array([a for _, a in requests], np.uint64)
+    lines, poison = [], []
+    for op, a in requests:
+        if op == Opcode.MEM_WR:
+            data, bad = image.lines(split_host_line_address(a)[2], 1).tobytes(), False
+        else:
+            data, bad = golden.response_line(image, a)
+        lines.append(np.frombuffer(data, np.uint8))
+        poison.append(bad)
+    return Trace(Path(image_path), image.dram.size, {}, [Segment([region_of(e) for e in image.entries], 0, len(requests))],
+                 opcode, (np.arange(len(requests)) % 256).astype(np.uint8), addr, np.stack(lines),
+                 np.array(poison, np.uint8))
+
+
+def _poison(image, requests, error_lines):
+    """Expected DRAM-error poison of `requests` ((opcode, addr)) under a region table of every tensor."""
+    trace = case_trace(image, "unused", requests)
+    return trace_sources(trace).poisoned(error_lines).astype(int).tolist()
 
 
 def rule_cases(image):
@@ -56,13 +71,11 @@ def rule_cases(image):
     cases = {
         "k=3 reuses the k=8 burst": ([packed8, packed3], [deep], [1, 1]),
         "k=8 after k=3 fetches again": ([packed3, packed8], [deep], [0, 1]),
-        "a raw read forgets the burst": ([packed8, _raw(Opcode.MEM_RD, image, entry.meta_base), packed3],
-                                         [deep], [1, 0, 0]),
-        "a raw write forgets the burst": ([packed8, _raw(Opcode.MEM_WR, image, entry.meta_base), packed3],
-                                          [deep], [1, 0, 0]),
+        "a raw read forgets the burst": ([packed8, _raw(Opcode.MEM_RD, entry.meta_base), packed3], [deep], [1, 0, 0]),
+        "a raw write forgets the burst": ([packed8, _raw(Opcode.MEM_WR, entry.meta_base), packed3], [deep], [1, 0, 0]),
         "another block in between": ([packed8, _read(entry, View.PACKED, 3, block=1), packed3], [deep], [1, 0, 0]),
         "a bad request fetches nothing": ([packed8, BAD, packed3], [deep], [1, 0, 1]),
-        "a raw read of the line": ([_raw(Opcode.MEM_RD, image, deep)], [deep], [1]),
+        "a raw read of the line": ([_raw(Opcode.MEM_RD, deep)], [deep], [1]),
         "metadata poisons dequantized reads only": (
             [_read(entry, View.FP16, 4, block=1), _read(entry, View.PACKED, 4, block=1),
              _read(entry, View.BF16, 2, block=1, line=15), _read(entry, View.FP16, 4, block=0)], [meta], [1, 0, 1, 0]),
@@ -80,29 +93,25 @@ def rule_cases(image):
 def test_rule_cases(image_name, request):
     image = request.getfixturevalue(image_name)
     for name, (requests, error_lines, expected) in rule_cases(image).items():
-        assert _poison(image.entries, requests, error_lines) == expected, name
+        assert _poison(image, requests, error_lines) == expected, name
 
 
-def test_rule_matches_the_rtl_on_every_case(lut_image):
-    """All cases in one request stream on the RTL (Amaranth simulator, random stalls): every
-    response's poison is the rule's, and the rest answer the golden data."""
-    from hw_bench import BenchConfig, region_writes, run_top
+def test_rule_matches_the_rtl_on_every_case(lut_image, tmp_path):
+    """All cases in one trace, replayed on the RTL (Amaranth backend, random stalls): every
+    response's poison is the rule's, the rest answer the golden data, the CSR counters agree."""
+    lut_image.save(tmp_path / "image")
     requests, error_lines = [], set()
     for case_requests, lines, _ in rule_cases(lut_image).values():
         requests += case_requests
         error_lines |= set(lines)
-    expected = _poison(lut_image.entries, requests, error_lines)
-    assert sum(expected) >= 8
-    result = run_top(lut_image.dram, region_writes(lut_image.entries), requests, dram_lines=lut_image.dram_lines,
-                     cfg=BenchConfig(latency=6, seed=1), error_lines=sorted(error_lines))
-    for i, ((kind, _, poison, data), request, dram_poison) in enumerate(zip(result.responses, requests, expected,
-                                                                           strict=True)):
-        want, bad = ((None, False) if request[0] == Opcode.MEM_WR
-                     else golden.response_line(lut_image, request[1]))
-        assert poison == int(bad or dram_poison), (i, request)
-        if not poison and want is not None:
-            assert data == want, i
-    assert result.counters["errors_dram_error"] == sum(expected)
+    trace = case_trace(lut_image, tmp_path / "image", requests)
+    bad = int(trace.poison.sum())
+    expect_dram_errors(trace, sorted(error_lines), trace_sources(trace))
+    assert trace.poison.sum() - bad >= 8
+    save_trace(trace, tmp_path / "trace")
+    stats = run_trace(tmp_path / "trace", SimOptions(simulator="amaranth", seed=1, **STALLY))
+    assert stats["passed"], stats["error"]
+    assert stats["poisoned"] == trace.poison.sum() and stats["counters"]["errors_dram_error"] == trace.poison.sum() - bad
 
 
 # --- smartquant trace --dram-errors ---------------------------------------------------
@@ -230,9 +239,9 @@ def error_trace(tiny_image, tiny_image_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus", "amaranth"])
-def test_dram_errors_coverify(error_trace, simulator):
-    if simulator == "icarus" and shutil.which("iverilog") is None:
-        pytest.skip("iverilog is not installed (apt-get install iverilog)")
+def test_dram_errors_coverify(error_trace, simulator, request):
+    if simulator == "icarus":
+        request.getfixturevalue("iverilog")        # skips with the reason where Icarus is missing
     path, trace, bad_requests = error_trace
     stats = run_trace(path, SimOptions(simulator=simulator, seed=2, **STALLY))
     assert stats["passed"], stats["error"]
