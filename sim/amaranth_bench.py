@@ -9,9 +9,9 @@ import random
 
 from amaranth.sim import Simulator
 
-from ..spec import CSR_READ_LATENCY
-from ..sw.trace import load_trace
-from .dram import random_pauses
+from ..spec import CSR_READ_LATENCY, LINE_BYTES
+from ..sw.trace import Trace
+from .dram import AXI_SLVERR, random_pauses
 from .host import BusCounters, HostModel
 from .scoreboard import Scoreboard
 from .testbench import BenchConfig, run_segments
@@ -27,11 +27,13 @@ SAMPLED = AR + R + AW + W + B
 class SteppedAxiRam:
     """AXI4 RAM stepped once per clock edge: INCR bursts, `read_latency` cycles per read
     burst (pipelined, up to `max_outstanding` ARs), random pauses on all five channels,
-    addresses wrapping at `size` like cocotbext-axi's AxiRam."""
+    addresses wrapping at `size` like cocotbext-axi's AxiRam, SLVERR on read beats of
+    `error_lines` (DRAM line numbers)."""
 
     def __init__(self, size: int, beat_bytes: int, read_latency: int, rng: random.Random,
-                 stall: float, max_outstanding: int = 16):
+                 stall: float, max_outstanding: int = 16, error_lines=()):
         self.mem = bytearray(size)
+        self.error_lines = frozenset(error_lines)
         self.beat_bytes = beat_bytes
         self.read_latency = read_latency
         self.max_outstanding = max_outstanding
@@ -82,7 +84,9 @@ class SteppedAxiRam:
         out["rvalid"] = int(bool(ready))
         if ready:
             _, ident, address, left = self.reads[0]
-            out.update(rdata=self._word(address), rlast=int(left == 1), rid=ident)
+            failed = address % len(self.mem) // LINE_BYTES in self.error_lines
+            out.update(rdata=self._word(address), rlast=int(left == 1), rid=ident,
+                       rresp=AXI_SLVERR if failed else 0)
         out["awready"] = int(not self._paused("aw"))
         out["wready"] = int(bool(self.writes) and not self._paused("w"))
         out["bvalid"] = int(bool(self.responses) and not self._paused("b"))
@@ -90,13 +94,13 @@ class SteppedAxiRam:
             out["bid"] = self.responses[0]
 
 
-def run_trace_amaranth(trace_path, config: BenchConfig, top) -> dict:
-    """Replay a trace on an Amaranth `SmartQuantTop` instance in Amaranth's simulator;
-    returns the same stats as the cocotb bench."""
-    trace = load_trace(trace_path)
+def run_trace_amaranth(trace: Trace, config: BenchConfig, top) -> dict:
+    """Replay a (loaded) trace on an Amaranth `SmartQuantTop` instance in Amaranth's
+    simulator; returns the same stats as the cocotb bench."""
     rng = random.Random(config.seed)
     beat_bytes = len(top.axi.rdata) // 8
-    ram = SteppedAxiRam(-(-trace.dram_bytes // 4096) * 4096, beat_bytes, config.read_latency, rng, config.stall)
+    ram = SteppedAxiRam(-(-trace.dram_bytes // 4096) * 4096, beat_bytes, config.read_latency, rng, config.stall,
+                        error_lines=trace.dram_errors)
     if trace.settings.get("load_via_host"):
         ram.mem[:] = random.Random(config.seed + 1).randbytes(len(ram.mem))
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file
 from ..errors import SmartquantError
+from ..sw.trace import Trace, load_trace
 from .testbench import ENV, BenchConfig
 
 COCOTB_SIMULATORS = ("verilator", "icarus")
@@ -181,24 +182,26 @@ def _bench_config(trace_path: Path, options: SimOptions, stats_path: str = "") -
                        responses=str(Path(options.responses).resolve()) if options.responses else "")
 
 
-def _run_amaranth(trace_path: Path, options: SimOptions) -> dict:
+def _run_amaranth(trace_path: Path, trace: Trace, options: SimOptions) -> dict:
     """The same bench on Amaranth's simulator (sim/amaranth_bench.py); no waveforms."""
     from ..hw.top import SmartQuantTop
     from .amaranth_bench import run_trace_amaranth
     if options.waves:
         raise SmartquantError("--waves: use --sim verilator or icarus (the amaranth backend writes none)")
     top = SmartQuantTop(**design_params(options.lanes, options.axi_data_width))
-    return run_trace_amaranth(trace_path, _bench_config(trace_path, options), top)
+    return run_trace_amaranth(trace, _bench_config(trace_path, options), top)
 
 
 def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
               verilog: str | None = None) -> dict:
     """Replay a trace on the RTL in a simulator; return the bench's stats (see testbench.summarize).
 
-    `verilog` overrides the design (default: hw/top.py with the options' parameters)."""
+    `verilog` overrides the design (default: hw/top.py with the options' parameters).
+    The trace is read and checked here first, so a bad one fails before any build."""
     trace_path = Path(trace_path).resolve()
+    trace = load_trace(trace_path)
     if options.simulator == "amaranth":
-        return _run_amaranth(trace_path, options)
+        return _run_amaranth(trace_path, trace, options)
     if options.waves and not options.waves.endswith(waves_suffix(options.simulator)):
         raise SmartquantError(f"--waves: {options.simulator} writes {waves_suffix(options.simulator)} "
                               f"files (FST from Verilator needs liblz4-dev); use --sim icarus for FST")

@@ -152,7 +152,8 @@ async def replay_trace(dut):
     rng = random.Random(config.seed)
     Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
     ram = LatencyAxiRam(dut, dut.clk, dut.rst, size=-(-trace.dram_bytes // 4096) * 4096,
-                        clock_period_ns=CLOCK_PERIOD_NS, read_latency=config.read_latency)
+                        clock_period_ns=CLOCK_PERIOD_NS, read_latency=config.read_latency,
+                        error_lines=trace.dram_errors)
     if config.stall:
         ram.set_random_pauses(rng, config.stall)
     if trace.settings.get("load_via_host"):

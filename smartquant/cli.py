@@ -19,8 +19,16 @@ COMMANDS = [
 ]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with its errors on one line, `smartquant CMD: error: ...`, exit 2 (as a
+    SmartquantError prints them), without the usage block (`--help` shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="smartquant",
         description="CXL model store with runtime-configurable weight precision: "
                     "quantize, inspect, simulate, co-verify, synthesise.")

@@ -5,6 +5,7 @@ A trace is a directory:
 
 - `trace.json`: format name, `version`, the image (a path, relative to the trace
   directory or absolute), the DRAM size in bytes, the settings it was made with,
+  `dram_errors` (DRAM lines whose reads answer AXI SLVERR, sw/dram_errors.py),
   and `segments`: each a region table (at most `spec.MAX_REGIONS` entries, programmed
   into the CSRs before the segment) and the half-open request range it covers.
 - `requests.npz`: one row per host request, in issue order: `opcode` (u8),
@@ -29,6 +30,7 @@ from ..atomic import atomic_dir
 from ..errors import SmartquantError
 from ..spec import LINE_BYTES, Opcode, View
 from . import golden
+from .dram_errors import Sources, pick_error_lines, response_sources
 from .image import Image
 from .plan import plan_requests
 from .validate import TRACE_FORMAT, TRACE_VERSION, check_trace_json, load_requests
@@ -59,6 +61,7 @@ class Trace:
     addr: np.ndarray            #: u64[n] host line addresses
     line: np.ndarray            #: u8[n, 64] write payload or expected read data
     poison: np.ndarray          #: u8[n] expected poison
+    dram_errors: list[int] = dataclasses.field(default_factory=list)   #: DRAM lines answering SLVERR
 
     def __len__(self) -> int:
         return len(self.opcode)
@@ -196,10 +199,13 @@ def _bad_request(kind: str, image: Image, regions: list[dict], dram_lines: int,
 
 def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] | None,
                views: list[tuple[View, int]], order: str = "sequential", errors: int = 0,
-               seed: int = 0, load_via_host: bool = False, int8_symmetric_only: bool = False) -> Trace:
+               seed: int = 0, load_via_host: bool = False, int8_symmetric_only: bool = False,
+               dram_errors: int = 0) -> Trace:
     """Requests reading every line of each tensor at each view, in `order`, with `errors`
     bad requests mixed in at random places (expected poison) and, with `load_via_host`,
-    a prologue writing every DRAM line of the image through the raw view.  Tensors are
+    a prologue writing every DRAM line of the image through the raw view.  `dram_errors`
+    DRAM lines the reads are served from answer SLVERR; the responses they poison
+    (sw/dram_errors.py) expect poison and zero data.  Tensors are
     served in segments of at most spec.MAX_REGIONS regions.  An int8 view of an
     asymmetric tensor is an error, or skipped with `int8_symmetric_only`."""
     if order not in ORDERS:
@@ -209,8 +215,8 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise SmartquantError(f"unknown tensor {unknown[0]!r} (image has {len(by_name)} tensors)")
-    if errors < 0:
-        raise SmartquantError("--errors must be >= 0")
+    if errors < 0 or dram_errors < 0:
+        raise SmartquantError("--errors and --dram-errors must be >= 0")
     rng = np.random.default_rng(seed)
     dram_lines = image.dram.size // LINE_BYTES
     columns = []            # (opcode, addr, line, poison) arrays, in issue order
@@ -256,10 +262,31 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
 
     settings = {"tensors": names, "views": [view_label(v, k) for v, k in views], "order": order,
                 "errors": errors, "seed": seed, "load_via_host": load_via_host,
-                "int8_symmetric_only": int8_symmetric_only}
+                "int8_symmetric_only": int8_symmetric_only, "dram_errors": dram_errors}
     opcode, addr, line, poison = (np.concatenate(c) for c in zip(*columns))
-    return Trace(Path(image_path), int(image.dram.size), settings, segments, opcode,
-                 (np.arange(count) % TAGS).astype(np.uint8), addr, line, poison)
+    trace = Trace(Path(image_path), int(image.dram.size), settings, segments, opcode,
+                  (np.arange(count) % TAGS).astype(np.uint8), addr, line, poison)
+    if dram_errors:         # drawn last, so the requests are those of the trace without them
+        sources = trace_sources(trace)
+        expect_dram_errors(trace, pick_error_lines(sources, dram_errors, rng), sources)
+    return trace
+
+
+def trace_sources(trace: Trace) -> Sources:
+    """The DRAM lines each response of `trace` (without DRAM errors yet) is served from."""
+    return response_sources(trace.segments, trace.opcode, trace.addr, trace.poison)
+
+
+def expect_dram_errors(trace: Trace, error_lines: list[int], sources: Sources) -> None:
+    """Make reads of `error_lines` answer SLVERR in `trace` (which has no DRAM errors yet;
+    `sources` = trace_sources(trace)): the responses they poison expect poison, zero data."""
+    if trace.dram_errors:
+        raise ValueError("the trace already has DRAM errors")
+    failed = sources.poisoned(error_lines)
+    trace.poison = trace.poison | failed.astype(np.uint8)
+    trace.line = trace.line.copy()
+    trace.line[failed] = 0
+    trace.dram_errors = sorted(int(v) for v in error_lines)
 
 
 def plan_trace(image: Image, image_path: str | os.PathLike, plan, view: View = View.FP16) -> Trace:
@@ -307,7 +334,7 @@ def save_trace(trace: Trace, path: str | os.PathLike, embed_image: bool = False)
             image_ref = os.path.relpath(trace.image_path.resolve(), path.resolve())
         meta = {"format": TRACE_FORMAT, "version": TRACE_VERSION, "image": image_ref,
                 "dram_bytes": trace.dram_bytes, "requests": len(trace),
-                "settings": trace.settings,
+                "settings": trace.settings, "dram_errors": trace.dram_errors,
                 "segments": [dataclasses.asdict(s) for s in trace.segments]}
         (tmp / "trace.json").write_text(json.dumps(meta, indent=2) + "\n")
         np.savez(tmp / "requests.npz", opcode=trace.opcode, tag=trace.tag, addr=trace.addr,
@@ -332,4 +359,5 @@ def load_trace(path: str | os.PathLike) -> Trace:
     if not image_path.is_absolute():
         image_path = path / image_path
     return Trace(image_path, meta["dram_bytes"], meta["settings"],
-                 [Segment(**s) for s in meta["segments"]], **columns)
+                 [Segment(**s) for s in meta["segments"]], **columns,
+                 dram_errors=list(meta.get("dram_errors", [])))

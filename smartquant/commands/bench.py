@@ -8,7 +8,7 @@ from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import bench
 from ..spec import View
-from .common import check_output_options
+from .common import check_output_options, int_at_least, probability
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--views", default="packed,int8,fp16,bf16", help="views to measure")
     p.add_argument("--ks", help="bits k (default 2,3,4,8; --full: 1..8)")
     p.add_argument("--latencies", default="16,64,128", help="DRAM read latencies, cycles")
-    p.add_argument("--stall", type=float, default=bench.BACKPRESSURE_STALL,
+    p.add_argument("--stall", type=probability, default=bench.BACKPRESSURE_STALL,
                    help="backpressure points' pause probability per cycle (0: no backpressure points)")
     p.add_argument("--dram-outstanding", help=f"read bursts the DRAM model holds at once "
                    f"(default {bench.DRAM_OUTSTANDING}; --full: 16,{bench.DRAM_OUTSTANDING})")
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-speed", action="store_true",
                    help="skip the simulator speed comparison (Verilator, Icarus, Amaranth; default RTL)")
     p.add_argument("--speed-blocks", type=int, default=16, help="blocks of the simulator speed trace (fp16:4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--json", metavar="FILE", help="write points, acceptance and speed as JSON")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR")
     p.add_argument("--check", action="store_true", help="exit 1 when the throughput and DRAM-bytes acceptance is not met")
@@ -77,8 +77,6 @@ def sweep_from_args(args) -> bench.Sweep:
         raise SmartquantError(f"--ks: bits must be 1..8, got {ks}")
     outstanding = (_ints(args.dram_outstanding, "--dram-outstanding") if args.dram_outstanding
                    else (16, bench.DRAM_OUTSTANDING) if args.full else (bench.DRAM_OUTSTANDING,))
-    if not 0 <= args.stall < 1:
-        raise SmartquantError(f"--stall must be in [0, 1), got {args.stall}")
     return bench.Sweep(views=_views(args.views), ks=ks, latencies=_ints(args.latencies, "--latencies"),
                        stalls=(0.0, args.stall) if args.stall else (0.0,), dram_outstanding=outstanding,
                        blocks=args.blocks, group_size=args.group_size, rtl=_rtl(args), seed=args.seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Callable, Iterable
 
 from ..atomic import FILE, check_output
@@ -35,3 +36,28 @@ def check_output_options(args, inputs: Iterable = ()) -> None:
 def source_input(spec: str) -> str | None:
     """The path a SRC argument reads (None for the packaged `minilm`)."""
     return None if spec == MINILM else spec
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=`: an integer >= `minimum` (seeds, counts, cycles), else a one-line
+    argparse error naming the option, before the command runs."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def probability(text: str) -> float:
+    """An argparse `type=`: a probability per cycle in [0, 1) (1 would stall forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value

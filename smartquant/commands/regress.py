@@ -9,11 +9,10 @@ import sys
 from tqdm import tqdm
 
 from ..atomic import check_output
-from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import regress
 from ..sw.image import Image
-from .common import check_output_options
+from .common import check_output_options, int_at_least
 
 ERROR_CHARS = 120       #: error text shown per failure in the table (the JSON has all of it)
 
@@ -24,11 +23,11 @@ def register(subparsers) -> None:
     p.add_argument("image", help="image directory (smartquant quantize output)")
     p.add_argument("--configs", default="default",
                    help="comma-separated: " + "; ".join(f"{c.name}: {c.description}" for c in regress.CONFIGS.values()))
-    p.add_argument("--seeds", type=int, default=8, help="seeds per configuration")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--seed", type=int, help="run this one seed only (replay)")
-    p.add_argument("--tensors-per-job", type=int, default=2, help="tensors each job reads")
-    p.add_argument("--jobs", type=int, help="parallel processes (default: CPU count)")
+    p.add_argument("--seeds", type=int_at_least(1), default=8, help="seeds per configuration")
+    p.add_argument("--first-seed", type=int_at_least(0), default=0)
+    p.add_argument("--seed", type=int_at_least(0), help="run this one seed only (replay)")
+    p.add_argument("--tensors-per-job", type=int_at_least(1), default=2, help="tensors each job reads")
+    p.add_argument("--jobs", type=int_at_least(1), help="parallel processes (default: CPU count)")
     p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('auto', 'ray://host:10001'; "
                    "needs smartquant[cluster] and the image at the same path on every node)")
     p.add_argument("--keep", metavar="DIR", help="keep every job's trace under DIR (for smartquant sim --waves)")
@@ -37,8 +36,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.seeds < 1 and args.seed is None:
-        raise SmartquantError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = [args.seed] if args.seed is not None else list(range(args.first_seed, args.first_seed + args.seeds))
     image = Image.load(args.image)
     jobs = regress.make_jobs(image, [c for c in args.configs.split(",") if c], seeds, args.tensors_per_job)

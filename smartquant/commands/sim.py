@@ -9,7 +9,7 @@ from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import runner
 from ..sw.trace import load_trace
-from .common import check_output_options
+from .common import check_output_options, int_at_least, probability
 
 
 def register(subparsers) -> None:
@@ -18,11 +18,11 @@ def register(subparsers) -> None:
     p.add_argument("trace", help="trace directory (smartquant trace output)")
     p.add_argument("--sim", default="verilator", choices=runner.SIMULATORS,
                    help="verilator (default), icarus, or amaranth (Amaranth's simulator: slow, small traces)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the stall patterns")
-    p.add_argument("--stall", type=float, default=0.2,
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the stall patterns")
+    p.add_argument("--stall", type=probability, default=0.2,
                    help="pause probability per cycle on every AXI channel and host stream (0: none)")
-    p.add_argument("--read-latency", type=int, default=20, help="extra DRAM read latency, cycles per burst")
-    p.add_argument("--max-in-flight", type=int, default=64, help="host requests outstanding at most")
+    p.add_argument("--read-latency", type=int_at_least(0), default=20, help="extra DRAM read latency, cycles per burst")
+    p.add_argument("--max-in-flight", type=int_at_least(1), default=64, help="host requests outstanding at most")
     p.add_argument("--lanes", type=int, help="RTL lanes per cycle (default: the RTL's)")
     p.add_argument("--axi-width", type=int, help="AXI data width in bits (default: the RTL's)")
     p.add_argument("--waves", metavar="FILE", help="waveform of the run (.vcd for verilator, .fst for icarus); "

@@ -7,6 +7,7 @@ from ..report import format_table
 from ..spec import Opcode
 from ..sw import trace as traces
 from ..sw.image import Image
+from .common import int_at_least
 
 
 def register(subparsers) -> None:
@@ -19,8 +20,10 @@ def register(subparsers) -> None:
     p.add_argument("--views", default="fp16:4", help="views to read, e.g. fp16:4,packed:3,int8:8,raw")
     p.add_argument("--order", default="sequential", choices=traces.ORDERS,
                    help="sequential lines; strided: line j of every block, then j+1; random permutation")
-    p.add_argument("--errors", type=int, default=0, help="bad requests to mix in (expected poison)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--errors", type=int_at_least(0), default=0, help="bad requests to mix in (expected poison)")
+    p.add_argument("--dram-errors", type=int_at_least(0), default=0, metavar="N",
+                   help="DRAM lines the reads fetch that answer AXI SLVERR (expected poison, docs/COVERIFY.md)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the order, bad requests and DRAM errors")
     p.add_argument("--load-via-host", action="store_true",
                    help="prologue: write every image line through the raw view (expected NDR)")
     p.add_argument("--embed-image", action="store_true", help="copy the image into the trace")
@@ -32,10 +35,10 @@ def run(args) -> int:
     image = Image.load(args.image)
     tensors = [t for t in args.tensors.split(",") if t] or None
     trace = traces.make_trace(image, args.image, tensors, traces.parse_views(args.views), args.order,
-                              args.errors, args.seed, args.load_via_host)
+                              args.errors, args.seed, args.load_via_host, dram_errors=args.dram_errors)
     traces.save_trace(trace, args.output, embed_image=args.embed_image)
     reads = int((trace.opcode == Opcode.MEM_RD).sum())
-    print(format_table(["trace", "requests", "reads", "writes", "expected poison", "segments"],
+    print(format_table(["trace", "requests", "reads", "writes", "expected poison", "DRAM error lines", "segments"],
                        [[args.output, len(trace), reads, len(trace) - reads, int(trace.poison.sum()),
-                         len(trace.segments)]]))
+                         len(trace.dram_errors), len(trace.segments)]]))
     return 0

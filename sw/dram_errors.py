@@ -1,0 +1,126 @@
+"""Which responses a DRAM read error poisons: the controller's rule, from the request
+sequence alone (docs/COVERIFY.md, "DRAM errors").
+
+The controller reads DRAM in bursts into block buffers and answers from them:
+
+- a quantized read (packed, int8, fp16, bf16 view at k bits) is served from the burst of
+  its block's top plane lines, DRAM lines `8*block .. 8*block + k'-1`, where k' is the k
+  of the read that fetched the burst; fp16 / bf16 reads also from one metadata line,
+  `meta_base + (block - first block) * 32 // group_size` of the region;
+- a raw read from a one-line burst of its line.
+
+A burst with an error (AXI SLVERR / DECERR) on any beat is failed, and every response
+served from a failed burst is poisoned (data zero), counted once as a DRAM error.  A read
+reuses the most recent plane burst when it is the same block with k' >= its k (and, on a
+table-lookup region, its table is the one loaded last: a table load fetches the plane
+burst again; a metadata line is the same line whether fetched or reused); a raw read
+forgets the plane burst, a raw write the plane burst and the table; bad requests (the
+decoder's own errors) fetch nothing and change nothing.  These decisions are made in
+request order, before any fetch, and a buffer is not refilled before every response
+reusing it has left, so the rule does not depend on timing or backpressure.  Writes and
+table-set (codebook) reads are left out: errors are injected on read data only, and on
+lines a table load does not read.
+
+No `hw` or `sim` import here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import SmartquantError
+from ..spec import BLOCK_WEIGHTS, LINE_BYTES, PLANES, Opcode, View, lines_per_block, split_host_line_address
+
+#: metadata bytes per group (16-bit scale, zero byte, pad): groups per metadata line = 64 / 4
+GROUP_META_BYTES = 4
+FP_VIEWS = (View.FP16, View.BF16)
+
+
+@dataclasses.dataclass
+class Sources:
+    """The DRAM lines each request's response is served from, by request number."""
+    plane_first: np.ndarray     #: i64[n] first line of its plane burst (-1: none)
+    plane_lines: np.ndarray     #: i64[n] lines of that burst (0: none)
+    meta_line: np.ndarray       #: i64[n] its metadata line (-1: none)
+
+    def lines(self) -> np.ndarray:
+        """Every DRAM line some response is served from, sorted, each once."""
+        has = self.plane_lines > 0
+        starts, counts = self.plane_first[has], self.plane_lines[has]
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        planes = np.repeat(starts, counts) + within
+        return np.unique(np.concatenate([planes, self.meta_line[self.meta_line >= 0]]))
+
+    def poisoned(self, error_lines) -> np.ndarray:
+        """bool[n]: the responses served from a burst holding one of `error_lines`."""
+        errors = np.unique(np.asarray(list(error_lines), dtype=np.int64))
+        if errors.size == 0:
+            return np.zeros(len(self.plane_first), bool)
+        # the first error line at or after each burst's start, inside the burst?
+        at = np.minimum(np.searchsorted(errors, self.plane_first), errors.size - 1)
+        plane = ((self.plane_lines > 0) & (errors[at] >= self.plane_first)
+                 & (errors[at] < self.plane_first + self.plane_lines))
+        return plane | np.isin(self.meta_line, errors)
+
+
+def _region_holding(regions: list[dict], block: int) -> dict | None:
+    """The lowest-numbered region of the table holding `block` (as the decoder picks)."""
+    for region in regions:
+        first = region["plane_base"] // PLANES
+        if first <= block < first + region["blocks"]:
+            return region
+    return None
+
+
+def meta_line_of(region: dict, block: int) -> int:
+    """The metadata line holding the first group of `block` (a global block number)."""
+    in_region = block - region["plane_base"] // PLANES
+    groups_per_line = LINE_BYTES // GROUP_META_BYTES
+    return region["meta_base"] + in_region * BLOCK_WEIGHTS // region["group_size"] // groups_per_line
+
+
+def response_sources(segments, opcode: np.ndarray, addr: np.ndarray, bad: np.ndarray) -> Sources:
+    """Walk the requests in order (segments: objects with `regions`, `start`, `stop`), with
+    the controller's reuse of its most recent fetches; `bad`: the decoder's errors."""
+    n = len(addr)
+    plane_first, plane_lines = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    meta_line = np.full(n, -1, np.int64)
+    plane = None        # (first line, lines) of the most recent quantized plane burst
+    table = None        # (codebook base, k) of the table loaded last
+    for segment in segments:
+        for i in range(segment.start, segment.stop):
+            if bad[i]:
+                continue
+            view, k, offset = split_host_line_address(int(addr[i]))
+            if opcode[i] == Opcode.MEM_WR:
+                plane = table = None
+                continue
+            if view == View.RAW:
+                plane = None
+                plane_first[i], plane_lines[i] = offset, 1
+                continue
+            block = offset // lines_per_block(View(view), k)
+            region = _region_holding(segment.regions, block)
+            if region is None:
+                raise SmartquantError(f"request {i} (block {block}) is in no region of its segment "
+                                      f"but not marked as a bad request")
+            lookup = view in FP_VIEWS and region.get("codebook_base") is not None
+            loads_table = lookup and table != (region["codebook_base"], k)
+            if loads_table:
+                table = (region["codebook_base"], k)
+            if loads_table or plane is None or plane[0] != block * PLANES or plane[1] < k:
+                plane = (block * PLANES, k)
+            plane_first[i], plane_lines[i] = plane
+            if view in FP_VIEWS:
+                meta_line[i] = meta_line_of(region, block)
+    return Sources(plane_first, plane_lines, meta_line)
+
+
+def pick_error_lines(sources: Sources, count: int, rng: np.random.Generator) -> list[int]:
+    """`count` distinct DRAM lines that responses are served from, drawn with `rng`, sorted."""
+    lines = sources.lines()
+    if count > lines.size:
+        raise SmartquantError(f"--dram-errors {count}: the trace's reads fetch only {lines.size} DRAM lines")
+    return sorted(int(v) for v in rng.choice(lines, size=count, replace=False))
