@@ -192,6 +192,18 @@ def _run_amaranth(trace_path: Path, trace: Trace, options: SimOptions) -> dict:
     return run_trace_amaranth(trace, _bench_config(trace_path, options), top)
 
 
+def check_trace(trace_path: str | os.PathLike) -> Trace:
+    """The trace at `trace_path`, read and checked before any (slow) build, and, when the bench
+    loads DRAM by back door, its image, which must fill the trace's DRAM exactly."""
+    trace = load_trace(trace_path)
+    if not trace.settings.get("load_via_host"):
+        image = trace.load_image()
+        if image.dram.size != trace.dram_bytes:
+            raise SmartquantError(f"{trace_path}: dram_bytes {trace.dram_bytes} but its image {trace.image_path} "
+                                  f"holds {image.dram.size} bytes")
+    return trace
+
+
 def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
               verilog: str | None = None) -> dict:
     """Replay a trace on the RTL in a simulator; return the bench's stats (see testbench.summarize).
@@ -199,7 +211,7 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
     `verilog` overrides the design (default: hw/top.py with the options' parameters).
     The trace is read and checked here first, so a bad one fails before any build."""
     trace_path = Path(trace_path).resolve()
-    trace = load_trace(trace_path)
+    trace = check_trace(trace_path)
     if options.simulator == "amaranth":
         return _run_amaranth(trace_path, trace, options)
     if options.waves and not options.waves.endswith(waves_suffix(options.simulator)):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import SmartquantError
 from ..report import format_table, write_json
 from ..sim import runner
-from ..sw.trace import load_trace
 from .common import check_output_options, int_at_least, probability
 
 
@@ -31,21 +29,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def check_trace(path) -> None:
-    """What the bench will read, checked before the (slow) build: the trace and, when the
-    bench loads DRAM by back door, its image, which must fill the trace's DRAM exactly."""
-    trace = load_trace(path)
-    if trace.settings.get("load_via_host"):
-        return
-    image = trace.load_image()
-    if image.dram.size != trace.dram_bytes:
-        raise SmartquantError(f"{path}: dram_bytes {trace.dram_bytes} but its image {trace.image_path} "
-                              f"holds {image.dram.size} bytes")
-
-
 def run(args) -> int:
     check_output_options(args, inputs=[args.trace])
-    check_trace(args.trace)
     options = runner.SimOptions(simulator=args.sim, seed=args.seed, stall=args.stall,
                                 read_latency=args.read_latency, max_in_flight=args.max_in_flight,
                                 waves=args.waves, lanes=args.lanes, axi_data_width=args.axi_width)
