@@ -31,10 +31,9 @@ import dataclasses
 import numpy as np
 
 from ..errors import SmartquantError
-from ..spec import BLOCK_WEIGHTS, LINE_BYTES, PLANES, Opcode, View, lines_per_block, split_host_line_address
+from ..spec import (BLOCK_WEIGHTS, GROUPS_PER_META_LINE, PLANES, Opcode, View, lines_per_block,
+                    split_host_line_address)
 
-#: metadata bytes per group (16-bit scale, zero byte, pad): groups per metadata line = 64 / 4
-GROUP_META_BYTES = 4
 FP_VIEWS = (View.FP16, View.BF16)
 
 
@@ -77,8 +76,7 @@ def _region_holding(regions: list[dict], block: int) -> dict | None:
 def meta_line_of(region: dict, block: int) -> int:
     """The metadata line holding the first group of `block` (a global block number)."""
     in_region = block - region["plane_base"] // PLANES
-    groups_per_line = LINE_BYTES // GROUP_META_BYTES
-    return region["meta_base"] + in_region * BLOCK_WEIGHTS // region["group_size"] // groups_per_line
+    return region["meta_base"] + in_region * BLOCK_WEIGHTS // region["group_size"] // GROUPS_PER_META_LINE
 
 
 def response_sources(segments, opcode: np.ndarray, addr: np.ndarray, bad: np.ndarray) -> Sources:
