@@ -18,6 +18,9 @@ PROBE_TIMEOUT_S = 5.0       #: seconds to wait for the cluster's port to accept 
 CLIENT_SCHEME = "ray://"
 CLIENT_DEFAULT_PORT = 10001     #: Ray's for `ray://HOST`
 NEW_LOCAL_CLUSTER = "local"     #: the address that starts a one-machine cluster (nothing to probe)
+#: `ray://` connections whose server side failed to start are tried this often: the client
+#: server starts one server process per client, which sometimes dies at once on a loaded machine
+CONNECT_ATTEMPTS = 2
 
 
 class ClusterLost(Exception):
@@ -82,8 +85,15 @@ def connect(address: str):
     endpoint = bootstrap_endpoint(address)
     if endpoint is not None:
         probe(address, *endpoint)
-    try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    except Exception as exc:        # Ray raises ConnectionError, RuntimeError, ValueError ...
-        raise SmartquantError(f"cannot connect to the Ray cluster at {address}: {one_line(exc)}") from None
-    return ray
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            return ray
+        except ConnectionAbortedError as exc:   # the client server failed to start this client's server
+            failure = exc
+            ray.shutdown()
+        except Exception as exc:        # Ray raises ConnectionError, RuntimeError, ValueError ...
+            failure = exc
+            break
+    raise SmartquantError(f"cannot connect to the Ray cluster at {address} "
+                          f"({attempt} attempt{'s' * (attempt > 1)}): {one_line(failure)}")

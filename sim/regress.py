@@ -205,7 +205,7 @@ def _ray(ray, jobs, image_dir, verilogs, keep) -> Iterator[dict]:
             except ray.exceptions.RayTaskError as exc:
                 result = failed(job, f"harness: task raised: {ray_cluster.one_line(exc.cause or exc)}")
             yield result
-    except Exception as exc:
+    except (ray.exceptions.RayError, ConnectionError) as exc:     # ConnectionError: the client connection
         raise ray_cluster.ClusterLost(ray_cluster.one_line(exc)) from exc
     finally:
         ray.shutdown()

@@ -133,6 +133,28 @@ def test_client_address_defaults_to_port_10001_and_local_has_nothing_to_probe():
     assert ray_cluster.bootstrap_endpoint("local") is None
 
 
+@pytest.mark.parametrize("failures, connects", [(1, True), (2, False)])
+def test_a_failed_client_server_start_is_tried_once_more(monkeypatch, failures, connects):
+    import ray
+    from smartquant.errors import SmartquantError
+    from smartquant.sim import ray_cluster
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs["address"])
+        if len(calls) <= failures:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback ...")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    if connects:
+        assert ray_cluster.connect("local") is ray
+    else:
+        with pytest.raises(SmartquantError, match=r"at local \(2 attempts\): ConnectionAbortedError"):
+            ray_cluster.connect("local")
+    assert calls == ["local"] * ray_cluster.CONNECT_ATTEMPTS
+
+
 @pytest.mark.parametrize("scheme", ["", "ray://"])
 def test_unreachable_address_is_one_line_before_any_verilog(tiny_image_dir, scheme):
     closed_port = free_ports(1)[0]
