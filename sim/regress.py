@@ -7,7 +7,8 @@ and host requests in flight.  Each job writes its golden trace and replays it
 (`runner.run_trace`, every response compared bit for bit).  Jobs run in parallel
 processes on this machine, or as tasks on a Ray cluster (`ray_address`; the optional
 extra `smartquant[cluster]`; every node needs smartquant and the image at the same
-path).  A failure is reported with its seed and the command that replays it alone.
+path; connecting: `ray_cluster.py`).  A failure is reported with its seed and the
+command that replays it alone; a cluster lost mid-run raises `ClusterLost`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..errors import SmartquantError
 from ..spec import CODE_BITS, Opcode, View
 from ..sw.image import Image
 from ..sw.trace import ORDERS, make_trace, save_trace, view_label
-from . import runner
+from . import ray_cluster, runner
 
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 STALLS = (0.0, 0.1, 0.25, 0.4)
@@ -178,6 +179,11 @@ def prepare(jobs: list[Job]) -> dict[str, str | None]:
     return verilogs
 
 
+def failed(job: Job, error: str) -> dict:
+    """The result of a job that produced none (its worker or task died)."""
+    return {**dataclasses.asdict(job), "passed": False, "error": error}
+
+
 def _local(jobs, image_dir, verilogs, workers, keep) -> Iterator[dict]:
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -186,48 +192,55 @@ def _local(jobs, image_dir, verilogs, workers, keep) -> Iterator[dict]:
             try:
                 yield future.result()
             except Exception as exc:        # the worker process itself died
-                yield {**dataclasses.asdict(futures[future]), "passed": False, "error": f"harness: worker died: {exc!r}"}
+                yield failed(futures[future], f"harness: worker died: {exc!r}")
 
 
-def _import_ray():
+def _ray(ray, jobs, image_dir, verilogs, keep) -> Iterator[dict]:
+    """Each job a task, never retried; a task that raised is a failed job, any other Ray
+    error (a node, worker or the connection lost) raises `ClusterLost`.  Disconnects at the end."""
+    remote = ray.remote(max_retries=0, retry_exceptions=False)(run_job)
     try:
-        import ray
-    except ImportError:
-        raise SmartquantError("--ray needs Ray, the optional extra: pip install 'smartquant[cluster]'") from None
-    return ray
-
-
-def _ray(jobs, image_dir, verilogs, address, keep) -> Iterator[dict]:
-    ray = _import_ray()
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(run_job)
-    shared = {name: ray.put(text) for name, text in verilogs.items()}
-    pending = [remote.remote(job, image_dir, shared[job.config], keep) for job in jobs]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+        shared = {name: ray.put(text) for name, text in verilogs.items()}
+        pending = {remote.remote(job, image_dir, shared[job.config], keep): job for job in jobs}
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                result = failed(job, f"harness: task raised: {ray_cluster.one_line(exc.cause or exc)}")
+            yield result
+    except (ray.exceptions.RayError, ConnectionError) as exc:     # ConnectionError: the client connection
+        raise ray_cluster.ClusterLost(ray_cluster.one_line(exc)) from exc
+    finally:
+        ray.shutdown()
 
 
 def run_regress(jobs: list[Job], image_dir: str | os.PathLike, workers: int | None = None,
                 ray_address: str | None = None, keep: str | None = None,
                 on_result: Callable[[dict], None] = lambda result: None) -> list[dict]:
     """Run every job (in `workers` processes, default the CPU count, or on Ray at
-    `ray_address`); results in job order.  `on_result` sees each as it finishes."""
+    `ray_address`); results in job order.  `on_result` sees each as it finishes.
+    Raises `ClusterLost`, with the results so far, when the Ray cluster goes away."""
     image_dir = str(Path(image_dir).resolve())
     keep = str(Path(keep).resolve()) if keep else None
     if ray_address is None:
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise SmartquantError(f"--jobs must be >= 1, got {workers}")
+        stream = _local(jobs, image_dir, prepare(jobs), workers, keep)
     else:
-        _import_ray()       # before minutes of Verilog generation
-    verilogs = prepare(jobs) if ray_address is None else {j.config: CONFIGS[j.config].verilog() for j in jobs}
-    stream = (_ray(jobs, image_dir, verilogs, ray_address, keep) if ray_address
-              else _local(jobs, image_dir, verilogs, workers, keep))
+        ray = ray_cluster.connect(ray_address)      # before minutes of Verilog generation
+        verilogs = {name: CONFIGS[name].verilog() for name in dict.fromkeys(job.config for job in jobs)}
+        stream = _ray(ray, jobs, image_dir, verilogs, keep)
     results = {}
-    for result in stream:
-        on_result(result)
-        results[result["config"], result["seed"]] = result
+    try:
+        for result in stream:
+            on_result(result)
+            results[result["config"], result["seed"]] = result
+    except ray_cluster.ClusterLost as lost:
+        lost.results = [results[key] for key in ((j.config, j.seed) for j in jobs) if key in results]
+        raise
     return [results[job.config, job.seed] for job in jobs]
 
 

@@ -1,6 +1,8 @@
 """`smartquant regress IMAGE`: many seeds and configurations of the co-verification in
 parallel processes (or on a Ray cluster), with the failures, their seeds and the
-command replaying each (sim/regress.py, docs/BENCH.md).  Exit 1 when a job fails."""
+command replaying each (sim/regress.py, docs/BENCH.md).  Exit status: 0 every job
+passed, 1 a job failed, 2 bad input or an unreachable Ray cluster, 3 the Ray cluster
+(or a node or worker) lost mid-run (the jobs finished before are summarised)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from tqdm import tqdm
 
 from ..atomic import check_output
 from ..report import format_table, write_json
-from ..sim import regress
+from ..sim import ray_cluster, regress
 from ..sw.image import Image
 from .common import check_output_options, int_at_least
 
 ERROR_CHARS = 120       #: error text shown per failure in the table (the JSON has all of it)
+EXIT_JOB_FAILED = 1
+EXIT_CLUSTER_LOST = 3
 
 
 def register(subparsers) -> None:
@@ -28,8 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int_at_least(0), help="run this one seed only (replay)")
     p.add_argument("--tensors-per-job", type=int_at_least(1), default=2, help="tensors each job reads")
     p.add_argument("--jobs", type=int_at_least(1), help="parallel processes (default: CPU count)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('auto', 'ray://host:10001'; "
-                   "needs smartquant[cluster] and the image at the same path on every node)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001', "
+                   "'local'; needs smartquant[cluster] and the image at the same path on every node; "
+                   "exit 2 when unreachable, 3 when lost mid-run)")
     p.add_argument("--keep", metavar="DIR", help="keep every job's trace under DIR (for smartquant sim --waves)")
     p.add_argument("--json", metavar="FILE", help="write every job's result as JSON")
     p.set_defaults(func=run)
@@ -42,9 +47,13 @@ def run(args) -> int:
     check_output_options(args, inputs=[args.image])
     for job in jobs if args.keep else ():
         check_output(regress.kept_trace_dir(args.keep, job), "trace", inputs=[args.image], outputs=[args.json])
+    lost = None
     with tqdm(total=len(jobs), desc="regress", unit="job", file=sys.stderr, disable=None) as bar:
-        results = regress.run_regress(jobs, args.image, args.jobs, args.ray, args.keep,
-                                      on_result=lambda result: bar.update(1))
+        try:
+            results = regress.run_regress(jobs, args.image, args.jobs, args.ray, args.keep,
+                                          on_result=lambda result: bar.update(1))
+        except ray_cluster.ClusterLost as exc:
+            lost, results = exc, exc.results
     rows = regress.summary(results)
     print(format_table(["config", "jobs", "passed", "failed", "failing seeds"],
                        [[r["config"], r["jobs"], r["passed"], r["failed"],
@@ -56,6 +65,13 @@ def run(args) -> int:
         print("\nfailures")
         print(format_table(["config", "seed", "error", "replay"],
                            [[r["config"], r["seed"], (r["error"] or "")[:ERROR_CHARS], r["replay"]] for r in failures]))
+    summary = {"summary": rows, "jobs": results}
+    if lost:
+        summary["cluster_lost"] = lost.reason
     if args.json:
-        write_json(args.json, {"summary": rows, "jobs": results})
-    return 1 if failures else 0
+        write_json(args.json, summary)
+    if lost:
+        print(f"smartquant regress: Ray cluster lost after {len(results)} of {len(jobs)} jobs: {lost.reason}",
+              file=sys.stderr)
+        return EXIT_CLUSTER_LOST
+    return EXIT_JOB_FAILED if failures else 0
