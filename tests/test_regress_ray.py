@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray", reason="Ray is the optional extra: pip install -e '.[dev,cluster]'")
-
 LOOPBACK = "127.0.0.1"
 #: Ray otherwise replaces 127.0.0.1 by this machine's network address when binding and connecting
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
