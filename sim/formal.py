@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,9 @@ class ProofResult:
     @property
     def passed(self) -> bool:
         return self.status in ("proven", "reached")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
     def row(self) -> tuple:
         return (self.name, self.component, self.status, self.detail, self.trace or "", round(self.seconds, 2))
@@ -121,12 +125,14 @@ def _run_property(work: Path, prop: FormalProperty, env: dict, timeout_s: float)
     (work / design_file).write_text(rtlil.convert(harness, ports=harness.free_inputs()))
     (work / f"{prop.name}.sby").write_text(sby_text(prop, design_file))
     start = time.monotonic()
+    sby = subprocess.Popen([sys.executable, "-c", _SBY, "-f", f"{prop.name}.sby"], cwd=work, env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
     try:
-        run = subprocess.run([sys.executable, "-c", _SBY, "-f", f"{prop.name}.sby"], cwd=work, env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, timeout=timeout_s)
-        log = run.stdout
+        log, _ = sby.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        os.killpg(sby.pid, signal.SIGKILL)      # sby's solver processes too
+        sby.communicate()
         return ProofResult(prop.name, prop.component, prop.kind, prop.depth, "unknown",
                            f"no answer within {timeout_s:g} s", None, time.monotonic() - start)
     seconds = time.monotonic() - start
@@ -152,8 +158,7 @@ def _interpret(prop: FormalProperty, job: Path, log: str, seconds: float) -> Pro
         if prop.kind == "cover":
             return ProofResult(**result, status="unreached", detail=_first(log, r"Unreached cover statement.*")
                                or f"a cover not reached within {prop.depth} cycles", trace=None)
-        failed = _first(log, r"Assert failed in .*") or "an assertion failed"
-        return ProofResult(**result, status="failed", detail=failed, trace=trace)
+        return ProofResult(**result, status="failed", detail=_failed_assertion(log), trace=trace)
     reason = ("induction failed (the property may hold but is not inductive at this k)"
               if status == "UNKNOWN" else _first(log, r"ERROR.*") or f"sby status {status}")
     return ProofResult(**result, status="unknown", detail=reason, trace=trace)
@@ -163,3 +168,16 @@ def _first(log: str, pattern: str) -> str | None:
     found = re.search(pattern, log)
     return found.group(0).strip() if found else None
 
+
+
+def _failed_assertion(log: str) -> str:
+    """sby's first failed assertion as `file:line: source text`."""
+    found = re.search(r"Assert failed in \S+ (\S+?):(\d+)", log)
+    if not found:
+        return _first(log, r"Assert failed.*") or "an assertion failed"
+    path, line = Path(found.group(1)), int(found.group(2))
+    try:
+        text = path.read_text().splitlines()[line - 1].strip()
+    except (OSError, IndexError):
+        text = "(source not readable)"
+    return f"{path.name}:{line}: {text}"
