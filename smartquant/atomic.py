@@ -51,6 +51,7 @@ KINDS = {
     "plots": DirKind("plot directory", "smartquant-plots"),
     "demo": DirKind("demo output", "smartquant-demo"),
     "synth": DirKind("synthesis work directory", "smartquant-synth"),
+    "formal": DirKind("formal work directory", "smartquant-formal"),
 }
 
 

@@ -15,7 +15,7 @@ from .errors import SmartquantError
 
 #: subcommand modules, in the order `smartquant --help` lists them
 COMMANDS = [
-    "quantize", "inspect", "read", "trace", "sim", "synth", "rtl", "recipe", "eval", "bench", "regress", "demo",
+    "quantize", "inspect", "read", "trace", "sim", "synth", "prove", "rtl", "recipe", "eval", "bench", "regress", "demo",
 ]
 
 

@@ -1,0 +1,284 @@
+"""Formal harnesses around the leaf components that stay (hw/counter.py's `held_below`,
+hw/queue.py's `BlockRamQueue` and `HeadPair`) at small parameters, one per property.
+
+A harness is verification code, not hardware: it lives in sim/ (beside the other benches)
+and reads hw/, never the reverse.  The other side of each port is left free (inputs of
+the harness's top) and constrained by `Assume` to legal behaviour only; shadow counters
+and one-cycle-old copies (registers of the harness) state what the design must do.
+`prove` properties must hold by k-induction at their depth; `cover` properties list
+`Cover`s that must each be reached, so no proof passes because its assumptions exclude
+every interesting trace.  docs/FORMAL.md lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from amaranth import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Assert, Assume, Cover
+from amaranth.lib import data
+
+from ..hw import counter, queue
+
+QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
+QUEUE_DEPTH = 4          #: block RAM part: 3 entries + 4 in the head = 7
+PAIR_LAYOUT = data.StructLayout({"low": 2, "kind": 2})   #: 4-bit payload with an early field
+COUNT_WIDTH = 3          #: held_below's counter: 0..7
+COUNT_LIMIT = 5          #: held_below's limit for the one-per-cycle case
+
+
+class Harness(Elaboratable):
+    """A top module built by `build(harness)` in a reset-less `sync` domain (the solver
+    starts from the registers' initial values); signals made by `free` are its inputs."""
+
+    def __init__(self, build: Callable[["Harness", Module], None]):
+        self._free = []
+        self.module = Module()
+        self.module.domains.sync = domain = ClockDomain("sync", reset_less=True)
+        self._free.append(domain.clk)
+        build(self, self.module)
+
+    def free(self, shape, name: str) -> Signal:
+        """An input the solver picks anew every cycle."""
+        signal = Signal(shape, name=name)
+        self._free.append(signal)
+        return signal
+
+    def free_inputs(self) -> list:
+        return list(self._free)
+
+    def elaborate(self, platform):
+        return self.module
+
+
+def _previous(m: Module, value, name: str) -> Signal:
+    """`value` one cycle ago (its initial value in the first cycle)."""
+    before = Signal(value.shape(), name=name)
+    m.d.sync += before.eq(value)
+    return before
+
+
+def _counter(m: Module, up, down, name: str, width: int) -> Signal:
+    """A shadow counter: +1 on `up`, -1 on `down`, wrapping at `width` bits."""
+    count = Signal(width, name=name)
+    m.d.sync += count.eq(count + up - down)
+    return count
+
+
+# -- held_below -------------------------------------------------------------------------
+
+def _held_below_bench(h: Harness, m: Module, *, limit: int, jumps: bool) -> None:
+    """A counter moved by free `up`/`down` (by one, or with `jumps` by any amount up) and its
+    held comparison; the flag must equal `count < limit` in every cycle."""
+    up, down = h.free(1, "up"), h.free(1, "down")
+    step = h.free(COUNT_WIDTH, "step") if jumps else 1
+    count = Signal(COUNT_WIDTH, name="count")
+    m.d.comb += [Assume(~(down & (count == 0))), Assume(~(up & (count + step > 2 ** COUNT_WIDTH - 1)))]
+    if jumps:
+        m.d.comb += Assume(step >= 1)
+    m.d.sync += count.eq(count + (up * step) - down)
+    flag = counter.held_below(m, count, limit, up, down, name="flag")
+    m.d.comb += Assert(flag == (count < limit))
+
+
+def held_below_step(h, m):
+    _held_below_bench(h, m, limit=COUNT_LIMIT, jumps=False)
+
+
+def held_below_zero(h, m):
+    _held_below_bench(h, m, limit=1, jumps=True)
+
+
+def held_below_cover(h, m):
+    """The counter reaches the limit and returns below it; the flag falls and rises."""
+    up, down = h.free(1, "up"), h.free(1, "down")
+    count = Signal(COUNT_WIDTH, name="count")
+    m.d.comb += [Assume(~(down & (count == 0))), Assume(~(up & (count == 2 ** COUNT_WIDTH - 1)))]
+    m.d.sync += count.eq(count + up - down)
+    flag = counter.held_below(m, count, COUNT_LIMIT, up, down, name="flag")
+    was_at_limit = Signal()
+    with m.If(~flag):
+        m.d.sync += was_at_limit.eq(1)
+    m.d.comb += [Cover(~flag & (count == COUNT_LIMIT)), Cover(was_at_limit & flag),
+                 Cover(up & down & (count == COUNT_LIMIT - 1))]
+
+
+# -- BlockRamQueue ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _QueueBench:
+    dut: queue.BlockRamQueue
+    write: Signal           #: an entry goes in this cycle
+    read: Signal            #: an entry leaves this cycle
+    held: Signal            #: entries written and not yet read (shadow count)
+    levels: Signal          #: entries the block RAM part and the head hold, by their `level`s
+    body_level: Signal
+    capacity: int
+
+
+def _queue_bench(h: Harness, m: Module, *, numbered: bool = False) -> _QueueBench:
+    """The real BlockRamQueue with free `w_en`, `r_en` and `w_data` (with `numbered`: the
+    number of entries written before, mod 2**QUEUE_WIDTH); its two FIFOs' `level`s are read
+    from the module it elaborates to, for the invariants that make k-induction work."""
+    dut = queue.BlockRamQueue(width=QUEUE_WIDTH, depth=QUEUE_DEPTH)
+    dut._MustUse__silence = True         # elaborated here, not by the harness's parent
+    inner = dut.elaborate(None)
+    m.submodules.dut = inner
+    body, head = inner.submodules.body, inner.submodules.head
+    w_en, r_en, w_data = h.free(1, "w_en"), h.free(1, "r_en"), h.free(QUEUE_WIDTH, "w_data")
+    m.d.comb += [dut.w_en.eq(w_en), dut.r_en.eq(r_en), dut.w_data.eq(w_data)]
+    write, read = w_en & dut.w_rdy, r_en & dut.r_rdy
+    capacity = QUEUE_DEPTH - 1 + queue.BlockRamQueue.HEAD_DEPTH
+    held = _counter(m, write, read, "held", (capacity + 1).bit_length())
+    if numbered:
+        m.d.comb += Assume(w_data == _counter(m, write, 0, "written", QUEUE_WIDTH))
+    levels = Signal(range(2 * capacity + 2), name="levels")
+    m.d.comb += levels.eq(body.level + head.level)
+    return _QueueBench(dut, write, read, held, levels, body.level, capacity)
+
+
+def queue_occupancy(h, m):
+    """No entry is lost or duplicated in count: the FIFOs hold exactly the entries written
+    and not read, never more than the capacity."""
+    q = _queue_bench(h, m)
+    m.d.comb += [Assert(q.held == q.levels), Assert(q.held <= q.capacity)]
+
+
+def queue_ready_flags(h, m):
+    """`w_rdy` is the block RAM part's room (`held_below`'s flag equals its level's
+    comparison), it refuses only with at least depth - 1 entries held, and `r_rdy` only
+    offers an entry the queue holds."""
+    q = _queue_bench(h, m)
+    m.d.comb += [Assert(q.held == q.levels),
+                 Assert(q.dut.w_rdy == (q.body_level < QUEUE_DEPTH - 1)),
+                 Assert(q.dut.w_rdy | (q.held >= QUEUE_DEPTH - 1)),
+                 Assert(~q.dut.r_rdy | (q.held > 0))]
+
+
+def queue_stream_rules(h, m):
+    """Once offered, an entry stays offered with the same data until read; room once
+    offered stays until used."""
+    q = _queue_bench(h, m)
+    waiting = _previous(m, q.dut.r_rdy & ~q.dut.r_en, "read_waiting")
+    data_before = _previous(m, q.dut.r_data, "r_data_before")
+    room_waiting = _previous(m, q.dut.w_rdy & ~q.dut.w_en, "write_waiting")
+    m.d.comb += [Assert(q.held == q.levels),
+                 Assert(~waiting | (q.dut.r_rdy & (q.dut.r_data == data_before))),
+                 Assert(~room_waiting | q.dut.w_rdy)]
+
+
+def queue_order(h, m):
+    """Entries leave in the order they came, none lost or repeated: with entry n holding
+    n (mod 8), the entry offered is always the number of entries read so far."""
+    q = _queue_bench(h, m, numbered=True)
+    read_count = _counter(m, q.read, 0, "read_count", QUEUE_WIDTH)
+    m.d.comb += [Assert(q.held == q.levels), Assert(~q.dut.r_rdy | (q.dut.r_data == read_count))]
+
+
+def queue_cover(h, m):
+    """Full; empty again after having been full; a read from a full queue; a write and a
+    read in the same cycle."""
+    q = _queue_bench(h, m)
+    was_full = Signal()
+    with m.If(q.held == q.capacity):
+        m.d.sync += was_full.eq(1)
+    m.d.comb += [Cover(q.held == q.capacity), Cover(was_full & (q.held == 0)),
+                 Cover(q.read & (q.held == q.capacity)), Cover(q.read & q.write & (q.held >= QUEUE_DEPTH))]
+
+
+# -- HeadPair ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _PairBench:
+    dut: queue.HeadPair
+    load: Signal
+    take: Signal
+    held: Signal
+
+
+def _pair_bench(h: Harness, m: Module, *, numbered: bool = False) -> _PairBench:
+    """The real HeadPair (with an early field) fed by a producer that obeys the stream
+    rules: `valid` held and the payload stable until `ready`."""
+    dut = queue.HeadPair(PAIR_LAYOUT, early=("kind",))
+    m.submodules.dut = dut
+    valid, payload, ready = h.free(1, "in_valid"), h.free(PAIR_LAYOUT.size, "in_payload"), h.free(1, "out_ready")
+    m.d.comb += [dut.input.valid.eq(valid), dut.input.payload.eq(payload), dut.output.ready.eq(ready)]
+    load, take = valid & dut.input.ready, dut.output.valid & ready
+    waiting = _previous(m, valid & ~dut.input.ready, "in_waiting")
+    payload_before = _previous(m, payload, "in_payload_before")
+    m.d.comb += Assume(~waiting | (valid & (payload == payload_before)))
+    if numbered:
+        m.d.comb += Assume(~valid | (payload == _counter(m, load, 0, "loaded", PAIR_LAYOUT.size)))
+    return _PairBench(dut, load, take, _counter(m, load, take, "held", 2))
+
+
+def pair_occupancy(h, m):
+    """At most two entries held; `input.ready` exactly when fewer than two; `output.valid`
+    exactly when one or more."""
+    p = _pair_bench(h, m)
+    m.d.comb += [Assert(p.held <= 2), Assert(p.dut.input.ready == (p.held < 2)),
+                 Assert(p.dut.output.valid == (p.held > 0))]
+
+
+def pair_stream_rules(h, m):
+    """Given a producer that keeps the rules, the output keeps them: `valid` held and the
+    payload (early field included) stable until `ready`."""
+    p = _pair_bench(h, m)
+    waiting = _previous(m, p.dut.output.valid & ~p.dut.output.ready, "out_waiting")
+    payload_before = _previous(m, p.dut.output.payload.as_value(), "out_payload_before")
+    m.d.comb += [Assert(p.dut.input.ready == (p.held < 2)), Assert(p.dut.output.valid == (p.held > 0)),
+                 Assert(~waiting | (p.dut.output.valid & (p.dut.output.payload.as_value() == payload_before)))]
+
+
+def pair_order(h, m):
+    """Payloads leave in order, none lost or repeated (payload n holds n mod 16)."""
+    p = _pair_bench(h, m, numbered=True)
+    taken = _counter(m, p.take, 0, "taken", PAIR_LAYOUT.size)
+    m.d.comb += [Assert(p.dut.input.ready == (p.held < 2)), Assert(p.dut.output.valid == (p.held > 0)),
+                 Assert(~p.dut.output.valid | (p.dut.output.payload.as_value() == taken))]
+
+
+def pair_cover(h, m):
+    """Both slots full; a hand-over (load and take in one cycle) while full and while
+    holding one; empty again after having been full."""
+    p = _pair_bench(h, m)
+    was_full = Signal()
+    with m.If(p.held == 2):
+        m.d.sync += was_full.eq(1)
+    m.d.comb += [Cover(p.held == 2), Cover(p.take & (p.held == 2)), Cover(p.take & p.load & (p.held == 1)),
+                 Cover(was_full & (p.held == 0))]
+
+
+@dataclasses.dataclass(frozen=True)
+class FormalProperty:
+    """One sby job: `build` adds the checks to a fresh Harness."""
+    name: str
+    component: str
+    kind: str                   #: "prove" (k-induction at `depth`) or "cover" (search to `depth`)
+    depth: int                  #: cycles
+    builder: Callable[[Harness, Module], None]
+
+    @property
+    def description(self) -> str:
+        return " ".join((self.builder.__doc__ or "").split())
+
+    def build(self) -> Harness:
+        return Harness(self.builder)
+
+
+#: every property `smartquant prove` checks, by name
+PROPERTIES = {p.name: p for p in [
+    FormalProperty("held_below_step", "held_below", "prove", 10, held_below_step),
+    FormalProperty("held_below_zero", "held_below", "prove", 10, held_below_zero),
+    FormalProperty("held_below_cover", "held_below", "cover", 12, held_below_cover),
+    FormalProperty("queue_occupancy", "BlockRamQueue", "bmc", 24, queue_occupancy),
+    FormalProperty("queue_ready_flags", "BlockRamQueue", "bmc", 24, queue_ready_flags),
+    FormalProperty("queue_stream_rules", "BlockRamQueue", "bmc", 24, queue_stream_rules),
+    FormalProperty("queue_order", "BlockRamQueue", "bmc", 14, queue_order),
+    FormalProperty("queue_cover", "BlockRamQueue", "cover", 24, queue_cover),
+    FormalProperty("pair_occupancy", "HeadPair", "bmc", 20, pair_occupancy),
+    FormalProperty("pair_stream_rules", "HeadPair", "bmc", 20, pair_stream_rules),
+    FormalProperty("pair_order", "HeadPair", "bmc", 20, pair_order),
+    FormalProperty("pair_cover", "HeadPair", "cover", 12, pair_cover),
+]}
