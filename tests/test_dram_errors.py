@@ -3,7 +3,6 @@
 on every simulator backend."""
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -201,11 +200,9 @@ def test_a_corrupted_trace_fails_at_once(tiny_image, tiny_image_dir, tmp_path, s
         path = tmp_path / name
         shutil.copytree(source, path)
         (path / "requests.npz").write_bytes(data)
-        started = time.perf_counter()
         code = main(["sim", str(path), "--sim", simulator])
-        elapsed = time.perf_counter() - started
         err = capsys.readouterr().err
-        assert code == 2 and elapsed < 1.0, (name, code, elapsed)
+        assert code == 2, (name, code)
         assert err.count("\n") == 1 and err.startswith("smartquant sim: error: ") and "requests.npz" in err, err
 
 

@@ -47,6 +47,9 @@ def work(tmp_path, monkeypatch):
     return root
 
 
+REFUSAL_S = 15.0     #: a refusal's time at most, seconds
+
+
 def _refused(argv, root: Path, capsys, message: str) -> str:
     """Run `argv`; assert exit 2, one line on stderr naming `message`, nothing under `root` changed."""
     capsys.readouterr()
@@ -57,7 +60,9 @@ def _refused(argv, root: Path, capsys, message: str) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"smartquant {argv[0]}: error: ") and message in err, err
     assert _tree(root) == before, "a refused command changed files"
-    assert elapsed < 2.0, f"refusal took {elapsed:.1f} s (the check must come before the work)"
+    # the work these commands refuse takes minutes (quantizing MiniLM, a demo, a synthesis);
+    # the bound leaves room for a loaded machine
+    assert elapsed < REFUSAL_S, f"refusal took {elapsed:.1f} s (the check must come before the work)"
     return err
 
 
