@@ -100,12 +100,19 @@ def _run_build(command: list[str], build_dir: Path, env: dict | None = None) -> 
 
 
 def _build_verilator(build_dir: Path, opt: str) -> None:
+    build_verilator_program(build_dir, HARNESS, ["harness.v", "smartquant_top.v"], MAIN_CPP, opt)
+
+
+def build_verilator_program(build_dir: Path, toplevel: str, sources: list[str], main_cpp: str, opt: str) -> Path:
+    """Verilate `sources` (in `build_dir`) with top module `toplevel` and link `main_cpp`
+    into the executable `build_dir/toplevel`, C++ at `opt` (-O0, -O2, ...)."""
     put_verilator_on_path()
-    (build_dir / "main.cpp").write_text(MAIN_CPP)
+    (build_dir / "main.cpp").write_text(main_cpp)
     env = dict(os.environ, MAKEFLAGS=f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}")
     _run_build(["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1), *VERILATOR_ARGS,
-                "--top-module", HARNESS, "--Mdir", "obj", "-o", "../sq_harness",
-                "harness.v", "smartquant_top.v", "main.cpp"], build_dir, env)
+                "--top-module", toplevel, "--Mdir", "obj", "-o", f"../{toplevel}", *sources, "main.cpp"],
+               build_dir, env)
+    return build_dir / toplevel
 
 
 def _build_icarus(build_dir: Path) -> None:

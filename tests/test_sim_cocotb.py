@@ -1,5 +1,5 @@
-"""Co-verification of the RTL top level (hw/top.py) against golden traces under cocotb:
-Verilator by default (one compile per session, cached), Icarus for the same scoreboard."""
+"""Co-verification of the RTL top level (hw/top.py) against golden traces in the cocotb bench
+(`harness="python"`; tests/test_fast_harness.py covers the fast one): Verilator by default (one compile per session, cached), Icarus for the same scoreboard."""
 
 import json
 import random
@@ -18,7 +18,7 @@ from smartquant.sw.trace import load_trace, make_trace, save_trace
 KS = (2, 3, 4, 8)
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 #: every run: random pauses on all AXI channels and host streams, and DRAM latency
-STALLY = dict(stall=0.25, read_latency=24)
+STALLY = dict(stall=0.25, read_latency=24, harness="python")
 
 
 def seeded_trace(tiny_image, tiny_image_dir, out, seed: int, **kwargs):
@@ -78,7 +78,7 @@ def test_corrupted_expected_line_is_caught_by_the_cli(base_trace, tmp_path):
     lines[index, 9] ^= 0x10
     np.savez(path / "requests.npz", opcode=trace.opcode, tag=trace.tag, addr=trace.addr, line=lines,
              poison=trace.poison)
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "sim", str(path), "--seed", "3",
+    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "sim", str(path), "--harness", "python", "--seed", "3",
                           "--json", str(tmp_path / "stats.json")], capture_output=True, text=True)
     assert out.returncode == 1, out.stderr
     view, k, _ = spec.split_host_line_address(int(trace.addr[index]))
@@ -121,7 +121,7 @@ def test_image_loaded_through_the_host_port(tiny_image, tiny_image_dir, tmp_path
 
 def test_watchdog_fails_a_stuck_run(base_trace):
     path, _ = base_trace
-    stats = run_trace(path, SimOptions(read_latency=400, watchdog_cycles=100))
+    stats = run_trace(path, SimOptions(read_latency=400, watchdog_cycles=100, harness="python"))
     assert not stats["passed"] and stats["error"].startswith("hang:")
     assert "oldest outstanding: request" in stats["error"]
 
