@@ -148,7 +148,8 @@ def corrupt_expected_line():
 
     def corrupt(source, trace, out) -> int:
         shutil.copytree(source, out)
-        index = int(np.flatnonzero((trace.opcode == Opcode.MEM_RD) & (trace.poison == 0))[len(trace) // 2])
+        reads = np.flatnonzero((trace.opcode == Opcode.MEM_RD) & (trace.poison == 0))
+        index = int(reads[len(reads) // 2])
         lines = trace.line.copy()
         lines[index, 9] ^= 0x10
         np.savez(Path(out) / "requests.npz", opcode=trace.opcode, tag=trace.tag, addr=trace.addr, line=lines,
