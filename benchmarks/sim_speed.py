@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from smartquant.sim import runner
-from smartquant.sim.fast_harness import build_verilator_program, optimisation
+from smartquant.sim.fast_harness import RUNTIME_OPT, build_verilator_program, optimisation
 
 BARE_MAIN = """
 #include <chrono>
@@ -51,7 +51,7 @@ def bare_loop_cycles_per_s(cycles: int) -> float:
     """Cycles per second of `smartquant_top` (default parameters) in the bare C++ loop."""
     design = runner.without_source_locations(runner.design_verilog())
     opt = optimisation()
-    digest = hashlib.sha256("\0".join([opt, design, BARE_MAIN]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\0".join([opt, RUNTIME_OPT, design, BARE_MAIN]).encode()).hexdigest()[:16]
     build_dir = runner.build_root() / f"bare-verilator-{digest}"
     program = build_dir / "smartquant_top"
     with runner.locked(runner.build_root() / f".{build_dir.name}.lock"):

@@ -33,6 +33,7 @@ from .testbench import BenchConfig, counter_disagreement, region_writes, summari
 
 #: C++ optimisation of the harness build (SMARTQUANT_FAST_OPT overrides; docs/COVERIFY.md has the measurement)
 DEFAULT_OPT = "-O0"
+RUNTIME_OPT = "-O2"                #: Verilator's runtime library (verilated.cpp: $readmemh, $fwrite)
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-WIDTH", "-Wno-MULTIDRIVEN"]
 CHANNELS = ("drs", "ndr")
 
@@ -70,7 +71,7 @@ def build_harness(simulator: str, design: str, capacity: Capacity) -> tuple[Path
     design = without_source_locations(design)
     harness = fast_verilog.harness_verilog(design, capacity)
     opt = optimisation() if simulator == "verilator" else ""
-    key = "\0".join([simulator, opt, design, harness, MAIN_CPP, fast_verilog.ICARUS_TOP_VERILOG])
+    key = "\0".join([simulator, opt, RUNTIME_OPT, design, harness, MAIN_CPP, fast_verilog.ICARUS_TOP_VERILOG])
     build_dir = build_root() / f"fast-{simulator}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     program = build_dir / ("sq_harness" if simulator == "verilator" else "sq_harness.vvp")
     started = time.perf_counter()
@@ -105,10 +106,12 @@ def _build_verilator(build_dir: Path, opt: str) -> None:
 
 def build_verilator_program(build_dir: Path, toplevel: str, sources: list[str], main_cpp: str, opt: str) -> Path:
     """Verilate `sources` (in `build_dir`) with top module `toplevel` and link `main_cpp`
-    into the executable `build_dir/toplevel`, C++ at `opt` (-O0, -O2, ...)."""
+    into the executable `build_dir/toplevel`: the model's C++ at `opt` (-O0, -O2, ...),
+    Verilator's runtime (small; its `$readmemh` loads the run files) always at -O2."""
     put_verilator_on_path()
     (build_dir / "main.cpp").write_text(main_cpp)
-    env = dict(os.environ, MAKEFLAGS=f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}")
+    env = dict(os.environ,
+               MAKEFLAGS=f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={RUNTIME_OPT}")
     _run_build(["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1), *VERILATOR_ARGS,
                 "--top-module", toplevel, "--Mdir", "obj", "-o", f"../{toplevel}", *sources, "main.cpp"],
                build_dir, env)
