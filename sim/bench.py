@@ -286,7 +286,8 @@ def present_simulators(simulators=SPEED_SIMULATORS) -> tuple[tuple[str, ...], tu
 
 def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 16, view: View = View.FP16, k: int = 4) -> list[dict]:
     """Cycles and weights per second of each of `simulators` on the same small trace (`blocks`
-    blocks at `view`:`k`, DRAM latency 16, no stalls) and the RTL's default parameters,
+    blocks at `view`:`k`, DRAM latency 16, no stalls) and the RTL's default parameters, all in the
+    cocotb bench (benchmarks/sim_speed.py measures the fast harness),
     and the speed-up over the slowest.  Pass only simulators that are present
     (`present_simulators`)."""
     image = bench_image(blocks)
@@ -296,7 +297,8 @@ def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 16, view: View = 
         image.save(work / "image")
         trace = make_traces(image, work / "image", [(view, k)], work)[view, k]
         for simulator in simulators:
-            stats = runner.run_trace(trace, runner.SimOptions(simulator=simulator, read_latency=16, max_in_flight=256))
+            options = runner.SimOptions(simulator=simulator, read_latency=16, max_in_flight=256, harness="python")
+            stats = runner.run_trace(trace, options)
             if not stats["passed"]:
                 raise SmartquantError(f"simulator speed run on {simulator} failed: {stats['error']}")
             rows.append({"simulator": simulator, "cycles": stats["cycles"],

@@ -112,12 +112,19 @@ class HostModel:
         return False
 
     def _hang_report(self) -> str:
-        outstanding = sorted(self.scoreboard.outstanding.values(), key=lambda v: v[1])
-        oldest = (f"; oldest outstanding: {self.trace.describe(outstanding[0][0])} since cycle {outstanding[0][1]}"
-                  if outstanding else "")
-        return (f"hang: no progress for {self.settings.watchdog_cycles} cycles at cycle {self.cycle}, "
-                f"{len(outstanding)} responses outstanding, {self.stop - self.next_index} requests "
-                f"not accepted{oldest}")
+        return hang_report(self.trace, self.settings.watchdog_cycles, self.cycle,
+                           list(self.scoreboard.outstanding.values()), self.stop - self.next_index)
+
+
+def hang_report(trace, watchdog_cycles: int, cycle: int, outstanding: list[tuple[int, int]],
+                not_accepted: int) -> str:
+    """The hang message: `outstanding` holds (request index, accept cycle) of the requests
+    still waiting for a response; it names the oldest."""
+    outstanding = sorted(outstanding, key=lambda v: v[1])
+    oldest = (f"; oldest outstanding: {trace.describe(outstanding[0][0])} since cycle {outstanding[0][1]}"
+              if outstanding else "")
+    return (f"hang: no progress for {watchdog_cycles} cycles at cycle {cycle}, "
+            f"{len(outstanding)} responses outstanding, {not_accepted} requests not accepted{oldest}")
 
 
 class HostPort:

@@ -26,6 +26,8 @@ from ..sw.trace import Trace, load_trace
 from .testbench import ENV, BenchConfig
 
 COCOTB_SIMULATORS = ("verilator", "icarus")
+#: fast: trace replay inside the simulation (sim/fast_harness.py); python: the cocotb bench
+HARNESSES = ("fast", "python")
 SIMULATORS = COCOTB_SIMULATORS + ("amaranth",)      #: amaranth: Amaranth's simulator, no Verilog, no cocotb
 TOPLEVEL = "smartquant_top"
 TEST_MODULE = "smartquant.sim.testbench"
@@ -114,7 +116,7 @@ def _lean_verilator():
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -144,7 +146,7 @@ def build(simulator: str, verilog: str, waves: bool = False, toplevel: str = TOP
     digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
     build_dir = build_root() / f"{simulator}-{toplevel}-{digest}{'-waves' if waves else ''}"
     source = build_dir / f"{toplevel}.v"
-    with _locked(build_root() / f".{build_dir.name}.lock"):
+    with locked(build_root() / f".{build_dir.name}.lock"):
         done = build_dir / ".built"
         if not done.exists():
             build_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +171,7 @@ class SimOptions:
     lanes: int | None = None
     axi_data_width: int | None = None
     responses: str | None = None     #: save the received DRS lines here (.npy, request order)
+    harness: str | None = None       #: "fast", "python" or None: fast where it can (HARNESSES)
 
 
 def waves_suffix(simulator: str) -> str:
@@ -189,7 +192,7 @@ def _run_amaranth(trace_path: Path, trace: Trace, options: SimOptions) -> dict:
     if options.waves:
         raise SmartquantError("--waves: use --sim verilator or icarus (the amaranth backend writes none)")
     top = SmartQuantTop(**design_params(options.lanes, options.axi_data_width))
-    return run_trace_amaranth(trace, _bench_config(trace_path, options), top)
+    return run_trace_amaranth(trace, _bench_config(trace_path, options), top) | {"harness": "python"}
 
 
 def check_trace(trace_path: str | os.PathLike) -> Trace:
@@ -212,6 +215,7 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
     The trace is read and checked here first, so a bad one fails before any build."""
     trace_path = Path(trace_path).resolve()
     trace = check_trace(trace_path)
+    harness = choose_harness(options)
     if options.simulator == "amaranth":
         return _run_amaranth(trace_path, trace, options)
     if options.waves and not options.waves.endswith(waves_suffix(options.simulator)):
@@ -219,6 +223,11 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
                               f"files (FST from Verilator needs liblz4-dev); use --sim icarus for FST")
     if verilog is None:
         verilog = design_verilog(options.lanes, options.axi_data_width)
+    if harness == "fast":
+        from .fast_harness import run_trace_fast
+        stats = run_trace_fast(trace, _bench_config(trace_path, options), options.simulator, verilog)
+        stats["simulator"] = options.simulator
+        return stats
     runner, build_dir = build(options.simulator, verilog, waves=bool(options.waves))
     with tempfile.TemporaryDirectory(prefix="smartquant-sim-") as test_dir:
         stats_path = Path(test_dir) / "stats.json"
@@ -243,4 +252,18 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
                     shutil.copyfile(dump, tmp)
                 stats["waves"] = options.waves
     stats["simulator"] = options.simulator
+    stats["harness"] = "python"
     return stats
+
+
+def choose_harness(options: SimOptions) -> str:
+    """The harness a run uses: the fast one unless the options need the cocotb bench (the
+    amaranth simulator, --waves, saved responses); asking for fast there is an error."""
+    needs_python = [why for why, needed in (("--sim amaranth", options.simulator == "amaranth"),
+                                             ("--waves", bool(options.waves)),
+                                             ("saved responses", bool(options.responses))) if needed]
+    if options.harness not in (None,) + HARNESSES:
+        raise SmartquantError(f"unknown harness {options.harness!r} (one of {', '.join(HARNESSES)})")
+    if options.harness == "fast" and needs_python:
+        raise SmartquantError(f"--harness fast: {needs_python[0]} needs --harness python")
+    return options.harness or ("python" if needs_python else "fast")

@@ -66,6 +66,11 @@ class Scoreboard:
     def _fail(self, index: int, cycle: int, text: str) -> None:
         self.mismatches.append(Mismatch(index, cycle, f"cycle {cycle}: {text}"))
 
+    def latency_summary(self) -> dict:
+        """Request latency in cycles (accepted to response): mean, min, max (0 without responses)."""
+        latencies = np.array(self.latencies or [0])
+        return {"mean": float(latencies.mean()), "min": int(latencies.min()), "max": int(latencies.max())}
+
     @property
     def first_mismatch(self) -> Mismatch | None:
         return self.mismatches[0] if self.mismatches else None

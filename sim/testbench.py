@@ -120,7 +120,6 @@ async def run_segments(config: BenchConfig, trace, scoreboard, csr, replay, bus)
 
 
 def summarize(config, trace, scoreboard, bus, counters, wall_s, error) -> dict:
-    latencies = np.array(scoreboard.latencies or [0])
     first = scoreboard.first_mismatch
     return {
         "passed": error is None,
@@ -135,8 +134,7 @@ def summarize(config, trace, scoreboard, bus, counters, wall_s, error) -> dict:
         "dram_read_bursts": bus.read_bursts,
         "dram_bytes_written_bus": bus.bytes_written,
         "read_bus_utilisation": bus.read_beats / max(bus.cycles, 1),
-        "latency_cycles": {"mean": float(latencies.mean()), "min": int(latencies.min()),
-                           "max": int(latencies.max())},
+        "latency_cycles": scoreboard.latency_summary(),
         "counters": counters,
         "wall_s": wall_s,
         "cycles_per_s": bus.cycles / max(wall_s, 1e-9),

@@ -138,3 +138,22 @@ def lut_image(tiny_quantized):
         (affine_name, tiny_quantized[affine_name]),
         ("lut_b", CodebookQuantizer(128, ScaleFormat.BF16).quantize(rng.standard_t(3, (4, 256)) * 0.02)),
     ])
+
+
+@pytest.fixture
+def corrupt_expected_line():
+    """A function (source, trace, out) -> request index: copies the trace directory `source`
+    (holding `trace`) to `out` with byte 9 of one unpoisoned read's expected line flipped."""
+    from smartquant.spec import Opcode
+
+    def corrupt(source, trace, out) -> int:
+        shutil.copytree(source, out)
+        reads = np.flatnonzero((trace.opcode == Opcode.MEM_RD) & (trace.poison == 0))
+        index = int(reads[len(reads) // 2])
+        lines = trace.line.copy()
+        lines[index, 9] ^= 0x10
+        np.savez(Path(out) / "requests.npz", opcode=trace.opcode, tag=trace.tag, addr=trace.addr, line=lines,
+                 poison=trace.poison)
+        return index
+
+    return corrupt

@@ -11,7 +11,7 @@ import pytest
 from smartquant.cli import main
 from smartquant.errors import SmartquantError
 from smartquant.sim.runner import SimOptions, run_trace
-from smartquant.sim import runner
+from smartquant.sim import fast_harness, runner
 from smartquant.spec import PLANES, Opcode, View, host_line_address, split_host_line_address
 from smartquant.sw import golden
 from smartquant.sw.dram_errors import meta_line_of
@@ -194,6 +194,7 @@ def test_a_corrupted_trace_fails_at_once(tiny_image, tiny_image_dir, tmp_path, s
         raise AssertionError("a simulator was started")
     monkeypatch.setattr(runner, "build", no_simulator)
     monkeypatch.setattr(runner, "_run_amaranth", no_simulator)
+    monkeypatch.setattr(fast_harness, "run_trace_fast", no_simulator)
     source = tmp_path / "good"
     save_trace(small_trace(tiny_image, tiny_image_dir, seed=1), source)
     for name, data in _corrupt(source).items():

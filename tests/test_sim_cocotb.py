@@ -1,5 +1,5 @@
-"""Co-verification of the RTL top level (hw/top.py) against golden traces under cocotb:
-Verilator by default (one compile per session, cached), Icarus for the same scoreboard."""
+"""Co-verification of the RTL top level (hw/top.py) against golden traces in the cocotb bench
+(`harness="python"`; tests/test_fast_harness.py covers the fast one): Verilator by default (one compile per session, cached), Icarus for the same scoreboard."""
 
 import json
 import random
@@ -12,13 +12,13 @@ import pytest
 
 from smartquant import spec
 from smartquant.sim.runner import SimOptions, run_trace
-from smartquant.spec import Opcode, View
+from smartquant.spec import View
 from smartquant.sw.trace import load_trace, make_trace, save_trace
 
 KS = (2, 3, 4, 8)
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 #: every run: random pauses on all AXI channels and host streams, and DRAM latency
-STALLY = dict(stall=0.25, read_latency=24)
+STALLY = dict(stall=0.25, read_latency=24, harness="python")
 
 
 def seeded_trace(tiny_image, tiny_image_dir, out, seed: int, **kwargs):
@@ -69,17 +69,13 @@ def test_every_view_and_k_passes(tiny_image, tiny_image_dir, tmp_path):
     assert_passed(run_trace(tmp_path / "t", SimOptions(seed=5, **STALLY)), trace)
 
 
-def test_corrupted_expected_line_is_caught_by_the_cli(base_trace, tmp_path):
+@pytest.mark.parametrize("harness", ["python", "fast"])
+def test_corrupted_expected_line_is_caught_by_the_cli(base_trace, tmp_path, corrupt_expected_line, harness):
     source, trace = base_trace
     path = tmp_path / "corrupt"
-    shutil.copytree(source, path)
-    index = int(np.flatnonzero((trace.opcode == Opcode.MEM_RD) & (trace.poison == 0))[len(trace) // 2])
-    lines = trace.line.copy()
-    lines[index, 9] ^= 0x10
-    np.savez(path / "requests.npz", opcode=trace.opcode, tag=trace.tag, addr=trace.addr, line=lines,
-             poison=trace.poison)
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "sim", str(path), "--seed", "3",
-                          "--json", str(tmp_path / "stats.json")], capture_output=True, text=True)
+    index = corrupt_expected_line(source, trace, path)
+    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "sim", str(path), "--harness", harness,
+                          "--seed", "3", "--json", str(tmp_path / "stats.json")], capture_output=True, text=True)
     assert out.returncode == 1, out.stderr
     view, k, _ = spec.split_host_line_address(int(trace.addr[index]))
     assert f"request {index} tag {trace.tag[index]} MemRd addr {int(trace.addr[index]):#x}" in out.stderr
@@ -88,7 +84,8 @@ def test_corrupted_expected_line_is_caught_by_the_cli(base_trace, tmp_path):
     assert json.loads((tmp_path / "stats.json").read_text())["mismatches"] == 1
 
 
-def test_corrupted_image_byte_is_caught(base_trace, tmp_path):
+@pytest.mark.parametrize("harness", ["python", "fast"])
+def test_corrupted_image_byte_is_caught(base_trace, tmp_path, harness):
     source, trace = base_trace
     path = tmp_path / "corrupt"
     shutil.copytree(source, path)
@@ -97,7 +94,7 @@ def test_corrupted_image_byte_is_caught(base_trace, tmp_path):
     dram = np.fromfile(path / "image" / "dram.bin", np.uint8)
     dram[entry.plane_base * spec.LINE_BYTES + 5] ^= 0x01
     dram.tofile(path / "image" / "dram.bin")
-    stats = run_trace(path, SimOptions(seed=4, **STALLY))
+    stats = run_trace(path, SimOptions(seed=4, **{**STALLY, "harness": harness}))
     assert not stats["passed"] and stats["mismatches"] >= 1
     assert "bytes differ" in stats["first_mismatch"]
 
@@ -111,18 +108,20 @@ def test_bad_requests_answer_poison_without_hanging(tiny_image, tiny_image_dir, 
     assert {"errors_write_to_view", "errors_bad_k", "errors_no_region", "errors_int8_asymmetric"} <= set(errors)
 
 
-def test_image_loaded_through_the_host_port(tiny_image, tiny_image_dir, tmp_path):
+@pytest.mark.parametrize("harness", ["python", "fast"])
+def test_image_loaded_through_the_host_port(tiny_image, tiny_image_dir, tmp_path, harness):
     trace = seeded_trace(tiny_image, tiny_image_dir, tmp_path / "load", seed=11, load_via_host=True)
-    stats = run_trace(tmp_path / "load", SimOptions(seed=11, **STALLY))
+    stats = run_trace(tmp_path / "load", SimOptions(seed=11, **{**STALLY, "harness": harness}))
     assert_passed(stats, trace)
     assert stats["counters"]["lines_written"] == tiny_image.dram.size // spec.LINE_BYTES
     assert stats["dram_bytes_written_bus"] == tiny_image.dram.size
 
 
-def test_watchdog_fails_a_stuck_run(base_trace):
+@pytest.mark.parametrize("harness", ["python", "fast"])
+def test_watchdog_fails_a_stuck_run(base_trace, harness):
     path, _ = base_trace
-    stats = run_trace(path, SimOptions(read_latency=400, watchdog_cycles=100))
-    assert not stats["passed"] and stats["error"].startswith("hang:")
+    stats = run_trace(path, SimOptions(read_latency=400, watchdog_cycles=100, harness=harness))
+    assert not stats["passed"] and stats["error"].startswith("hang: no progress for 100 cycles")
     assert "oldest outstanding: request" in stats["error"]
 
 

@@ -1,5 +1,5 @@
-"""`smartquant sim TRACE`: replay a golden trace on the RTL under cocotb and compare
-every response bit for bit (sim/, docs/COVERIFY.md).  Exit 1 on a mismatch or hang."""
+"""`smartquant sim TRACE`: replay a golden trace on the RTL (in the fast harness or the
+cocotb bench) and compare every response bit for bit (sim/, docs/COVERIFY.md).  Exit 1 on a mismatch or hang."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("trace", help="trace directory (smartquant trace output)")
     p.add_argument("--sim", default="verilator", choices=runner.SIMULATORS,
                    help="verilator (default), icarus, or amaranth (Amaranth's simulator: slow, small traces)")
+    p.add_argument("--harness", choices=runner.HARNESSES,
+                   help="fast: trace replay inside the simulation (default for verilator and icarus); "
+                   "python: the cocotb bench (always for amaranth, --waves)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the stall patterns")
     p.add_argument("--stall", type=probability, default=0.2,
                    help="pause probability per cycle on every AXI channel and host stream (0: none)")
@@ -33,7 +36,8 @@ def run(args) -> int:
     check_output_options(args, inputs=[args.trace])
     options = runner.SimOptions(simulator=args.sim, seed=args.seed, stall=args.stall,
                                 read_latency=args.read_latency, max_in_flight=args.max_in_flight,
-                                waves=args.waves, lanes=args.lanes, axi_data_width=args.axi_width)
+                                waves=args.waves, lanes=args.lanes, axi_data_width=args.axi_width,
+                                harness=args.harness)
     stats = runner.run_trace(args.trace, options)
     if args.json:
         write_json(args.json, stats)

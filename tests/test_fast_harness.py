@@ -1,0 +1,86 @@
+"""The fast harness (trace replay inside the simulation, sim/fast_harness.py) against the
+cocotb bench: the same verdicts, poison and CSR counters on the same trace and seed, the
+same corrupted line named alike; Verilator (one build per session) and Icarus.  The image
+load through the host, a corrupted image byte and the watchdog run on both harnesses in
+tests/test_sim_cocotb.py."""
+
+import pytest
+
+from smartquant import spec
+from smartquant.errors import SmartquantError
+from smartquant.sim.runner import SimOptions, choose_harness, run_trace
+from smartquant.spec import View
+from smartquant.sw.trace import make_trace, save_trace
+
+QUANTIZED = [(View.PACKED, 3), (View.INT8, 4), (View.FP16, 2), (View.BF16, 8)]
+STALLY = dict(stall=0.25, read_latency=24)
+#: counters that depend only on the request order, not on timing
+ORDER_COUNTERS = ("dram_bytes_read", "dram_bytes_written", "lines_raw", "lines_packed", "lines_int8",
+                  "lines_fp16", "lines_bf16", "lines_written") + tuple(
+    name for name in spec.COUNTERS if name.startswith("errors_"))
+
+
+@pytest.fixture(scope="module")
+def stressed_trace(tiny_image, tiny_image_dir, tmp_path_factory):
+    """Every tiny tensor in every quantized view, random order, bad requests and DRAM errors."""
+    path = tmp_path_factory.mktemp("fast") / "trace"
+    trace = make_trace(tiny_image, tiny_image_dir, None, QUANTIZED, "random", errors=6, seed=3,
+                       int8_symmetric_only=True, dram_errors=4)
+    save_trace(trace, path, embed_image=True)
+    return path, trace
+
+
+def run_both(path, seed, simulator="verilator"):
+    return [run_trace(path, SimOptions(simulator=simulator, seed=seed, harness=harness, **STALLY))
+            for harness in ("fast", "python")]
+
+
+def test_both_harnesses_agree_with_stalls_bad_requests_and_dram_errors(stressed_trace):
+    path, trace = stressed_trace
+    fast, python = run_both(path, seed=7)
+    assert fast["harness"] == "fast" and python["harness"] == "python"
+    for stats in (fast, python):
+        assert stats["passed"], stats["error"]
+        assert stats["lines_compared"] == len(trace)
+        assert stats["poisoned"] == int(trace.poison.sum())
+        assert stats["counters"]["dram_bytes_read"] == stats["dram_bytes_read_bus"]
+    assert fast["counters"]["errors_dram_error"] > 0 and fast["counters"]["errors_no_region"] > 0
+    assert {n: fast["counters"][n] for n in ORDER_COUNTERS} == {n: python["counters"][n] for n in ORDER_COUNTERS}
+    assert fast["latency_cycles"]["max"] >= fast["latency_cycles"]["mean"] >= fast["latency_cycles"]["min"] > 24
+    assert 0 < fast["read_bus_utilisation"] < 1
+
+
+def test_both_harnesses_name_a_corrupted_expected_line_alike(stressed_trace, tmp_path, corrupt_expected_line):
+    source, trace = stressed_trace
+    index = corrupt_expected_line(source, trace, tmp_path / "corrupt")
+    fast, python = run_both(tmp_path / "corrupt", seed=2)
+    where = f"request {index} tag {trace.tag[index]} MemRd addr {int(trace.addr[index]):#x}"
+    for stats in (fast, python):
+        assert not stats["passed"] and stats["mismatches"] == 1
+        assert where in stats["error"] and "1 bytes differ (got != expected): [9]" in stats["error"]
+    # the same message but for the cycle it was seen at
+    assert fast["error"].split(": ", 1)[1] == python["error"].split(": ", 1)[1]
+
+
+def test_icarus_runs_the_fast_harness(iverilog, tiny_image, tiny_image_dir, tmp_path, corrupt_expected_line):
+    # a symmetric tensor at int8 and bf16, with a bad request and a DRAM error
+    trace = make_trace(tiny_image, tiny_image_dir, ["sym_pow2_g256"], [(View.INT8, 5), (View.BF16, 3)], "strided",
+                       errors=1, seed=12, dram_errors=1)
+    save_trace(trace, tmp_path / "t")
+    icarus = SimOptions(simulator="icarus", seed=12, harness="fast", **STALLY)
+    stats = run_trace(tmp_path / "t", icarus)
+    assert stats["passed"], stats["error"]
+    assert stats["lines_compared"] == len(trace) and stats["poisoned"] == int(trace.poison.sum())
+    assert stats["counters"]["errors_dram_error"] > 0
+    index = corrupt_expected_line(tmp_path / "t", trace, tmp_path / "corrupt")
+    assert f"request {index} tag" in run_trace(tmp_path / "corrupt", icarus)["error"]
+
+
+def test_the_harness_choice():
+    assert choose_harness(SimOptions()) == "fast"
+    assert choose_harness(SimOptions(simulator="amaranth")) == "python"
+    assert choose_harness(SimOptions(waves="w.vcd")) == "python"
+    with pytest.raises(SmartquantError, match="--waves needs --harness python"):
+        choose_harness(SimOptions(waves="w.vcd", harness="fast"))
+    with pytest.raises(SmartquantError, match="--sim amaranth needs --harness python"):
+        choose_harness(SimOptions(simulator="amaranth", harness="fast"))
