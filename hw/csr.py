@@ -31,6 +31,14 @@ REGION = data.StructLayout({
 #: one error report: cause and host line address
 ERROR_REPORT = data.StructLayout({"valid": 1, "cause": 3, "addr": LINE_ADDR_BITS})
 
+#: the block cache's decisions, one command a cycle at most (blocktags.py)
+LOOKUP_EVENTS = data.StructLayout({
+    "plane_lookup": 1,       # a quantized read looked for its block ...
+    "plane_miss": 1,         # ... and fetched it
+    "meta_lookup": 1,        # an fp16 / bf16 read looked for its metadata line ...
+    "meta_miss": 1,          # ... and fetched it
+})
+
 #: per-cycle events the counters add up
 EVENTS = data.StructLayout({
     "read_beat": 1,          # an AXI read data beat was accepted
@@ -42,6 +50,7 @@ EVENTS = data.StructLayout({
     "dram_stall": 1,
     "decode_error": ERROR_REPORT,
     "dram_error": ERROR_REPORT,
+    "lookup": LOOKUP_EVENTS,
 })
 
 
@@ -82,6 +91,9 @@ class CsrFile(wiring.Component):
             "host_stall_cycles": ev.host_stall,
             "dram_stall_cycles": ev.dram_stall,
         }
+        for kind in ("plane", "meta"):
+            increments[f"{kind}_lookups"] = ev.lookup[f"{kind}_lookup"]
+            increments[f"{kind}_misses"] = ev.lookup[f"{kind}_miss"]
         for view in View:
             increments[f"lines_{view.name.lower()}"] = ev.served & (ev.served_view == view)
         for cause in ErrorCause:

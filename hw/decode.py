@@ -20,10 +20,10 @@ of its own (`write_data`, to the DRAM port), so the commands stay narrow.  Stage
   C4 the group's fields (OR) and the block within the region;
   C5 kind, cause, plane and metadata line addresses, first group; an fp16 / bf16 request on
      a table-lookup region carries `lut` and the region's codebook (int8 there: poison);
-  C6 reuse: whether the most recent plane fetch, metadata fetch and table load (which the
-     commands before this one decide, in order) already hold what it needs; the command
-     carries the misses (`fetch_plane`, `fetch_meta`, `fetch_table`), which the issue stage
-     fetches, so its own decision has no address compares.
+  L1, L2 the block cache's lookup (blocktags.py): which resident plane slot, metadata
+     slot and table (decided by the commands before this one, in order) already hold what
+     it needs; the command carries the misses (`fetch_plane`, `fetch_meta`, `fetch_table`)
+     and the slots, so the issue stage compares no addresses.
 """
 
 import functools
@@ -36,8 +36,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import (K_SHIFT, LINE_BITS, MAX_REGIONS, OFFSET_BITS, PLANES, REQ_FIELDS, VIEW_SHIFT, ErrorCause,
                     Opcode, ScaleFormat, View)
-from .csr import ERROR_REPORT, REGION
-from .layouts import COMMAND, Kind, is_fp, is_quantized, needs_plane
+from .blocktags import LOOKUP_STAGES, BlockTags
+from .csr import ERROR_REPORT, LOOKUP_EVENTS, REGION
+from .layouts import COMMAND, Kind
 from .pipeline import DelayLine
 
 REQUEST = data.StructLayout(dict(REQ_FIELDS))
@@ -54,7 +55,7 @@ RECIPROCALS = {d: -(-(1 << DIVIDE_SHIFT) // d) for d in (3, 5, 6, 7)}
 _LOW_BITS = 16                      #: offset split for the partial products (bits)
 _RECIPROCAL_LOW_BITS = 17           #: reciprocal split (both halves 17 bits)
 #: register stages from the request to the command queue's input
-STAGES = 11
+STAGES = 12
 #: command queue entries (>= STAGES + 3 keeps one request per cycle)
 QUEUE_DEPTH = 16
 
@@ -70,7 +71,11 @@ _CARRIED = data.StructLayout({"valid": 1, "cmd": COMMAND, "view": 3, "error": 3,
 
 
 class AddressDecoder(wiring.Component):
-    def __init__(self):
+    """`plane_slots`, `meta_slots`: the block cache's slots, which its lookup (the last
+    stages) decides among."""
+
+    def __init__(self, *, plane_slots: int, meta_slots: int):
+        self.plane_slots, self.meta_slots = plane_slots, meta_slots
         super().__init__({
             "req": In(stream.Signature(REQUEST)),
             "cmd": Out(stream.Signature(COMMAND)),
@@ -78,6 +83,7 @@ class AddressDecoder(wiring.Component):
             "regions": In(data.ArrayLayout(REGION, MAX_REGIONS)),
             "dram_lines": In(32),
             "error": Out(ERROR_REPORT),
+            "lookup": Out(LOOKUP_EVENTS),
         })
 
     def elaborate(self, platform):
@@ -90,12 +96,14 @@ class AddressDecoder(wiring.Component):
         enter = self.req.valid & self.req.ready
 
         stage = {name: Signal(_CARRIED, name=f"stage_{name}")
-                 for name in ("a", "b", "p", "q", "r", "c1", "c2", "c3", "c4", "c5", "c6")}
+                 for name in ("a", "b", "p", "q", "r", "c1", "c2", "c3", "c4", "c5")}
         names = list(stage)
-        assert len(names) == STAGES
+        assert len(names) + LOOKUP_STAGES == STAGES
         for earlier, later in zip(names, names[1:]):        # by default a stage passes on
             m.d.sync += stage[later].eq(stage[earlier])
-        m.d.sync += in_flight.eq(in_flight + enter - stage["c6"].valid)
+        m.submodules.tags = tags = BlockTags(plane_slots=self.plane_slots, meta_slots=self.meta_slots)
+        done = tags.output                                  # the last stage
+        m.d.sync += in_flight.eq(in_flight + enter - done.valid)
 
         # --- A: capture ---
         a = stage["a"]
@@ -226,36 +234,13 @@ class AddressDecoder(wiring.Component):
         with m.If(c4.view != View.RAW):
             m.d.sync += c5.cmd.plane_line.eq(c4.cmd.plane_line << 3)
 
-        # --- C6: reuse of the most recent fetches (fetch.py issues exactly the misses) ---
-        c6 = stage["c6"]
-        cmd = c5.cmd
-        quantized = is_quantized(cmd.kind)
-        plane_cached, plane_line, plane_lines = Signal(), Signal(32), Signal(4)
-        meta_cached, meta_line = Signal(), Signal(32)
-        table_valid, table_codebook, table_k = Signal(), Signal.like(cmd.codebook), Signal(4)
-        table_hit = table_valid & (table_codebook == cmd.codebook) & (table_k == cmd.k)
-        loads_table = cmd.lut & ~table_hit              # then the table load takes the plane slot
-        plane_hit = (quantized & ~loads_table & plane_cached & (plane_line == cmd.plane_line)
-                     & (plane_lines >= cmd.k))
-        meta_hit = meta_cached & (meta_line == cmd.meta_line)
-        fetch_plane = needs_plane(cmd.kind) & ~plane_hit
-        fetch_meta = is_fp(cmd.kind) & ~meta_hit
-        m.d.sync += [c6.cmd.fetch_plane.eq(fetch_plane), c6.cmd.fetch_meta.eq(fetch_meta),
-                     c6.cmd.fetch_table.eq(loads_table)]
-        with m.If(c5.valid):
-            with m.If(loads_table):
-                m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
-            with m.If(fetch_plane):
-                m.d.sync += [plane_cached.eq(quantized), plane_line.eq(cmd.plane_line), plane_lines.eq(cmd.k)]
-            with m.If(fetch_meta):
-                m.d.sync += [meta_cached.eq(1), meta_line.eq(cmd.meta_line)]
-            with m.If(cmd.kind == Kind.RAW_WR):
-                m.d.sync += [plane_cached.eq(0), meta_cached.eq(0), table_valid.eq(0)]
+        # --- L1, L2: the block cache's lookup (blocktags.py); the queue takes its output ---
+        m.d.comb += [tags.input.valid.eq(c5.valid), tags.input.cmd.eq(c5.cmd), self.lookup.eq(tags.events)]
 
-        m.d.comb += [data_queue.w_en.eq(c6.valid & (c6.cmd.kind == Kind.RAW_WR)), data_queue.w_data.eq(data_delay.output),
+        m.d.comb += [data_queue.w_en.eq(done.valid & (done.cmd.kind == Kind.RAW_WR)), data_queue.w_data.eq(data_delay.output),
                      self.write_data.valid.eq(data_queue.r_rdy), self.write_data.payload.eq(data_queue.r_data),
                      data_queue.r_en.eq(self.write_data.ready)]
-        m.d.comb += [queue.w_en.eq(c6.valid), queue.w_data.eq(c6.cmd),
+        m.d.comb += [queue.w_en.eq(done.valid), queue.w_data.eq(done.cmd),
                      self.cmd.valid.eq(queue.r_rdy), self.cmd.payload.eq(queue.r_data),
                      queue.r_en.eq(self.cmd.ready),
                      self.error.valid.eq(self.cmd.valid & self.cmd.ready & (self.cmd.payload.kind == Kind.ERROR)),

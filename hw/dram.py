@@ -1,12 +1,9 @@
-"""The DRAM side: AXI4 manager and the block buffers its read data lands in.
+"""The DRAM side: AXI4 manager.
 
 Reads: plane and metadata requests come in two queues (metadata first onto AR); each
-names a buffer slot (a plane slot, 8 lines wide, or a metadata slot, one line) and a
-burst of whole lines; data beats are written straight into the slot.  Bursts complete
-in the order they were issued (below), so completion is a count per kind, `plane_fills` /
-`meta_fills` (mod 2**FILL_COUNT_BITS): the response stage compares it with the allocations
-it has started instead of looking up a flag per slot.  A slot's `failed` flag is set with
-its last beat if any beat had SLVERR or DECERR.  Every read uses ARID 0 and every write
+names a block cache slot (a plane slot, 8 lines wide, or a metadata slot, one line) and a
+burst of whole lines; data beats go to the block cache (`beat`: slot, beat number, data,
+SLVERR / DECERR, last), which writes them into the slot.  Every read uses ARID 0 and every write
 AWID 0, so the subordinate returns them in order and beats land by a FIFO of issued
 bursts.  Writes: one line per request (AW and
 W channels independent); B responses queue in `wresp` for the response stage.
@@ -17,20 +14,18 @@ each other (AXI orders neither across channels).
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec import LINE_BITS, LINE_BYTES, PLANES
 from .axi import AXI_BURST_INCR, axi4_signature
+from .blockcache import beat_layout
 from .counter import held_below
-from .planebuf import CHUNK_BITS, PlaneBuffer
+from .layouts import pack
 from .queue import BlockRamQueue
 
 READ_REQUEST = data.StructLayout({"line": 32, "lines": 4, "slot": 8})
 WRITE_REQUEST = data.StructLayout({"line": 32})
 _LANDING = data.StructLayout({"meta": 1, "slot": 8})
-#: width of the completed-burst counts: more than any number of slots (<= 256) apart
-FILL_COUNT_BITS = 9
 
 
 class DramPort(wiring.Component):
@@ -49,13 +44,7 @@ class DramPort(wiring.Component):
             "write_data": In(stream.Signature(LINE_BITS)),      # each write's line, in write order
             "wresp": Out(stream.Signature(1)),          # 1: the write failed
             "axi": Out(axi4_signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
-            "plane_fills": Out(FILL_COUNT_BITS), "plane_failed": Out(plane_slots),
-            "meta_fills": Out(FILL_COUNT_BITS), "meta_failed": Out(meta_slots),
-            # plane buffer reads (`PlaneBuffer`: a row or a column of a slot, data
-            # `PlaneBuffer.READ_LATENCY` cycles later)
-            "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
-            "plane_rd_data": Out(LINE_BITS),
-            "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
+            "beat": Out(stream.Signature(beat_layout(data_width))),    # read data, to the block cache
             "reads_idle": Out(1), "writes_idle": Out(1),
             "read_beat": Out(1), "write_beat": Out(1),
         })
@@ -83,27 +72,15 @@ class DramPort(wiring.Component):
         m.d.comb += [pq.r_en.eq(ar_done & ~pick_meta), mq.r_en.eq(ar_done & pick_meta),
                      landing.w_en.eq(ar_done), landing.w_data.eq(Cat(pick_meta, head.slot))]
 
-        # --- R -> block buffers ---
-        m.submodules.planes = planes = PlaneBuffer(slots=self.plane_slots, width=width)
-        m.submodules.meta_mem = meta_mem = Memory(shape=LINE_BITS, depth=self.meta_slots, init=[])
-        meta_wr = meta_mem.write_port(granularity=width)
-        meta_rd = meta_mem.read_port()
-        m.d.comb += [planes.r_slot.eq(self.plane_rd_slot), planes.r_column.eq(self.plane_rd_column),
-                     planes.r_index.eq(self.plane_rd_index), self.plane_rd_data.eq(planes.r_data),
-                     meta_rd.addr.eq(self.meta_rd_addr), self.meta_rd_data.eq(meta_rd.data)]
-
+        # --- R -> the block cache (which takes a beat every cycle) ---
         dest = data.View(_LANDING, landing.r_data)
         beat = Signal(range(PLANES * bpl))
-        failed = Signal()                   # an error beat so far in this burst
-        m.d.comb += axi.rready.eq(landing.r_rdy)
+        m.d.comb += axi.rready.eq(landing.r_rdy & self.beat.ready)
         r_beat = axi.rvalid & axi.rready
-        beat_failed = axi.rresp[1]          # SLVERR or DECERR
         m.d.comb += [
-            planes.w_en.eq(r_beat & ~dest.meta), planes.w_slot.eq(dest.slot),
-            planes.w_line.eq(beat // bpl), planes.w_chunk.eq((beat % bpl) * (width // CHUNK_BITS)),
-            planes.w_data.eq(axi.rdata),
-            meta_wr.addr.eq(dest.slot), meta_wr.data.eq(axi.rdata.replicate(bpl)),
-            meta_wr.en.eq((r_beat & dest.meta) << beat),
+            self.beat.valid.eq(axi.rvalid & landing.r_rdy),
+            self.beat.payload.eq(pack(beat_layout(width), meta=dest.meta, slot=dest.slot, beat=beat,
+                                      data=axi.rdata, failed=axi.rresp[1], last=axi.rlast)),
             self.read_beat.eq(r_beat),
         ]
         outstanding = Signal(range(self.plane_slots + self.meta_slots + 4))
@@ -115,19 +92,7 @@ class DramPort(wiring.Component):
                      self.reads_idle.eq(held_below(m, outstanding, 1, plane_issued | meta_issued, burst_end,
                                                    name="reads_idle_held"))]
         with m.If(r_beat):
-            m.d.sync += [beat.eq(beat + 1), failed.eq(failed | beat_failed)]
-        with m.If(burst_end):
-            m.d.sync += [beat.eq(0), failed.eq(0)]
-        for fills, fail, issued, reads, is_meta in (
-                (self.plane_fills, self.plane_failed, plane_issued, self.plane_reads, 0),
-                (self.meta_fills, self.meta_failed, meta_issued, self.meta_reads, 1)):
-            with m.If(burst_end & (dest.meta == is_meta)):
-                m.d.sync += fills.eq(fills + 1)
-            for s in range(len(fail)):
-                with m.If(issued & (reads.payload.slot == s)):
-                    m.d.sync += fail[s].eq(0)
-                with m.If(burst_end & (dest.meta == is_meta) & (dest.slot == s)):
-                    m.d.sync += fail[s].eq(failed | beat_failed)
+            m.d.sync += beat.eq(Mux(axi.rlast, 0, beat + 1))
 
         # --- writes -> AW, W; B -> wresp ---
         m.submodules.write_queue = wq = SyncFIFOBuffered(width=WRITE_REQUEST.size, depth=4)

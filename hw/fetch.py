@@ -1,23 +1,21 @@
 """Issue stage: decoded commands -> DRAM reads into block buffers, and in-order jobs.
 
-A plane slot holds the top k plane lines of one block (one burst), a metadata slot
-one metadata line.  Slots are allocated round-robin; a command whose block (with at
-least its k lines) or metadata line is the one most recently fetched reuses that slot
-instead of reading DRAM again (the decoder marks the misses, `fetch_plane` /
-`fetch_meta` / `fetch_table`, so that this stage compares no addresses), so a sequential
-read of a tensor fetches every plane line and metadata line once.  A slot is released by
-the response stage when it starts on the job that allocated the next slot (all earlier
-jobs are then done), so `slots - 1` fetches can run ahead of the response stage.
+A plane slot of the block cache holds the top k plane lines of one block (one burst), a
+metadata slot one metadata line.  The cache's lookup (blocktags.py, the decoder's last
+stages) marks each command's misses, `fetch_plane` / `fetch_meta` / `fetch_table`, and
+its slots, so that this stage compares no addresses: a miss fills the cache's next slot
+(round-robin, the order the lookup chose them in) once no job in flight refers to it
+(`plane_free` / `meta_free`); every job issued tells the cache the slots it refers to.
 
 Table-lookup regions: before the first fp16 / bf16 command of a LUT region whose
 (codebook, k) differs from the table last loaded, a plane read of view k's codebook
 lines (`spec.codebook_lines_read(k)` lines from the line holding entry 2**k) goes into
 the next plane slot and a LUT_LOAD job (no response) tells the response stage to load
-the entries; then the command proceeds as usual.  A write forgets the loaded table.
+the entries; then the command proceeds as usual.  The lookup decides which table is loaded.
 
 Ordering against writes: a read is only issued when no write awaits its response,
-and a write only when no read is in flight (the decoder's reuse stage forgets the
-cached block, metadata line and table at a write).  Errors pass straight through as jobs.
+and a write only when no read is in flight (the lookup invalidates the resident block
+and metadata line the write lands in, and forgets the table).  Errors pass straight through as jobs.
 """
 
 from amaranth import Module, Mux, Signal
@@ -25,9 +23,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import CODEBOOK_ENTRY_BYTES, CODEBOOK_LINES, LINE_BYTES, PLANES, codebook_lines_read
-from .counter import held_below
+from .blockcache import REFERENCES
 from .dram import READ_REQUEST, WRITE_REQUEST
-from .layouts import COMMAND, COMMON_FIELDS, JOB, Kind, is_fp, is_quantized, pack
+from .layouts import COMMAND, COMMON_FIELDS, JOB, Kind, holds_plane, is_fp, is_quantized, pack
 
 
 class FetchIssue(wiring.Component):
@@ -38,8 +36,6 @@ class FetchIssue(wiring.Component):
     DECISION_FIELDS = ("kind", "fetch_plane", "fetch_meta", "fetch_table")
 
     def __init__(self, *, plane_slots: int, meta_slots: int, fp_steps: int):
-        if plane_slots < 2 or meta_slots < 2:
-            raise ValueError("at least 2 plane slots and 2 metadata slots")
         self.plane_slots, self.meta_slots, self.fp_steps = plane_slots, meta_slots, fp_steps
         super().__init__({
             "cmd": In(stream.Signature(COMMAND)),
@@ -48,23 +44,25 @@ class FetchIssue(wiring.Component):
             "meta_reads": Out(stream.Signature(READ_REQUEST)),
             "writes": Out(stream.Signature(WRITE_REQUEST)),
             "reads_idle": In(1), "writes_idle": In(1),
-            "release_plane": In(1), "release_meta": In(1),
+            # the block cache: the next slots to fill and whether they may be; bursts into
+            # them issued; the slots each issued job refers to
+            "plane_next": In(range(plane_slots)), "meta_next": In(range(meta_slots)),
+            "plane_free": In(1), "meta_free": In(1),
+            "plane_alloc": Out(1), "meta_alloc": Out(1),
+            "acquire": Out(REFERENCES), "acquire_valid": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         c = self.cmd.payload
-        P, M = self.plane_slots, self.meta_slots
 
-        # slot bookkeeping (what a command must fetch comes with it: `fetch_plane`,
-        # `fetch_meta`, `fetch_table`, decided in order by the decoder)
-        plane_cur = Signal(range(P), init=P - 1)     # slot of the most recent plane fetch
-        meta_cur = Signal(range(M), init=M - 1)
-        plane_free, meta_free = Signal(), Signal()   # a slot may be allocated
+        # what a command must fetch comes with it (`fetch_plane`, `fetch_meta`, `fetch_table`,
+        # decided in order by the block cache's lookup), and the slots: a miss fills the cache's
+        # next slot, which is the one the lookup chose
+        plane_free, meta_free = self.plane_free, self.meta_free
+        plane_next, meta_next = self.plane_next, self.meta_next
         plane_pending, meta_pending = Signal(), Signal()   # fetched for the command at the head
         table_pending = Signal()                            # ... its table loaded
-        plane_next = Mux(plane_cur == P - 1, 0, plane_cur + 1)
-        meta_next = Mux(meta_cur == M - 1, 0, meta_cur + 1)
 
         need_table = self.cmd.valid & c.fetch_table & ~table_pending
         table_first, table_lines = Signal(4), Signal(4)     # line of entry 2**k in the set, lines read
@@ -106,31 +104,23 @@ class FetchIssue(wiring.Component):
         last_step = Mux(load_table, (1 << c.k) - 1,          # one step per entry of view k's table
                         Mux(is_fp(c.kind), self.fp_steps - 1, 0))
         passed_on = {name: getattr(c, name) for name in COMMON_FIELDS}
-        passed_on["kind"] = Mux(load_table, Kind.LUT_LOAD, c.kind)
+        job_kind = Signal(Kind)
+        m.d.comb += job_kind.eq(Mux(load_table, Kind.LUT_LOAD, c.kind))
+        passed_on["kind"] = job_kind
+        plane_slot = Mux(load_table, plane_next, c.plane_slot)
         m.d.comb += self.job.payload.eq(pack(
-            JOB, **passed_on,
-            plane_slot=Mux(alloc_plane | load_table, plane_next, plane_cur),
-            plane_alloc=plane_pending | alloc_plane | load_table,
-            meta_slot=Mux(alloc_meta, meta_next, meta_cur), meta_alloc=meta_pending | alloc_meta,
-            last_step=last_step))
+            JOB, **passed_on, plane_slot=plane_slot, plane_alloc=plane_pending | alloc_plane | load_table,
+            meta_slot=c.meta_slot, meta_alloc=meta_pending | alloc_meta, last_step=last_step))
+        m.d.comb += [
+            self.plane_alloc.eq(alloc_plane | load_table), self.meta_alloc.eq(alloc_meta),
+            self.acquire_valid.eq(self.job.valid & self.job.ready),
+            self.acquire.eq(pack(REFERENCES, plane=holds_plane(job_kind), plane_slot=plane_slot,
+                                 meta=is_fp(job_kind), meta_slot=c.meta_slot)),
+        ]
 
         with m.If(fire):
             m.d.sync += [plane_pending.eq(0), meta_pending.eq(0), table_pending.eq(0)]
         with m.Else():
             m.d.sync += [plane_pending.eq(plane_pending | alloc_plane), meta_pending.eq(meta_pending | alloc_meta),
                          table_pending.eq(table_pending | load_table)]
-        with m.If(alloc_plane | load_table):
-            m.d.sync += plane_cur.eq(plane_next)
-        with m.If(alloc_meta):
-            m.d.sync += meta_cur.eq(meta_next)
-        m.d.comb += [plane_free.eq(_slots_free(m, P, alloc_plane | load_table, self.release_plane, "plane")),
-                     meta_free.eq(_slots_free(m, M, alloc_meta, self.release_meta, "meta"))]
         return m
-
-
-def _slots_free(m: Module, slots: int, alloc, release, name: str) -> Signal:
-    """A register: whether fewer than `slots` slots are in use (allocated, not yet released;
-    one is in use from reset, the one the first allocation's predecessor stands for)."""
-    used = Signal(range(slots + 1), init=1, name=f"{name}_used")
-    m.d.sync += used.eq(used + alloc - release)
-    return held_below(m, used, slots, alloc, release, name=f"{name}_free")

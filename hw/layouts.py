@@ -33,6 +33,11 @@ def needs_plane(kind):
     return is_quantized(kind) | (kind == Kind.RAW_RD)
 
 
+def holds_plane(kind):
+    """A job of this kind reads a plane slot (and holds a reference to it until its last step)."""
+    return needs_plane(kind) | (kind == Kind.LUT_LOAD)
+
+
 #: fields every request carries from decode to response
 COMMON_FIELDS = {
     "kind": Kind,
@@ -57,10 +62,12 @@ COMMAND = data.StructLayout({
     "meta_line": 32,            # the block's metadata line
     "codebook": CFG_CODEBOOK_BITS,   # a LUT region's table set: first DRAM line // CODEBOOK_LINES
     # what the issue stage must fetch when this command's turn comes: the misses of the
-    # block buffers, decided in command order by decode.py's stage C6
-    "fetch_plane": 1,           # a plane read: not the most recent plane fetch's block with >= k lines
-    "fetch_meta": 1,            # a metadata read: not the most recent metadata fetch's line
+    # block cache, decided in command order by its lookup (blocktags.py, the decoder's last stages)
+    "fetch_plane": 1,           # a plane read: no resident block with >= k lines
+    "fetch_meta": 1,            # a metadata read: the line is not resident
     "fetch_table": 1,           # a table load first: the lookup tables hold another (codebook, k)
+    "plane_slot": 8,            # the plane slot hit, or the one the fetch fills
+    "meta_slot": 8,             # the metadata slot hit, or the one the fetch fills
 })
 
 #: fetch -> respond, in request order: where the request's data will be

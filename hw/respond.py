@@ -31,8 +31,8 @@ from amaranth.lib.wiring import In, Out
 from ..spec import CODEBOOK_ENTRY_BYTES, CODE_BITS, DRS_FIELDS, LINE_BITS, LINE_BYTES, NDR_FIELDS, PLANES, ErrorCause, View
 from .csr import ERROR_REPORT
 from .dequant import Dequantizer, dequant_input
-from .dram import FILL_COUNT_BITS
-from .layouts import JOB, Kind, is_fp
+from .blockcache import PER_KIND, REFERENCES
+from .layouts import JOB, Kind, holds_plane, is_fp, pack
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LutDequantizer
 from .pipeline import DelayLine, delayed
 from .planebuf import CHUNK_BITS, PlaneBuffer
@@ -60,20 +60,6 @@ _VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: Vie
                  Kind.FP16: View.FP16, Kind.BF16: View.BF16}
 
 
-def _landed(m: Module, fills: Signal, release: Signal, name: str) -> Signal:
-    """A register: whether the DRAM port has completed more bursts (`fills`) than the slot
-    allocations started, counting this cycle's `release` (the sequencer's start of a job
-    that allocated a slot).  Both counts' comparisons are made from registers and `release`
-    only selects one, so the sequencer's decision meets no adder on its way here."""
-    started = Signal(FILL_COUNT_BITS, name=f"{name}_started")
-    started_plus_one = Signal(FILL_COUNT_BITS, init=1, name=f"{name}_started_plus_one")
-    landed = Signal(name=f"{name}_landed")
-    with m.If(release):
-        m.d.sync += [started.eq(started_plus_one), started_plus_one.eq(started_plus_one + 1)]
-    m.d.sync += landed.eq(Mux(release, fills != started_plus_one, fills != started))
-    return landed
-
-
 class Responder(wiring.Component):
     def __init__(self, *, lanes: int, plane_slots: int, meta_slots: int, out_depth: int = PIPELINE_DEPTH + 8):
         if lanes not in (1, 2, 4, 8, 16, 32):
@@ -83,14 +69,16 @@ class Responder(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(JOB)),
             "wresp": In(stream.Signature(1)),
-            "plane_fills": In(FILL_COUNT_BITS), "plane_failed": In(plane_slots),
-            "meta_fills": In(FILL_COUNT_BITS), "meta_failed": In(meta_slots),
+            # the block cache: whether the oldest allocating job's data have landed, failed flags
+            "plane_landed": In(1), "plane_failed": In(plane_slots),
+            "meta_landed": In(1), "meta_failed": In(meta_slots),
             # plane buffer read (`PlaneBuffer`): a row (one plane line) or a column (one 64-bit
             # chunk of every plane line) of a slot, data `PlaneBuffer.READ_LATENCY` cycles later
             "plane_rd_slot": Out(range(plane_slots)), "plane_rd_column": Out(1), "plane_rd_index": Out(3),
             "plane_rd_data": In(data.ArrayLayout(CHUNK_BITS, PLANES)),
             "meta_rd_addr": Out(range(meta_slots)), "meta_rd_data": In(LINE_BITS),
-            "release_plane": Out(1), "release_meta": Out(1),
+            "started": Out(PER_KIND),           # a job that allocated a slot started
+            "release": Out(REFERENCES), "release_valid": Out(1),    # a job's last step started
             "drs": Out(stream.Signature(DRS)), "ndr": Out(stream.Signature(NDR)),
             "dram_error": Out(ERROR_REPORT),
             "served": Out(1), "served_view": Out(3), "written": Out(1),
@@ -109,17 +97,12 @@ class Responder(wiring.Component):
         is_load = j.kind == Kind.LUT_LOAD
         table_failed = Signal()             # the last codebook read had an error
         last = step == j.last_step
-        # slots are filled in allocation order: a job that allocated a slot has its data once
-        # the DRAM port has completed more bursts than the allocations started before it
-        # (a job reusing a slot follows the one that allocated it; later steps of a job follow
-        # its first)
+        # a job that allocated a slot waits for the cache's `landed` (slots fill in allocation
+        # order; a job hitting a slot follows the one that allocated it, later steps of a job
+        # follow its first)
         first = Signal(init=1)              # step == 0, as a register
-        # (as registers: the counts a cycle old, the allocations started including this cycle's,
-        # so they may only be late by a cycle, never early)
-        plane_landed = _landed(m, self.plane_fills, self.release_plane, "plane")
-        meta_landed = _landed(m, self.meta_fills, self.release_meta, "meta")
-        plane_filled = ~(first & j.plane_alloc) | plane_landed
-        meta_filled = ~(first & j.meta_alloc) | meta_landed
+        plane_filled = ~(first & j.plane_alloc) | self.plane_landed
+        meta_filled = ~(first & j.meta_alloc) | self.meta_landed
         # (only jobs that read a slot allocate one, and only a write waits for its response)
         ready = plane_filled & meta_filled & ((j.kind != Kind.RAW_WR) | self.wresp.valid)
         s1_valid = Signal()
@@ -133,8 +116,13 @@ class Responder(wiring.Component):
         m.d.sync += room.eq(out.level + in_flight + 1 < self.out_depth)
         go = self.job.valid & ready & room
         m.d.comb += [
-            self.release_plane.eq(go & first & j.plane_alloc),
-            self.release_meta.eq(go & first & j.meta_alloc),
+            self.started.plane.eq(go & first & j.plane_alloc),
+            self.started.meta.eq(go & first & j.meta_alloc),
+            # (the slot is read in the cycles after a step starts, and filled again at the
+            # earliest two cycles after the release: its references are counted in a register)
+            self.release_valid.eq(go & last),
+            self.release.eq(pack(REFERENCES, plane=holds_plane(j.kind), plane_slot=j.plane_slot,
+                                 meta=fp, meta_slot=j.meta_slot)),
             self.job.ready.eq(go & last),
             self.wresp.ready.eq(go & (j.kind == Kind.RAW_WR)),
             self.dram_stall.eq(self.job.valid & ~ready),

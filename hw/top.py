@@ -1,9 +1,10 @@
 """SmartQuantTop: the device controller (docs/RTL.md).
 
     req ─▶ AddressDecoder ─cmd─▶ FetchIssue ─job─▶ [job queue] ─▶ Responder ─▶ drs / ndr
-               ▲  region table       │ reads/writes                 ▲ block buffers
-    csr ─▶ CsrFile ◀── events ──     ▼                              │
-                                  DramPort ◀──────── AXI4 ──────────┘ (axi)
+           (+ the cache's lookup)    │ reads/writes  ▲ slots           ▲ slots read, released
+    csr ─▶ CsrFile ◀── events ──     ▼               │                 │
+                                  DramPort ─beats─▶ BlockCache ────────┘
+                                     ▲▼ AXI4 (axi)
 
 Responses leave in request order; reads and writes may be interleaved.
 """
@@ -13,7 +14,9 @@ from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..spec import META_SLOTS, PLANE_SLOTS
 from .axi import axi4_signature
+from .blockcache import BlockCache
 from .csr import CSR_BUS, CsrFile
 from .decode import REQUEST, AddressDecoder
 from .dram import DramPort
@@ -31,7 +34,8 @@ class SmartQuantTop(wiring.Component):
     slots and DRAM latency L needs a job queue of ~L + 20 to stay at one host line per cycle."""
 
     def __init__(self, *, lanes: int = 32, axi_data_width: int = 512, axi_addr_width: int = 32,
-                 axi_id_width: int = 4, plane_slots: int = 128, meta_slots: int = 8, job_depth: int = 256):
+                 axi_id_width: int = 4, plane_slots: int = PLANE_SLOTS, meta_slots: int = META_SLOTS,
+                 job_depth: int = 256):
         if not 12 <= axi_addr_width <= 64:
             raise ValueError(f"AXI address width {axi_addr_width} outside 12..64")
         if not 1 <= axi_id_width <= 16:
@@ -41,11 +45,14 @@ class SmartQuantTop(wiring.Component):
                            job_depth=job_depth)
         self.csr_file = CsrFile(lanes=lanes, axi_data_width=axi_data_width,
                                 default_dram_lines=min(1 << (axi_addr_width - 6), (1 << 32) - 1))
-        self.decoder = AddressDecoder()
+        self.decoder = AddressDecoder(plane_slots=plane_slots, meta_slots=meta_slots)
         self.responder = Responder(lanes=lanes, plane_slots=plane_slots, meta_slots=meta_slots)
         self.issue = FetchIssue(plane_slots=plane_slots, meta_slots=meta_slots, fp_steps=self.responder.steps)
         self.dram = DramPort(addr_width=axi_addr_width, data_width=axi_data_width, id_width=axi_id_width,
                              plane_slots=plane_slots, meta_slots=meta_slots, wresp_depth=job_depth)
+        # (references in flight: the job queue, its head and the job in the response stage)
+        self.cache = BlockCache(plane_slots=plane_slots, meta_slots=meta_slots, data_width=axi_data_width,
+                                max_references=job_depth + 8)
         self.job_depth = job_depth
         super().__init__({
             "req": In(stream.Signature(REQUEST)),
@@ -63,6 +70,7 @@ class SmartQuantTop(wiring.Component):
         m.submodules.issue = issue = self.issue
         m.submodules.dram = dram = self.dram
         m.submodules.responder = resp = self.responder
+        m.submodules.cache = cache = self.cache
         m.submodules.jobs = jobs = BlockRamQueue(width=JOB.size, depth=self.job_depth)
 
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
@@ -79,6 +87,7 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, issue.meta_reads, dram.meta_reads)
         wiring.connect(m, issue.writes, dram.writes)
         wiring.connect(m, dec.write_data, dram.write_data)
+        wiring.connect(m, dram.beat, cache.beat)
         # the responder's start of a write moves a pointer, not the far write-response queue's head
         m.submodules.wresp_head = wresp_head = HeadPair(1)
         wiring.connect(m, dram.wresp, wresp_head.input)
@@ -88,19 +97,24 @@ class SmartQuantTop(wiring.Component):
             jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
             resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
             issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),
-            issue.release_plane.eq(resp.release_plane), issue.release_meta.eq(resp.release_meta),
-            resp.plane_fills.eq(dram.plane_fills), resp.plane_failed.eq(dram.plane_failed),
-            resp.meta_fills.eq(dram.meta_fills), resp.meta_failed.eq(dram.meta_failed),
-            dram.plane_rd_slot.eq(resp.plane_rd_slot), dram.plane_rd_column.eq(resp.plane_rd_column),
-            dram.plane_rd_index.eq(resp.plane_rd_index), resp.plane_rd_data.eq(dram.plane_rd_data),
-            dram.meta_rd_addr.eq(resp.meta_rd_addr), resp.meta_rd_data.eq(dram.meta_rd_data),
+            issue.plane_next.eq(cache.plane_next), issue.meta_next.eq(cache.meta_next),
+            issue.plane_free.eq(cache.plane_free), issue.meta_free.eq(cache.meta_free),
+            cache.plane_alloc.eq(issue.plane_alloc), cache.meta_alloc.eq(issue.meta_alloc),
+            cache.acquire.eq(issue.acquire), cache.acquire_valid.eq(issue.acquire_valid),
+            cache.release.eq(resp.release), cache.release_valid.eq(resp.release_valid),
+            cache.started.eq(resp.started),
+            resp.plane_landed.eq(cache.plane_landed), resp.plane_failed.eq(cache.plane_failed),
+            resp.meta_landed.eq(cache.meta_landed), resp.meta_failed.eq(cache.meta_failed),
+            cache.plane_rd_slot.eq(resp.plane_rd_slot), cache.plane_rd_column.eq(resp.plane_rd_column),
+            cache.plane_rd_index.eq(resp.plane_rd_index), resp.plane_rd_data.eq(cache.plane_rd_data),
+            cache.meta_rd_addr.eq(resp.meta_rd_addr), resp.meta_rd_data.eq(cache.meta_rd_data),
         ]
         ev = csr.events
         m.d.comb += [
             ev.read_beat.eq(dram.read_beat), ev.write_beat.eq(dram.write_beat),
             ev.served.eq(resp.served), ev.served_view.eq(resp.served_view), ev.written.eq(resp.written),
             ev.host_stall.eq(resp.host_stall), ev.dram_stall.eq(resp.dram_stall),
-            ev.decode_error.eq(dec.error), ev.dram_error.eq(resp.dram_error),
+            ev.decode_error.eq(dec.error), ev.dram_error.eq(resp.dram_error), ev.lookup.eq(dec.lookup),
         ]
         return m
 

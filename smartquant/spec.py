@@ -22,6 +22,11 @@ DEFAULT_GROUP_SIZE = 128
 # --- metadata (DESIGN.md section 3) -------------------------------------------
 META_BYTES_PER_GROUP = 4             #: scale (2 bytes, little-endian), zero (u8), reserved (u8)
 GROUPS_PER_META_LINE = LINE_BYTES // META_BYTES_PER_GROUP   #: 16
+#: the controller's block cache (docs/RTL.md "Block cache"): plane slots (a block's top k
+#: plane lines each) and metadata slots (one line each) by default; the software model of
+#: which responses a DRAM error poisons (sw/dram_errors.py) assumes these sizes
+PLANE_SLOTS = 128
+META_SLOTS = 32
 SYMMETRIC_ZERO = 128                 #: zero point fixed by symmetric formats
 
 
@@ -173,7 +178,12 @@ COUNTERS = (
     "lines_written",          #: unpoisoned write completions (NDR)
     "host_stall_cycles",      #: cycles a response waited for the host (valid, not ready)
     "dram_stall_cycles",      #: cycles the oldest request waited for DRAM data or a write response
-) + tuple(f"errors_{c.name.lower()}" for c in ErrorCause if c != ErrorCause.NONE)
+) + tuple(f"errors_{c.name.lower()}" for c in ErrorCause if c != ErrorCause.NONE) + (
+    "plane_lookups",          #: quantized reads decided by the block cache ...
+    "plane_misses",           #: ... that fetched their block (plane lines)
+    "meta_lookups",           #: fp16 / bf16 reads decided by the block cache ...
+    "meta_misses",            #: ... that fetched their metadata line
+)
 
 
 def counter_csr(name: str) -> int:

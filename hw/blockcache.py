@@ -1,0 +1,148 @@
+"""The block cache's slots: everything about fetched blocks after the lookup decided which
+slot serves each request (blocktags.py, in the decoder's last stages).
+
+- Storage: the plane buffer (`PlaneBuffer`, a slot holds a block's top k plane lines, or
+  a raw line, or codebook lines) and the metadata memory (a slot holds one line).  Read
+  beats arrive from the DRAM port (`beat`, always taken) and are written straight in.
+- Allocation: slots are filled in round-robin order, the order of the lookup's misses
+  (`plane_alloc` / `meta_alloc`: a burst into slot `plane_next` / `meta_next` was issued).
+  The slot at the pointer may be filled again only when no job in flight refers to it:
+  each slot counts its references (`acquire`: a job issued with its slots; `release`: the
+  response stage started the job's last step, so it reads the slot no more), and
+  `plane_free` / `meta_free` is a register: the next slot's count is zero.
+- Fill and failure: bursts complete in issue order, so completion is a count per kind; a
+  job that allocated a slot has its data once more bursts have completed than the
+  allocating jobs the response stage started before it (`started`, `plane_landed` /
+  `meta_landed`, registers).  A slot's failed flag is set with its burst's last beat if
+  any beat had SLVERR or DECERR and cleared when the slot is allocated again.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..spec import LINE_BITS, PLANES
+from .counter import held_below
+from .planebuf import CHUNK_BITS, PlaneBuffer
+
+#: width of the completed-burst counts: more than any number of slots (<= 256) apart
+FILL_COUNT_BITS = 9
+#: a job's references: its plane slot and metadata slot, each if it holds one
+REFERENCES = data.StructLayout({"plane": 1, "plane_slot": 8, "meta": 1, "meta_slot": 8})
+#: one kind's event per slot kind
+PER_KIND = data.StructLayout({"plane": 1, "meta": 1})
+
+
+def beat_layout(data_width: int) -> data.StructLayout:
+    """A read data beat as the DRAM port hands it over: its burst's slot, the beat's number
+    within the burst, the data, SLVERR / DECERR, the burst's last beat."""
+    return data.StructLayout({"meta": 1, "slot": 8, "beat": range(PLANES * LINE_BITS // data_width),
+                              "data": data_width, "failed": 1, "last": 1})
+
+
+def _next(pointer, slots: int):
+    return Mux(pointer == slots - 1, 0, pointer + 1)
+
+
+class BlockCache(wiring.Component):
+    """`plane_slots` / `meta_slots` slots, `data_width` bits a beat, `max_references`: jobs
+    in flight at most (between the issue stage and the response stage's last step)."""
+
+    def __init__(self, *, plane_slots: int, meta_slots: int, data_width: int, max_references: int):
+        if plane_slots < 2 or meta_slots < 2:
+            raise ValueError("at least 2 plane slots and 2 metadata slots")
+        self.plane_slots, self.meta_slots, self.data_width = plane_slots, meta_slots, data_width
+        self.max_references = max_references
+        super().__init__({
+            "beat": In(stream.Signature(beat_layout(data_width))),
+            "plane_alloc": In(1), "meta_alloc": In(1),
+            "plane_next": Out(range(plane_slots)), "meta_next": Out(range(meta_slots)),
+            "plane_free": Out(1, init=1), "meta_free": Out(1, init=1),
+            "acquire": In(REFERENCES), "acquire_valid": In(1),
+            "release": In(REFERENCES), "release_valid": In(1),
+            "started": In(PER_KIND),
+            "plane_landed": Out(1), "meta_landed": Out(1),
+            "plane_failed": Out(plane_slots), "meta_failed": Out(meta_slots),
+            # typed read ports: a plane slot's row (one plane line) or column (one 64-bit chunk
+            # of every plane line), data `PlaneBuffer.READ_LATENCY` cycles later; a metadata line
+            "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
+            "plane_rd_data": Out(data.ArrayLayout(CHUNK_BITS, PLANES)),
+            "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self.data_width
+        bpl = LINE_BITS // width
+
+        # --- storage and its read ports ---
+        m.submodules.planes = planes = PlaneBuffer(slots=self.plane_slots, width=width)
+        m.submodules.meta_mem = meta_mem = Memory(shape=LINE_BITS, depth=self.meta_slots, init=[])
+        meta_wr = meta_mem.write_port(granularity=width)
+        meta_rd = meta_mem.read_port()
+        m.d.comb += [planes.r_slot.eq(self.plane_rd_slot), planes.r_column.eq(self.plane_rd_column),
+                     planes.r_index.eq(self.plane_rd_index), self.plane_rd_data.eq(planes.r_data),
+                     meta_rd.addr.eq(self.meta_rd_addr), self.meta_rd_data.eq(meta_rd.data)]
+
+        # --- beats in ---
+        beat = self.beat.payload
+        take = self.beat.valid
+        m.d.comb += [
+            self.beat.ready.eq(1),
+            planes.w_en.eq(take & ~beat.meta), planes.w_slot.eq(beat.slot),
+            planes.w_line.eq(beat.beat // bpl), planes.w_chunk.eq((beat.beat % bpl) * (width // CHUNK_BITS)),
+            planes.w_data.eq(beat.data),
+            meta_wr.addr.eq(beat.slot), meta_wr.data.eq(beat.data.replicate(bpl)),
+            meta_wr.en.eq((take & beat.meta) << beat.beat),
+        ]
+        failed = Signal()                   # an error beat earlier in this burst
+        burst_failed = failed | beat.failed
+        with m.If(take):
+            m.d.sync += failed.eq(burst_failed & ~beat.last)
+
+        for kind, slots, is_meta in (("plane", self.plane_slots, 0), ("meta", self.meta_slots, 1)):
+            alloc, pointer, free = getattr(self, f"{kind}_alloc"), getattr(self, f"{kind}_next"), getattr(self, f"{kind}_free")
+            # fill count and failed flags
+            fills = Signal(FILL_COUNT_BITS, name=f"{kind}_fills")
+            burst_end = take & beat.last & (beat.meta == is_meta)
+            flags = getattr(self, f"{kind}_failed")
+            with m.If(burst_end):
+                m.d.sync += fills.eq(fills + 1)
+            for s in range(slots):
+                with m.If(alloc & (pointer == s)):
+                    m.d.sync += flags[s].eq(0)
+                with m.If(burst_end & (beat.slot == s)):
+                    m.d.sync += flags[s].eq(burst_failed)
+            m.d.comb += getattr(self, f"{kind}_landed").eq(
+                _landed(m, fills, getattr(self.started, kind), kind))
+            # references per slot, and the next slot's freedom
+            acquired = self.acquire_valid & getattr(self.acquire, kind)
+            released = self.release_valid & getattr(self.release, kind)
+            idle = []
+            for s in range(slots):
+                up = acquired & (getattr(self.acquire, f"{kind}_slot") == s)
+                down = released & (getattr(self.release, f"{kind}_slot") == s)
+                count = Signal(range(self.max_references + 1), name=f"{kind}_refs{s}")
+                m.d.sync += count.eq(count + up - down)
+                idle.append(held_below(m, count, 1, up, down, name=f"{kind}_idle{s}")
+                            & ~up)          # (an acquire this cycle: not idle next cycle)
+            idle_soon = Cat(*idle)
+            following = _next(pointer, slots)
+            m.d.sync += free.eq(Mux(alloc, idle_soon.bit_select(following, 1), idle_soon.bit_select(pointer, 1)))
+            with m.If(alloc):
+                m.d.sync += pointer.eq(following)
+        return m
+
+
+def _landed(m: Module, fills: Signal, start: Signal, name: str) -> Signal:
+    """A register: whether more bursts have completed (`fills`) than the allocating jobs
+    started, counting this cycle's `start`.  Both comparisons are made from registers and
+    `start` only selects one, so the response stage's decision meets no adder here."""
+    started = Signal(FILL_COUNT_BITS, name=f"{name}_started")
+    started_plus_one = Signal(FILL_COUNT_BITS, init=1, name=f"{name}_started_plus_one")
+    landed = Signal(name=f"{name}_landed")
+    with m.If(start):
+        m.d.sync += [started.eq(started_plus_one), started_plus_one.eq(started_plus_one + 1)]
+    m.d.sync += landed.eq(Mux(start, fills != started_plus_one, fills != started))
+    return landed

@@ -1,0 +1,154 @@
+"""The block cache's lookup: which resident block or metadata line serves a command,
+decided in command order over every slot (docs/RTL.md, "Block cache").
+
+Two register stages at the end of the address decoder (which never stalls):
+  L1 compares the command's block (plane line // 8, 29 bits) with every plane slot's tag
+     and its k (a raw write: its line's place in the block + 1) with the slot's lines, its
+     metadata line (a raw write: the written line) with every metadata slot's tag, and both
+     with the command one stage ahead, whose allocation the tags do not hold yet;
+  L2 decides: a plane hit is a valid slot holding the block with at least k lines (the slot
+     the command ahead allocated is judged by the forwarded compare), a metadata hit a
+     valid slot holding the line.  A miss takes the slot at the round-robin pointer (the
+     same order the cache component allocates in); the valid bits, tags, pointers and the
+     loaded table change here, so the next command's L2 sees them.
+The hit slot's number is encoded from L2's registered one-hot vector on the way out.
+
+Rules (sw/dram_errors.py `SlotModel` applies the same ones): a quantized read's miss
+invalidates the slot holding its block with fewer lines (a block is resident at most
+once); a raw read and a table load (codebook lines) take a slot without making it
+resident, the table load first; a raw write invalidates the plane slot whose lines hold
+its line and the metadata slot holding it, and forgets the loaded table; bad requests
+change nothing.  A failed fetch's slot stays resident: later hits get its poison until
+the slot is replaced, so the decisions depend on the request order only.
+"""
+
+import functools
+import operator
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .csr import LOOKUP_EVENTS
+from .layouts import COMMAND, Kind, is_fp, is_quantized, needs_plane
+
+#: a command in flight and whether the stage holds one
+STAGE = data.StructLayout({"valid": 1, "cmd": COMMAND})
+#: register stages from the decoder's last stage to the command queue's input
+LOOKUP_STAGES = 2
+BLOCK_BITS = 29                     #: plane line // 8
+
+
+def _next(pointer, slots: int):
+    """`pointer + 1` modulo `slots`."""
+    return Mux(pointer == slots - 1, 0, pointer + 1)
+
+
+def _rotate(hot: Signal):
+    """A one-hot vector moved to the next slot."""
+    return Cat(hot[-1], hot[:-1])
+
+
+def _encode(hot: Signal, width: int):
+    """The number of the set bit of one-hot `hot` (0 when none)."""
+    return Cat(*[functools.reduce(operator.or_, [hot[e] for e in range(len(hot)) if e >> b & 1], 0)
+                 for b in range(width)])
+
+
+class BlockTags(wiring.Component):
+    def __init__(self, *, plane_slots: int, meta_slots: int):
+        self.plane_slots, self.meta_slots = plane_slots, meta_slots
+        super().__init__({
+            "input": In(STAGE),         # the decoder's last stage (registers)
+            "output": Out(STAGE),       # LOOKUP_STAGES cycles later, the misses and slots filled in
+            "events": Out(LOOKUP_EVENTS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P, M = self.plane_slots, self.meta_slots
+        c = self.input.cmd
+        p_tag = [Signal(BLOCK_BITS, name=f"plane_tag{e}") for e in range(P)]
+        p_lines = [Signal(4, name=f"plane_lines{e}") for e in range(P)]
+        m_tag = [Signal(32, name=f"meta_tag{e}") for e in range(M)]
+
+        # --- L1: compare with every slot and with the command ahead ---
+        l1 = Signal(STAGE)
+        key, need, meta_key = Signal(BLOCK_BITS), Signal(4), Signal(32)
+        write = c.kind == Kind.RAW_WR
+        m.d.comb += [key.eq(c.plane_line[3:]), need.eq(Mux(write, c.plane_line[:3] + 1, c.k)),
+                     meta_key.eq(Mux(write, c.plane_line, c.meta_line))]
+        l1_key, l1_meta_key = Signal(BLOCK_BITS), Signal(32)
+        p_eq, p_deep, m_eq = Signal(P), Signal(P), Signal(M)
+        ahead_eq, ahead_deep, ahead_meta_eq = Signal(), Signal(), Signal()
+        m.d.sync += [l1.eq(self.input), l1_key.eq(key), l1_meta_key.eq(meta_key),
+                     p_eq.eq(Cat(*[tag == key for tag in p_tag])),
+                     p_deep.eq(Cat(*[lines >= need for lines in p_lines])),
+                     m_eq.eq(Cat(*[tag == meta_key for tag in m_tag])),
+                     ahead_eq.eq(key == l1_key), ahead_deep.eq(l1.cmd.k >= need),
+                     ahead_meta_eq.eq(meta_key == l1_meta_key)]
+
+        # --- L2: decide, update ---
+        cmd = l1.cmd
+        quantized, fp, is_write = is_quantized(cmd.kind), is_fp(cmd.kind), cmd.kind == Kind.RAW_WR
+        p_valid, p_hot, p_ahead = Signal(P), Signal(P, init=1), Signal(P)     # ahead: its allocation
+        p_ptr = Signal(range(P))
+        m_valid, m_hot, m_ahead = Signal(M), Signal(M, init=1), Signal(M)
+        m_ptr = Signal(range(M))
+        table_valid, table_codebook, table_k = Signal(), Signal.like(cmd.codebook), Signal(4)
+
+        loads_table = cmd.lut & ~(table_valid & (table_codebook == cmd.codebook) & (table_k == cmd.k))
+        p_eqc = (p_eq & ~p_ahead) | (p_ahead & ahead_eq.replicate(P))
+        p_deepc = (p_deep & ~p_ahead) | (p_ahead & ahead_deep.replicate(P))
+        table_hot = p_hot & loads_table.replicate(P)        # the table load's slot, taken first
+        p_match = Signal(P)
+        m.d.comb += p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot)
+        fetch_plane = needs_plane(cmd.kind) & ~(quantized & (p_match != 0))
+        plane_hot = Mux(loads_table, _rotate(p_hot), p_hot)
+        plane_slot = Mux(loads_table, _next(p_ptr, P), p_ptr)
+        m_match = Signal(M)
+        m.d.comb += m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M))))
+        fetch_meta = fp & (m_match == 0)
+
+        filled = plane_hot & fetch_plane.replicate(P)
+        cleared = Mux(is_write, p_match, Mux(quantized & fetch_plane, p_eqc & p_valid, 0))
+        m.d.sync += [p_ahead.eq(0), m_ahead.eq(0)]
+        with m.If(l1.valid):
+            m.d.sync += [p_valid.eq((p_valid & ~cleared & ~table_hot & ~filled) | (filled & quantized.replicate(P))),
+                         p_ahead.eq(filled)]
+            with m.If(fetch_plane):
+                m.d.sync += [p_ptr.eq(_next(plane_slot, P)), p_hot.eq(_rotate(plane_hot))]
+            with m.Elif(loads_table):
+                m.d.sync += [p_ptr.eq(_next(p_ptr, P)), p_hot.eq(_rotate(p_hot))]
+            for e in range(P):
+                with m.If(filled[e]):
+                    m.d.sync += [p_tag[e].eq(cmd.plane_line[3:]), p_lines[e].eq(cmd.k)]
+            with m.If(is_write):
+                m.d.sync += [m_valid.eq(m_valid & ~m_match), table_valid.eq(0)]
+            with m.If(fetch_meta):
+                m.d.sync += [m_valid.eq(m_valid | m_hot), m_ptr.eq(_next(m_ptr, M)), m_hot.eq(_rotate(m_hot)),
+                             m_ahead.eq(m_hot)]
+                for e in range(M):
+                    with m.If(m_hot[e]):
+                        m.d.sync += m_tag[e].eq(cmd.meta_line)
+            with m.If(loads_table):
+                m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
+
+        # --- out: L2's decision, registered; the hit slots encoded ---
+        l2 = Signal(STAGE)
+        l2_p_match, l2_m_match = Signal(P), Signal(M)
+        l2_plane_slot, l2_meta_slot = Signal(range(P)), Signal(range(M))
+        m.d.sync += [l2.eq(l1), l2.cmd.fetch_plane.eq(fetch_plane), l2.cmd.fetch_meta.eq(fetch_meta),
+                     l2.cmd.fetch_table.eq(loads_table), l2_p_match.eq(p_match), l2_m_match.eq(m_match),
+                     l2_plane_slot.eq(plane_slot), l2_meta_slot.eq(m_ptr)]
+        out = l2.cmd
+        m.d.comb += [
+            self.output.eq(l2),
+            self.output.cmd.plane_slot.eq(Mux(out.fetch_plane, l2_plane_slot, _encode(l2_p_match, len(l2_plane_slot)))),
+            self.output.cmd.meta_slot.eq(Mux(out.fetch_meta, l2_meta_slot, _encode(l2_m_match, len(l2_meta_slot)))),
+            self.events.plane_lookup.eq(l2.valid & is_quantized(out.kind)),
+            self.events.plane_miss.eq(l2.valid & is_quantized(out.kind) & out.fetch_plane),
+            self.events.meta_lookup.eq(l2.valid & is_fp(out.kind)),
+            self.events.meta_miss.eq(l2.valid & out.fetch_meta),
+        ]
+        return m
