@@ -10,16 +10,23 @@ The controller reads DRAM in bursts into block buffers and answers from them:
 - a raw read from a one-line burst of its line.
 
 A burst with an error (AXI SLVERR / DECERR) on any beat is failed, and every response
-served from a failed burst is poisoned (data zero), counted once as a DRAM error.  A read
-reuses the most recent plane burst when it is the same block with k' >= its k (and, on a
-table-lookup region, its table is the one loaded last: a table load fetches the plane
-burst again; a metadata line is the same line whether fetched or reused); a raw read
-forgets the plane burst, a raw write the plane burst and the table; bad requests (the
-decoder's own errors) fetch nothing and change nothing.  These decisions are made in
-request order, before any fetch, and a buffer is not refilled before every response
-reusing it has left, so the rule does not depend on timing or backpressure.  Writes and
-table-set (codebook) reads are left out: errors are injected on read data only, and on
-lines a table load does not read.
+served from a failed burst is poisoned (data zero), counted once as a DRAM error.
+
+Which burst serves a read is the block cache's decision (hw/blocktags.py; `SlotModel`
+here applies the same rules): `plane_slots` slots, each holding one burst.  A quantized
+read hits a resident slot holding its block with k' >= its k; otherwise it fetches k lines
+into the next slot in round-robin order (which then holds the block, and the slot holding
+the block with fewer lines, if any, is no longer resident).  A raw read and a table load
+(a table-lookup read whose (codebook, k) is not the table loaded last; before the read's
+own lookup) take the next slot without making it resident.  A raw write makes the slot
+holding its line (within the top k' lines of its block) not resident and forgets the
+table.  Bad requests (the decoder's own errors) fetch nothing and change nothing.  A
+failed burst stays resident: later hits get its poison until it is replaced.  These
+decisions are made in request order, before any fetch, and a slot is not refilled while a
+response reusing it is in flight, so the rule does not depend on timing or backpressure.
+A metadata line is the same line whether fetched or reused, so metadata slots do not
+change the poison.  Writes and table-set (codebook) reads are left out: errors are
+injected on read data only, and on lines a table load does not read.
 
 No `hw` or `sim` import here.
 """
@@ -31,8 +38,8 @@ import dataclasses
 import numpy as np
 
 from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, GROUPS_PER_META_LINE, PLANES, Opcode, View, lines_per_block,
-                    split_host_line_address)
+from ..spec import (BLOCK_WEIGHTS, GROUPS_PER_META_LINE, META_SLOTS, PLANE_SLOTS, PLANES, Opcode, View,
+                    lines_per_block, split_host_line_address)
 
 FP_VIEWS = (View.FP16, View.BF16)
 
@@ -79,24 +86,77 @@ def meta_line_of(region: dict, block: int) -> int:
     return region["meta_base"] + in_region * BLOCK_WEIGHTS // region["group_size"] // GROUPS_PER_META_LINE
 
 
-def response_sources(segments, opcode: np.ndarray, addr: np.ndarray, bad: np.ndarray) -> Sources:
+class SlotModel:
+    """The block cache's lookup (hw/blocktags.py), one request at a time, in order: which
+    slot serves it and whether it hit."""
+
+    def __init__(self, plane_slots: int = PLANE_SLOTS, meta_slots: int = META_SLOTS):
+        self.plane: list[tuple[int, int] | None] = [None] * plane_slots    #: (block, lines) resident
+        self.meta: list[int | None] = [None] * meta_slots                   #: metadata line resident
+        self.plane_next = self.meta_next = 0
+        self.table = None           #: (codebook, k) loaded last
+
+    def _take_plane(self, resident) -> int:
+        slot = self.plane_next
+        self.plane[slot] = resident
+        self.plane_next = (slot + 1) % len(self.plane)
+        return slot
+
+    def plane_lookup(self, block: int, k: int) -> tuple[int, bool]:
+        """(slot, hit) of a quantized read of `block` at `k`."""
+        for slot, resident in enumerate(self.plane):
+            if resident is not None and resident[0] == block and resident[1] >= k:
+                return slot, True
+        self.plane = [None if resident is not None and resident[0] == block else resident
+                      for resident in self.plane]
+        return self._take_plane((block, k)), False
+
+    def raw_read(self) -> int:
+        return self._take_plane(None)
+
+    def loads_table(self, codebook: int, k: int) -> bool:
+        """Whether a table-lookup read must load its table first (taking a slot)."""
+        if self.table == (codebook, k):
+            return False
+        self.table = (codebook, k)
+        self._take_plane(None)
+        return True
+
+    def meta_lookup(self, line: int) -> tuple[int, bool]:
+        if line in self.meta:
+            return self.meta.index(line), True
+        slot = self.meta_next
+        self.meta[slot] = line
+        self.meta_next = (slot + 1) % len(self.meta)
+        return slot, False
+
+    def write(self, line: int) -> None:
+        """A raw write of DRAM line `line`."""
+        block, place = divmod(line, PLANES)
+        self.plane = [None if resident is not None and resident[0] == block and resident[1] > place else resident
+                      for resident in self.plane]
+        self.meta = [None if resident == line else resident for resident in self.meta]
+        self.table = None
+
+
+def response_sources(segments, opcode: np.ndarray, addr: np.ndarray, bad: np.ndarray,
+                     plane_slots: int = PLANE_SLOTS) -> Sources:
     """Walk the requests in order (segments: objects with `regions`, `start`, `stop`), with
-    the controller's reuse of its most recent fetches; `bad`: the decoder's errors."""
+    the controller's block cache (`SlotModel`); `bad`: the decoder's errors."""
     n = len(addr)
     plane_first, plane_lines = np.full(n, -1, np.int64), np.zeros(n, np.int64)
     meta_line = np.full(n, -1, np.int64)
-    plane = None        # (first line, lines) of the most recent quantized plane burst
-    table = None        # (codebook base, k) of the table loaded last
+    cache = SlotModel(plane_slots)
     for segment in segments:
         for i in range(segment.start, segment.stop):
             if bad[i]:
                 continue
             view, k, offset = split_host_line_address(int(addr[i]))
             if opcode[i] == Opcode.MEM_WR:
-                plane = table = None
+                cache.write(offset)
                 continue
             if view == View.RAW:
-                plane = None
+                cache.raw_read()
                 plane_first[i], plane_lines[i] = offset, 1
                 continue
             block = offset // lines_per_block(View(view), k)
@@ -104,13 +164,10 @@ def response_sources(segments, opcode: np.ndarray, addr: np.ndarray, bad: np.nda
             if region is None:
                 raise SmartquantError(f"request {i} (block {block}) is in no region of its segment "
                                       f"but not marked as a bad request")
-            lookup = view in FP_VIEWS and region.get("codebook_base") is not None
-            loads_table = lookup and table != (region["codebook_base"], k)
-            if loads_table:
-                table = (region["codebook_base"], k)
-            if loads_table or plane is None or plane[0] != block * PLANES or plane[1] < k:
-                plane = (block * PLANES, k)
-            plane_first[i], plane_lines[i] = plane
+            if view in FP_VIEWS and region.get("codebook_base") is not None:
+                cache.loads_table(region["codebook_base"], k)
+            slot, _ = cache.plane_lookup(block, k)
+            plane_first[i], plane_lines[i] = block * PLANES, cache.plane[slot][1]
             if view in FP_VIEWS:
                 meta_line[i] = meta_line_of(region, block)
     return Sources(plane_first, plane_lines, meta_line)

@@ -245,6 +245,23 @@ def tensor_requests(entry, view, k, blocks=None):
             for b in range(blocks) for j in range(lines_per_block(view, k))]
 
 
+def interleaved(requests: list, streams: int) -> list:
+    """`requests` split into `streams` contiguous ranges (hosts each reading its part in
+    order), taken one request from each in turn."""
+    bounds = np.linspace(0, len(requests), streams + 1).astype(int)
+    parts = [requests[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]
+
+
+def windowed(requests: list, window: int, rng) -> list:
+    """`requests` shuffled within consecutive windows of `window` requests."""
+    out = []
+    for start in range(0, len(requests), window):
+        part = requests[start:start + window]
+        out += [part[i] for i in rng.permutation(len(part))]
+    return out
+
+
 def check_against_golden(image, requests, result):
     """Every response in request order, tag, kind and data/poison as the golden decoder says."""
     assert len(result.responses) == len(requests)
@@ -255,6 +272,26 @@ def check_against_golden(image, requests, result):
             want, want_poison = golden.response_line(image, addr)
             assert (bool(poison), data) == (want_poison, want), \
                 f"request {i}: addr {addr:#x} poison {poison} vs {want_poison}"
+
+
+def lookup_reference(model, kind, k: int, plane_line: int, meta_line: int = 0, codebook=None) -> dict:
+    """What the block cache's lookup decides for one command (`model`: a `SlotModel`, moved on
+    by it): `fetch_plane`, `fetch_meta`, `fetch_table` and the slots that serve it."""
+    from smartquant.hw.layouts import Kind
+    out = {"fetch_plane": 0, "fetch_meta": 0, "fetch_table": 0}
+    if kind == Kind.RAW_WR:
+        model.write(plane_line)
+    elif kind == Kind.RAW_RD:
+        out.update(fetch_plane=1, plane_slot=model.raw_read())
+    elif kind != Kind.ERROR:
+        if codebook is not None:
+            out["fetch_table"] = int(model.loads_table(codebook, k))
+        slot, hit = model.plane_lookup(plane_line // 8, k)
+        out.update(fetch_plane=int(not hit), plane_slot=slot)
+        if kind in (Kind.FP16, Kind.BF16):
+            meta_slot, meta_hit = model.meta_lookup(meta_line)
+            out.update(fetch_meta=int(not meta_hit), meta_slot=meta_slot)
+    return out
 
 
 if __name__ == "__main__":

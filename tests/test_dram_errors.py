@@ -12,7 +12,7 @@ from smartquant.cli import main
 from smartquant.errors import SmartquantError
 from smartquant.sim.runner import SimOptions, run_trace
 from smartquant.sim import fast_harness, runner
-from smartquant.spec import PLANES, Opcode, View, host_line_address, split_host_line_address
+from smartquant.spec import PLANE_SLOTS, PLANES, Opcode, View, host_line_address, split_host_line_address
 from smartquant.sw import golden
 from smartquant.sw.dram_errors import meta_line_of
 from smartquant.sw.trace import (Segment, Trace, expect_dram_errors, load_trace, make_trace, parse_views,
@@ -67,12 +67,21 @@ def rule_cases(image):
     packed8, packed3 = _read(entry, View.PACKED, 8, line=7), _read(entry, View.PACKED, 3, line=1)
     meta_block = entry.plane_base // PLANES + 1
     meta = meta_line_of(region_of(entry), meta_block)
+    filler = _raw(Opcode.MEM_RD, entry.plane_base + PLANES)     # a clean line: raw reads take slots
     cases = {
         "k=3 reuses the k=8 burst": ([packed8, packed3], [deep], [1, 1]),
         "k=8 after k=3 fetches again": ([packed3, packed8], [deep], [0, 1]),
-        "a raw read forgets the burst": ([packed8, _raw(Opcode.MEM_RD, entry.meta_base), packed3], [deep], [1, 0, 0]),
-        "a raw write forgets the burst": ([packed8, _raw(Opcode.MEM_WR, entry.meta_base), packed3], [deep], [1, 0, 0]),
-        "another block in between": ([packed8, _read(entry, View.PACKED, 3, block=1), packed3], [deep], [1, 0, 0]),
+        "the k=8 burst replaces the k=3 one": ([packed3, packed8, packed3], [deep], [0, 1, 1]),
+        "a raw read keeps the burst": ([packed8, _raw(Opcode.MEM_RD, entry.meta_base), packed3], [deep], [1, 0, 1]),
+        "a raw write elsewhere keeps the burst": (
+            [packed8, _raw(Opcode.MEM_WR, entry.meta_base), packed3], [deep], [1, 0, 1]),
+        "a raw write into the burst invalidates it": (
+            [packed8, _raw(Opcode.MEM_WR, entry.plane_base + 1), packed3], [deep], [1, 0, 0]),
+        "another block in between keeps it": ([packed8, _read(entry, View.PACKED, 3, block=1), packed3], [deep], [1, 0, 1]),
+        "resident until PLANE_SLOTS fetches later": (
+            [packed8] + [filler] * (PLANE_SLOTS - 1) + [packed3], [deep], [1] + [0] * (PLANE_SLOTS - 1) + [1]),
+        "replaced by the PLANE_SLOTS-th fetch": (
+            [packed8] + [filler] * PLANE_SLOTS + [packed3], [deep], [1] + [0] * PLANE_SLOTS + [0]),
         "a bad request fetches nothing": ([packed8, BAD, packed3], [deep], [1, 0, 1]),
         "a raw read of the line": ([_raw(Opcode.MEM_RD, deep)], [deep], [1]),
         "metadata poisons dequantized reads only": (
@@ -81,10 +90,13 @@ def rule_cases(image):
     }
     lut = next((e for e in image.entries if e.codebook_base is not None), None)
     if lut is not None:
-        cases["a table load fetches the plane burst again"] = (
-            [_read(lut, View.PACKED, 8), _read(lut, View.FP16, 3),         # table load: a clean k=3 burst
-             _read(lut, View.PACKED, 8, line=6), _read(lut, View.PACKED, 2),
-             _read(lut, View.FP16, 2)], [lut.plane_base + 5], [1, 0, 1, 1, 0])     # another table
+        # the burst's slot comes round again just when the table load takes a slot
+        lut_filler = _raw(Opcode.MEM_RD, lut.plane_base + PLANES)
+        cases["a table load takes a slot before the read's own lookup"] = (
+            [_read(lut, View.PACKED, 8)] + [lut_filler] * (PLANE_SLOTS - 1)
+            + [_read(lut, View.FP16, 3), _read(lut, View.PACKED, 8, line=6), _read(lut, View.PACKED, 2),
+               _read(lut, View.FP16, 2)],
+            [lut.plane_base + 5], [1] + [0] * (PLANE_SLOTS - 1) + [0, 1, 1, 1])
     return cases
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw_bench import bus_read, bus_write
+from hw_bench import bus_read, bus_write, lookup_reference
 
 from smartquant.hw.csr import CsrFile
 from smartquant.hw.decode import AddressDecoder
 from smartquant.hw.layouts import Kind
+from smartquant.sw.dram_errors import SlotModel
 from smartquant.spec import (COUNTERS, CSR_COUNTER_CLEAR, CSR_DRAM_LINES, CSR_ERR_ADDR_HI,
                              CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, CSR_ID, CSR_ID_VALUE, MAX_REGIONS, REQ_FIELDS,
                              ErrorCause, Opcode, ScaleFormat, View, counter_csr, pack_fields,
@@ -66,8 +67,19 @@ def random_regions(rng):
 
 
 def random_requests(rng, regions, n):
+    """Random requests, half of them near a recent one (another line of its block, and for
+    int8 / fp16 / bf16 another k), so that the block cache hits."""
     out = []
     for _ in range(n):
+        if out and rng.random() < 0.5:
+            _, near = out[-int(rng.integers(1, min(4, len(out)) + 1))]
+            view, k, offset = near >> 36, (near >> 32) & 15, near & 0xFFFFFFFF
+            lpb = {1: max(k, 1), 2: 8}.get(view, 16)
+            if view in (View.INT8, View.FP16, View.BF16) and 1 <= k <= 8:
+                k = int(rng.integers(1, 9))
+            offset = offset // lpb * lpb + int(rng.integers(0, lpb))
+            out.append((Opcode.MEM_RD, (view << 36) | (k << 32) | offset))
+            continue
         r = regions[int(rng.integers(0, len(regions)))]
         view = int(rng.choice([0, 1, 1, 2, 3, 4, 4, 5, 9, 15]))
         k = int(rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 15]))
@@ -87,10 +99,15 @@ def region_view(r):
             "scale_format": int(r["scale_format"]), "log2_group": r["group_size"].bit_length() - 1}
 
 
+#: the block cache's slots in the decoder tests: few, so that slots are replaced
+DECODER_SLOTS = dict(plane_slots=6, meta_slots=3)
+LOOKUP_FIELDS = ("fetch_plane", "fetch_meta", "fetch_table", "plane_slot", "meta_slot")
+
+
 def run_decoder(regions, requests, dram_lines, rng):
     """Send `requests` through the RTL decoder with random gaps and backpressure; its
     commands (selected fields) and error reports in order."""
-    dut = AddressDecoder()
+    dut = AddressDecoder(**DECODER_SLOTS)
     got = []
 
     async def bench(ctx):
@@ -113,7 +130,7 @@ def run_decoder(regions, requests, dram_lines, rng):
             if out_valid and ready:
                 got.append(({name: getattr(out, name) for name in
                              ("kind", "cause", "tag", "line", "plane_line", "meta_line", "first_group",
-                              "scale_bf16", "scale_pow2")}, err.valid, err.cause, err.addr))
+                              "scale_bf16", "scale_pow2", "k", *LOOKUP_FIELDS)}, err.valid, err.cause, err.addr))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -130,13 +147,19 @@ def test_decoder_against_reference(seed):
     dram_lines = 5000
     got = run_decoder(regions, requests, dram_lines, rng)
     assert len(got) == len(requests)
+    cache = SlotModel(**DECODER_SLOTS)
+    hits = 0
     for i, ((out, err_valid, err_cause, err_addr), (opcode, addr)) in enumerate(zip(got, requests)):
         want = decode_reference(opcode, addr, regions, dram_lines)
         assert out["tag"] == i % 256
         assert {name: out[name] for name in want} == want, (i, hex(addr), opcode)
+        lookup = lookup_reference(cache, want["kind"], out["k"], want.get("plane_line", 0), want.get("meta_line", 0))
+        assert {name: out[name] for name in lookup} == lookup, (i, hex(addr), opcode)
+        hits += want["kind"] in (Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16) and not lookup["fetch_plane"]
         assert bool(err_valid) == (want["kind"] == Kind.ERROR)
         if err_valid:
             assert (err_cause, err_addr) == (want["cause"], addr)
+    assert hits > 10
 
 
 def test_decoder_divides_every_offset_exactly():

@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hw_bench import KS, BenchConfig, check_against_golden, region_writes, run_top, tensor_requests
+from hw_bench import (KS, BenchConfig, check_against_golden, interleaved, region_writes, run_top,
+                      tensor_requests)
 from smartquant.spec import (LINE_BYTES, PLANES, ErrorCause, Opcode, View, host_line_address,
                              lines_per_block)
 from smartquant.sw import golden
@@ -62,6 +63,24 @@ def test_minilm_tensor_dram_bytes(minilm_image, view, k):
     assert result.counters["dram_bytes_read"] == expected
     assert result.counters[f"lines_{view.name.lower()}"] == len(requests)
     assert result.counters["dram_bytes_written"] == 0
+    assert (result.counters["plane_lookups"], result.counters["plane_misses"]) == (len(requests), entry.blocks)
+
+
+@pytest.mark.parametrize("view,k,streams", [(View.PACKED, 3, 16), (View.FP16, 4, 4)], ids=["packed-3", "fp16-4"])
+def test_interleaved_streams_fetch_each_block_once(minilm_image, view, k, streams):
+    """Hosts each reading a contiguous part of a tensor, their requests interleaved one by
+    one: bit-exact, and every plane line and metadata line is still read once."""
+    entry = smallest_tensor(minilm_image)
+    requests = interleaved(tensor_requests(entry, view, k), streams)
+    result = run_top(minilm_image.dram, region_writes([entry]), requests,
+                     dram_lines=minilm_image.dram_lines, cfg=BenchConfig(latency=20, seed=7))
+    check_against_golden(minilm_image, requests, result)
+    expected = k * LINE_BYTES * entry.blocks
+    if view == View.FP16:
+        expected += entry.meta_lines * LINE_BYTES
+        assert result.counters["meta_misses"] == entry.meta_lines
+    assert result.counters["dram_bytes_read"] == expected
+    assert result.counters["plane_misses"] == entry.blocks
 
 
 @pytest.mark.slow
@@ -125,17 +144,20 @@ def test_bad_requests_poison_and_count(tiny_image):
 
 
 def test_writes_then_reads_see_new_data(tiny_image):
-    """Raw MemWr of a block's plane lines and metadata, interleaved with reads of the same
-    block in quantized views: every read sees exactly the writes issued before it."""
-    entry = tiny_image.entries[0]
+    """Raw MemWr of a block's plane lines (inside and beyond the lines cached) and metadata,
+    interleaved with reads of the same block through every view (the block cache holds it):
+    every read sees exactly the writes issued before it."""
+    entry = next(e for e in tiny_image.entries if e.symmetric)
     rng = np.random.default_rng(5)
     image = dataclasses.replace(tiny_image, dram=tiny_image.dram.copy())
     requests, expected = [], []
-    reads = tensor_requests(entry, View.FP16, 3, blocks=1)[:4] + tensor_requests(entry, View.PACKED, 8, blocks=1)[:2]
+    reads = [(Opcode.MEM_RD, host_line_address(View.RAW, 0, entry.plane_base + line), 0) for line in (0, 6)]
+    for view, k in ((View.FP16, 3), (View.PACKED, 8), (View.PACKED, 3), (View.INT8, 8), (View.BF16, 8)):
+        reads += tensor_requests(entry, view, k, blocks=1)[:3]
     for rnd in range(3):
         requests += reads
         expected += [golden.response_line(image, addr) for _, addr, _ in reads]
-        for line in [entry.plane_base + rnd, entry.meta_base]:
+        for line in [entry.plane_base + rnd, entry.plane_base + 6, entry.meta_base]:
             payload = rng.integers(0, 256, LINE_BYTES, dtype=np.uint8)
             requests.append((Opcode.MEM_WR, host_line_address(View.RAW, 0, line), int.from_bytes(payload.tobytes(), "little")))
             expected.append(None)
@@ -151,5 +173,7 @@ def test_writes_then_reads_see_new_data(tiny_image):
         else:
             assert (kind, bool(poison), data) == ("drs", want[1], want[0]), i
     assert np.array_equal(result.dram, image.dram)
-    assert result.counters["lines_written"] == 6
-    assert result.counters["dram_bytes_written"] == 6 * LINE_BYTES
+    assert result.counters["lines_written"] == 9
+    assert result.counters["dram_bytes_written"] == 9 * LINE_BYTES
+    # (the reads between writes hit the cache: fewer plane fetches than quantized reads)
+    assert result.counters["plane_misses"] < result.counters["plane_lookups"] == 4 * 15

@@ -1,0 +1,112 @@
+"""DRAM bytes / ideal and throughput of the block cache under interleaved and shuffled
+host reads (docs/BENCH.md, "Block cache").
+
+    python benchmarks/cache_streams.py [--streams 1 2 4 16] [--window 128] [--slots 128]
+                                       [--blocks 256] [--latency 64] [--json FILE]
+
+Orders of a whole-tensor read (`bench_image`): S hosts each reading a contiguous range of
+lines, their requests taken one from each in turn (`streams:S`); the sequential order
+shuffled within windows of W requests (`window:W`).  Every point runs in the `smartquant
+bench` Verilator simulation (each response compared bit for bit), DRAM latency 64, no
+stalls; per point DRAM bytes / ideal, host lines per cycle against the bound (packed:
+read-bus utilisation against 1), and the cache's hit rate from the lookup counters.
+With several `--slots` the design is built once per size (hit rate vs size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from smartquant.report import format_table, write_json
+from smartquant.sim.bench import DRAM_OUTSTANDING, bench_image, point_metrics, run_points
+from smartquant.sim.perf_bench import PerfPoint
+from smartquant.spec import View
+from smartquant.sw.trace import make_trace, save_trace
+
+POINTS = [(View.PACKED, 1), (View.PACKED, 3), (View.PACKED, 8), (View.FP16, 1), (View.FP16, 3), (View.FP16, 8)]
+
+
+def stream_order(n: int, streams: int) -> np.ndarray:
+    """Request indices: `streams` contiguous ranges of 0..n-1, one from each in turn."""
+    bounds = np.linspace(0, n, streams + 1).astype(int)
+    parts = [np.arange(a, b) for a, b in zip(bounds, bounds[1:])]
+    return np.array([p[i] for i in range(max(map(len, parts))) for p in parts if i < len(p)], np.int64)
+
+
+def window_order(n: int, window: int, rng) -> np.ndarray:
+    """0..n-1 shuffled within consecutive windows of `window`."""
+    return np.concatenate([start + rng.permutation(min(window, n - start)) for start in range(0, n, window)])
+
+
+def reordered(trace, order: np.ndarray):
+    """`trace`'s requests in `order`, tags renumbered in the new order."""
+    fields = {name: getattr(trace, name)[order] for name in ("opcode", "addr", "line", "poison")}
+    return dataclasses.replace(trace, **fields, tag=(np.arange(len(order)) % 256).astype(np.uint8))
+
+
+def measure(slots: int, streams: list[int], window: int, blocks: int, latency: int) -> list[dict]:
+    from smartquant.hw.top import SmartQuantTop, generate_verilog
+    import inspect
+    design = {name: p.default for name, p in inspect.signature(SmartQuantTop.__init__).parameters.items()
+              if p.default is not inspect.Parameter.empty} | {"plane_slots": slots}
+    image = bench_image(blocks)
+    entry = image.entries[0]
+    region = {"blocks": entry.blocks, "meta_lines": entry.meta_lines, "group_size": entry.group_size}
+    orders = [f"streams:{s}" for s in streams] + [f"window:{window}"]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="smartquant-cache-") as work:
+        work = Path(work)
+        image.save(work / "image")
+        points, keys = [], []
+        for view, k in POINTS:
+            trace = make_trace(image, work / "image", None, [(view, k)], "sequential")
+            for order in orders:
+                kind, value = order.split(":")
+                index = stream_order(len(trace.addr), int(value)) if kind == "streams" \
+                    else window_order(len(trace.addr), int(value), rng)
+                path = work / f"{view.name}_{k}_{kind}_{value}"
+                save_trace(reordered(trace, index), path)
+                points.append(PerfPoint(str(path), latency, 0.0, 0, dram_outstanding=DRAM_OUTSTANDING))
+                keys.append((view, k, order))
+        stats = run_points(points, work / "image", generate_verilog(plane_slots=slots))
+    rows = []
+    for s, (view, k, order) in zip(stats, keys):
+        metrics = point_metrics(s, view, k, region, design)
+        value = metrics["read_bus_utilisation"] if view == View.PACKED else metrics["host_lines_per_cycle"]
+        bound = 1.0 if view == View.PACKED else metrics["bound_lines_per_cycle"]
+        counters = s["counters"]
+        rows.append({"slots": slots, "view": view.name.lower(), "k": k, "order": order,
+                     "bytes_vs_ideal": metrics["bytes_vs_ideal"], "of_bound": value / bound,
+                     "plane_hit_rate": 1 - counters["plane_misses"] / counters["plane_lookups"],
+                     "meta_hit_rate": (1 - counters["meta_misses"] / counters["meta_lookups"]
+                                       if counters["meta_lookups"] else None)})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 16])
+    parser.add_argument("--window", type=int, default=128)
+    parser.add_argument("--slots", type=int, nargs="+", default=[128])
+    parser.add_argument("--blocks", type=int, default=256)
+    parser.add_argument("--latency", type=int, default=64)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    rows = [row for slots in args.slots for row in measure(slots, args.streams, args.window, args.blocks, args.latency)]
+    print(format_table(["slots", "view", "k", "order", "bytes/ideal", "of bound", "plane hits", "meta hits"],
+                       [[r["slots"], r["view"], r["k"], r["order"], f"{r['bytes_vs_ideal']:.3f}",
+                         f"{r['of_bound']:.3f}", f"{r['plane_hit_rate']:.3f}",
+                         "" if r["meta_hit_rate"] is None else f"{r['meta_hit_rate']:.3f}"] for r in rows]))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
