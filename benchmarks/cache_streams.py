@@ -10,7 +10,10 @@ shuffled within windows of W requests (`window:W`).  Every point runs in the `sm
 bench` Verilator simulation (each response compared bit for bit), DRAM latency 64, no
 stalls; per point DRAM bytes / ideal, host lines per cycle against the bound (packed:
 read-bus utilisation against 1), and the cache's hit rate from the lookup counters.
-With several `--slots` the design is built once per size (hit rate vs size).
+With several `--slots` the design is built once per size.  `--model-slots` adds hit
+rates and DRAM bytes / ideal against the cache size from `sw.dram_errors.SlotModel`,
+which decides exactly as the RTL's lookup (tests/test_hw_blockcache.py), without a
+simulation.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import numpy as np
 from smartquant.report import format_table, write_json
 from smartquant.sim.bench import DRAM_OUTSTANDING, bench_image, point_metrics, run_points
 from smartquant.sim.perf_bench import PerfPoint
-from smartquant.spec import View
-from smartquant.sw.trace import make_trace, save_trace
+from smartquant.spec import PLANES, View, lines_per_block
+from smartquant.sw.dram_errors import SlotModel, meta_line_of
+from smartquant.sw.trace import make_trace, region_of, save_trace
 
 POINTS = [(View.PACKED, 1), (View.PACKED, 3), (View.PACKED, 8), (View.FP16, 1), (View.FP16, 3), (View.FP16, 8)]
 
@@ -50,6 +54,40 @@ def reordered(trace, order: np.ndarray):
     return dataclasses.replace(trace, **fields, tag=(np.arange(len(order)) % 256).astype(np.uint8))
 
 
+def orders(n: int, streams: list[int], window: int) -> dict[str, np.ndarray]:
+    """order name -> request indices of a sequential trace of `n` requests."""
+    rng = np.random.default_rng(0)
+    return {**{f"streams:{s}": stream_order(n, s) for s in streams},
+            f"window:{window}": window_order(n, window, rng)}
+
+
+def model_rows(slots_list: list[int], streams: list[int], window: int, blocks: int) -> list[dict]:
+    """Hit rates and DRAM bytes / ideal of every point and order from `SlotModel` per cache size."""
+    image = bench_image(blocks)
+    region = region_of(image.entries[0])
+    rows = []
+    for view, k in POINTS:
+        lpb = lines_per_block(view, k)
+        n = region["blocks"] * lpb
+        first = region["plane_base"] // PLANES * lpb
+        fp = view == View.FP16
+        ideal = region["blocks"] * k + (region["meta_lines"] if fp else 0)
+        for order, index in orders(n, streams, window).items():
+            for slots in slots_list:
+                model = SlotModel(slots, slots // 4)
+                plane_misses = meta_misses = 0
+                for i in index:
+                    block = (first + int(i)) // lpb
+                    plane_misses += not model.plane_lookup(block, k)[1]
+                    if fp:
+                        meta_misses += not model.meta_lookup(meta_line_of(region, block))[1]
+                rows.append({"slots": slots, "meta_slots": slots // 4, "view": view.name.lower(), "k": k,
+                             "order": order, "bytes_vs_ideal": (plane_misses * k + meta_misses) / ideal,
+                             "plane_hit_rate": 1 - plane_misses / n,
+                             "meta_hit_rate": 1 - meta_misses / n if fp else None})
+    return rows
+
+
 def measure(slots: int, streams: list[int], window: int, blocks: int, latency: int) -> list[dict]:
     from smartquant.hw.top import SmartQuantTop, generate_verilog
     import inspect
@@ -58,19 +96,14 @@ def measure(slots: int, streams: list[int], window: int, blocks: int, latency: i
     image = bench_image(blocks)
     entry = image.entries[0]
     region = {"blocks": entry.blocks, "meta_lines": entry.meta_lines, "group_size": entry.group_size}
-    orders = [f"streams:{s}" for s in streams] + [f"window:{window}"]
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="smartquant-cache-") as work:
         work = Path(work)
         image.save(work / "image")
         points, keys = [], []
         for view, k in POINTS:
             trace = make_trace(image, work / "image", None, [(view, k)], "sequential")
-            for order in orders:
-                kind, value = order.split(":")
-                index = stream_order(len(trace.addr), int(value)) if kind == "streams" \
-                    else window_order(len(trace.addr), int(value), rng)
-                path = work / f"{view.name}_{k}_{kind}_{value}"
+            for order, index in orders(len(trace.addr), streams, window).items():
+                path = work / f"{view.name}_{k}_{order.replace(':', '_')}"
                 save_trace(reordered(trace, index), path)
                 points.append(PerfPoint(str(path), latency, 0.0, 0, dram_outstanding=DRAM_OUTSTANDING))
                 keys.append((view, k, order))
@@ -83,6 +116,7 @@ def measure(slots: int, streams: list[int], window: int, blocks: int, latency: i
         counters = s["counters"]
         rows.append({"slots": slots, "view": view.name.lower(), "k": k, "order": order,
                      "bytes_vs_ideal": metrics["bytes_vs_ideal"], "of_bound": value / bound,
+                     "added_latency": metrics["added_latency"],
                      "plane_hit_rate": 1 - counters["plane_misses"] / counters["plane_lookups"],
                      "meta_hit_rate": (1 - counters["meta_misses"] / counters["meta_lookups"]
                                        if counters["meta_lookups"] else None)})
@@ -93,15 +127,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 16])
     parser.add_argument("--window", type=int, default=128)
-    parser.add_argument("--slots", type=int, nargs="+", default=[128])
+    parser.add_argument("--slots", type=int, nargs="*", default=[128], help="sizes simulated (none: model only)")
     parser.add_argument("--blocks", type=int, default=256)
     parser.add_argument("--latency", type=int, default=64)
+    parser.add_argument("--model-slots", type=int, nargs="*", default=[])
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if args.model_slots:
+        model = model_rows(args.model_slots, args.streams, args.window, args.blocks)
+        print(format_table(["slots", "meta slots", "view", "k", "order", "bytes/ideal", "plane hits", "meta hits"],
+                           [[r["slots"], r["meta_slots"], r["view"], r["k"], r["order"], f"{r['bytes_vs_ideal']:.3f}",
+                             f"{r['plane_hit_rate']:.3f}",
+                             "" if r["meta_hit_rate"] is None else f"{r['meta_hit_rate']:.3f}"] for r in model]))
+        if not args.slots:
+            return 0
     rows = [row for slots in args.slots for row in measure(slots, args.streams, args.window, args.blocks, args.latency)]
-    print(format_table(["slots", "view", "k", "order", "bytes/ideal", "of bound", "plane hits", "meta hits"],
+    print(format_table(["slots", "view", "k", "order", "bytes/ideal", "of bound", "added latency", "plane hits",
+                        "meta hits"],
                        [[r["slots"], r["view"], r["k"], r["order"], f"{r['bytes_vs_ideal']:.3f}",
-                         f"{r['of_bound']:.3f}", f"{r['plane_hit_rate']:.3f}",
+                         f"{r['of_bound']:.3f}", r["added_latency"], f"{r['plane_hit_rate']:.3f}",
                          "" if r["meta_hit_rate"] is None else f"{r['meta_hit_rate']:.3f}"] for r in rows]))
     if args.json:
         write_json(args.json, rows)
