@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import SmartquantError
-from .golden import view_code
+from .codes import view_code
 
 #: widest accumulator and input the checks accept (bits)
 MAX_ACCUMULATOR_BITS = 64

@@ -10,7 +10,7 @@ from smartquant.errors import SmartquantError
 from smartquant.sw.axe import (AccumulatorSpec, integer_weights, narrowest_accumulator,
                                outer_accumulator_bits, tile_extremes, worst_case_check,
                                worst_case_inputs)
-from smartquant.sw.golden import view_code
+from smartquant.sw.codes import view_code
 from smartquant.sw.gpfq import GPFQ
 from smartquant.sw.gptq import GPTQ
 from smartquant.sw.quantizer import NestedRTN, StoreFormat
