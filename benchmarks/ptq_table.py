@@ -19,13 +19,13 @@ import torch
 
 from smartquant.errors import SmartquantError
 from smartquant.report import format_table, write_json
-from smartquant.sw.axe import AccumulatorSpec, worst_case_check
-from smartquant.sw.evalset import load_calibration, load_pairs, unique_sentences
-from smartquant.sw.model import linear_weight_names, load_encoder, model_dir
-from smartquant.sw.ptq_model import calibration_inputs, encoder_at_view, quantize_model
-from smartquant.sw.quality import quality
-from smartquant.sw.quantizer import NestedRTN, StoreFormat
-from smartquant.sw.weights import read_safetensors
+from smartquant.sw.quantize.axe import AccumulatorSpec, worst_case_check
+from smartquant.sw.infer.evalset import load_calibration, load_pairs, unique_sentences
+from smartquant.sw.infer.model import linear_weight_names, load_encoder, model_dir
+from smartquant.sw.infer.ptq_model import calibration_inputs, encoder_at_view, quantize_model
+from smartquant.sw.infer.quality import quality
+from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
+from smartquant.sw.infer.weights import read_safetensors
 
 
 def main(argv=None) -> int:

@@ -44,9 +44,9 @@ import numpy as np
 from .. import spec
 from ..errors import SmartquantError
 from ..spec import BLOCK_WEIGHTS, LINE_BYTES, META_BYTES_PER_GROUP, ScaleFormat, View
-from ..sw.image import Image
-from ..sw.quantizer import NestedRTN, StoreFormat
-from ..sw.trace import make_trace, save_trace, view_label
+from ..sw.image.image import Image
+from ..sw.quantize.quantizer import NestedRTN, StoreFormat
+from ..sw.image.trace import make_trace, save_trace, view_label
 from . import runner
 from .dram import random_pauses
 from .perf_bench import ENV, PerfConfig, PerfPoint

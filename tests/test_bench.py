@@ -11,7 +11,7 @@ from smartquant import spec
 from smartquant.atomic import MARKER
 from smartquant.sim import bench
 from smartquant.spec import LINE_BYTES, View
-from smartquant.sw.trace import make_trace
+from smartquant.sw.image.trace import make_trace
 
 BLOCKS = 16
 K = 3

@@ -1,4 +1,4 @@
-"""Golden trace format and generator (sw/trace.py): no simulator involved."""
+"""Golden trace format and generator (sw/image/trace.py): no simulator involved."""
 
 import json
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 from smartquant import spec
 from smartquant.errors import SmartquantError
 from smartquant.spec import Opcode, View
-from smartquant.sw import golden
-from smartquant.sw.trace import (ERROR_KINDS, ORDERS, load_trace, make_trace, parse_views,
+from smartquant.sw.image import golden
+from smartquant.sw.image.trace import (ERROR_KINDS, ORDERS, load_trace, make_trace, parse_views,
                                  save_trace)
 
 ALL_VIEWS = "packed:3,fp16:4,bf16:2,raw"

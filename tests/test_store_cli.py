@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from smartquant.cli import main
 from smartquant.spec import View
-from smartquant.sw.golden import tensor_values
-from smartquant.sw.image import Image
+from smartquant.sw.image.golden import tensor_values
+from smartquant.sw.image.image import Image
 
 
 @pytest.fixture

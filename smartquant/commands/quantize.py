@@ -8,9 +8,9 @@ import time
 
 from ..atomic import check_output
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
-from ..sw.quantizer import StoreFormat
-from ..sw.recipe_store import quantize_with_recipe
-from ..sw.store import parse_views, quantize_source
+from ..sw.quantize.quantizer import StoreFormat
+from ..sw.store.recipe_store import quantize_with_recipe
+from ..sw.store.model_store import parse_views, quantize_source
 from .common import source_input
 
 

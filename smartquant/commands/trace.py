@@ -1,12 +1,12 @@
-"""`smartquant trace IMAGE -o TRACE`: write a golden trace (sw/trace.py, docs/COVERIFY.md)."""
+"""`smartquant trace IMAGE -o TRACE`: write a golden trace (sw/image/trace.py, docs/COVERIFY.md)."""
 
 from __future__ import annotations
 
 from ..atomic import check_output
 from ..report import format_table
 from ..spec import Opcode
-from ..sw import trace as traces
-from ..sw.image import Image
+from ..sw.image import trace as traces
+from ..sw.image.image import Image
 from .common import int_at_least
 
 

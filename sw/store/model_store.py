@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import SmartquantError, about_tensor
-from ..spec import CODE_BITS, LINE_BYTES
-from .image import Image, TensorEntry
-from .quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
+from ...errors import SmartquantError, about_tensor
+from ...spec import CODE_BITS, LINE_BYTES
+from ..image.image import Image, TensorEntry
+from ..quantize.quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
                         row_chunks)
 from .sources import load_source
 

@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 
-from .. import spec
-from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, CODEBOOK_LINES, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES, PLANES,
+from ... import spec
+from ...errors import SmartquantError
+from ...spec import (BLOCK_WEIGHTS, CODEBOOK_LINES, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES, PLANES,
                     ScaleFormat)
 
 IMAGE_FORMAT = "smartquant-image"

@@ -5,7 +5,7 @@ A trace is a directory:
 
 - `trace.json`: format name, `version`, the image (a path, relative to the trace
   directory or absolute), the DRAM size in bytes, the settings it was made with,
-  `dram_errors` (DRAM lines whose reads answer AXI SLVERR, sw/dram_errors.py),
+  `dram_errors` (DRAM lines whose reads answer AXI SLVERR, sw/image/dram_errors.py),
   and `segments`: each a region table (at most `spec.MAX_REGIONS` entries, programmed
   into the CSRs before the segment) and the half-open request range it covers.
 - `requests.npz`: one row per host request, in issue order: `opcode` (u8),
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import spec
-from ..atomic import atomic_dir
-from ..errors import SmartquantError
-from ..spec import LINE_BYTES, Opcode, View
+from ... import spec
+from ...atomic import atomic_dir
+from ...errors import SmartquantError
+from ...spec import LINE_BYTES, Opcode, View
 from . import golden
 from .dram_errors import Sources, pick_error_lines, response_sources
 from .image import Image
@@ -205,7 +205,7 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
     bad requests mixed in at random places (expected poison) and, with `load_via_host`,
     a prologue writing every DRAM line of the image through the raw view.  `dram_errors`
     DRAM lines the reads are served from answer SLVERR; the responses they poison
-    (sw/dram_errors.py) expect poison and zero data.  Tensors are
+    (sw/image/dram_errors.py) expect poison and zero data.  Tensors are
     served in segments of at most spec.MAX_REGIONS regions.  An int8 view of an
     asymmetric tensor is an error, or skipped with `int8_symmetric_only`."""
     if order not in ORDERS:
@@ -290,7 +290,7 @@ def expect_dram_errors(trace: Trace, error_lines: list[int], sources: Sources) -
 
 
 def plan_trace(image: Image, image_path: str | os.PathLike, plan, view: View = View.FP16) -> Trace:
-    """The requests a host issues to fetch a precision plan's weights (sw/plan.py) in `view`,
+    """The requests a host issues to fetch a precision plan's weights (sw/image/plan.py) in `view`,
     in plan order, with the golden response of each: what the device sees during inference."""
     names = list(dict.fromkeys(p.tensor for p in plan))
     if not names or len(names) > spec.MAX_REGIONS:
@@ -344,7 +344,7 @@ def save_trace(trace: Trace, path: str | os.PathLike, embed_image: bool = False)
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Read a trace directory, every field checked first (sw/validate.py); a one-line
+    """Read a trace directory, every field checked first (sw/image/validate.py); a one-line
     SmartquantError on anything malformed."""
     path = Path(path)
     try:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, LINE_BYTES, PLANES, SYMMETRIC_ZERO, View, lines_per_block,
+from ...errors import SmartquantError
+from ...spec import (BLOCK_WEIGHTS, LINE_BYTES, PLANES, SYMMETRIC_ZERO, View, lines_per_block,
                     split_host_line_address)
-from .codes import codebook_values, view_code
-from .fpformat import bf16_bits, fp16_bits, fp16_value, scale_value
+from ..codes import codebook_values, view_code
+from ..fpformat import bf16_bits, fp16_bits, fp16_value, scale_value
 from .image import Image, TensorEntry, unpack_metadata, unpack_planes
 
 POISON = (bytes(LINE_BYTES), True)

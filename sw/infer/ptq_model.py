@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import SmartquantError
-from .axe import AccumulatorSpec
-from .gpfq import GPFQ
-from .gptq import GPTQ
+from ...errors import SmartquantError
+from ..quantize.axe import AccumulatorSpec
+from ..quantize.gpfq import GPFQ
+from ..quantize.gptq import GPTQ
 from .model import SentenceEncoder, load_encoder
 from .weights import FullPrecision
 

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..atomic import atomic_dir
-from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, CODEBOOK_ENTRIES, CODEBOOK_LINES, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
+from ...atomic import atomic_dir
+from ...errors import SmartquantError
+from ...spec import (BLOCK_WEIGHTS, CODEBOOK_ENTRIES, CODEBOOK_LINES, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
                     META_BYTES_PER_GROUP, PLANES, SYMMETRIC_ZERO, ScaleFormat)
 from .validate import IMAGE_FORMAT, IMAGE_VERSION, check_manifest, check_side
 
 if TYPE_CHECKING:
-    from .quantizer import QuantizedTensor
+    from ..quantize.quantizer import QuantizedTensor
 
 FORMAT_NAME = IMAGE_FORMAT
 FORMAT_VERSION = IMAGE_VERSION
@@ -240,7 +240,7 @@ class Image:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Image":
-        """Read an image directory, every field checked first (sw/validate.py); any
+        """Read an image directory, every field checked first (sw/image/validate.py); any
         inconsistency is a one-line SmartquantError."""
         path = Path(path)
         manifest = _read_manifest(path)

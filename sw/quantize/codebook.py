@@ -23,10 +23,10 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import SmartquantError
-from ..spec import CODE_BITS, CODEBOOK_ENTRIES, ScaleFormat, codebook_index
-from .fpformat import fp16_bits, scale_to_bits, scale_value
-from .codes import codebook_values
+from ...errors import SmartquantError
+from ...spec import CODE_BITS, CODEBOOK_ENTRIES, ScaleFormat, codebook_index
+from ..fpformat import fp16_bits, scale_to_bits, scale_value
+from ..codes import codebook_values
 from .quantizer import group_view, pad_columns
 
 #: anchors when the caller names no views: the low views a 3-bit recipe serves

@@ -3,7 +3,7 @@
 One code path serves both: an encoder is post-LayerNorm and bidirectional
 (all-MiniLM-L6-v2), a decoder is pre-LayerNorm and causal (GPT-2 style).  Every
 linear layer's weight matrix (out, in) is asked of a `WeightSource` at the
-moment the layer runs (see `sw/weights.py`), so the same model runs on full
+moment the layer runs (see `sw/infer/weights.py`), so the same model runs on full
 precision weights, on the golden store at a precision plan, or on weights
 rebuilt from lines an RTL simulation returned.  An optional `observe(name, x)`
 hook sees each linear layer's input first: the precision policy reads the
@@ -27,7 +27,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from ..errors import SmartquantError
+from ...errors import SmartquantError
 
 #: the packaged model(s) this stack can load by name
 KNOWN_MODELS = ("minilm",)

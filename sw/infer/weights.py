@@ -1,4 +1,4 @@
-"""Weight sources for `sw/model.py`: where a linear layer's (out, in) matrix comes from.
+"""Weight sources for `sw/infer/model.py`: where a linear layer's (out, in) matrix comes from.
 
 - `FullPrecision`: the float32 safetensors;
 - `StorePlan`: the golden store read at a precision plan (rows at their k, fp16 view);
@@ -16,10 +16,10 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-from ..errors import SmartquantError
-from ..spec import BLOCK_WEIGHTS, LINE_BYTES, View, host_line_address, lines_per_block
-from .golden import tensor_values, view_offset
-from .plan import PlanEntry, check_plan, entry_blocks
+from ...errors import SmartquantError
+from ...spec import BLOCK_WEIGHTS, LINE_BYTES, View, host_line_address, lines_per_block
+from ..image.golden import tensor_values, view_offset
+from ..image.plan import PlanEntry, check_plan, entry_blocks
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:

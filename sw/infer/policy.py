@@ -36,10 +36,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import SmartquantError
-from ..spec import BLOCK_WEIGHTS, PLANES
+from ...errors import SmartquantError
+from ...spec import BLOCK_WEIGHTS, PLANES
 from .model import SentenceEncoder, TransformerConfig, linear_weight_names
-from .plan import PlanEntry, check_plan
+from ..image.plan import PlanEntry, check_plan
 from .weights import StorePlan, StoreValues, plan_rows, side_tensor
 
 DEFAULT_KS = (2, 3, 4, 5, 6, 8)
