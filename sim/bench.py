@@ -87,7 +87,7 @@ class Sweep:
     dram_outstanding: tuple = (DRAM_OUTSTANDING,)
     traffic_orders: tuple | None = None     #: host orders of the traffic points (None: `default_traffic_orders`)
     traffic_views: tuple = TRAFFIC_VIEWS_KS  #: (view, k) of the traffic points
-    blocks: int = 256               #: 512-weight blocks of the synthetic tensor (> the RTL's 64 plane slots)
+    blocks: int = 256               #: 512-weight blocks of the synthetic tensor (> the RTL's 128 plane slots)
     group_size: int = spec.DEFAULT_GROUP_SIZE
     rtl: dict = dataclasses.field(default_factory=dict)    #: SmartQuantTop parameters overriding its defaults
     seed: int = 0
