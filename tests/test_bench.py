@@ -230,16 +230,14 @@ def test_cli_table_json_plots_and_simulator_speed(tmp_path):
         "throughput.png", "read_bus.png", "bytes_per_weight.png", "latency.png", "simulators.png", MARKER}
 
 
-def test_cli_rejects_bad_input():
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "bench", "--views", "int4"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "unknown view 'int4'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "bench", "--ks", "0,3"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "--ks" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "bench", "--orders", "window:0"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip() == "smartquant bench: error: order 'window:0': W must be >= 1"
-    out = subprocess.run([sys.executable, "-m", "smartquant.cli", "bench", "--traffic-views", "raw"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "--traffic-views" in out.stderr
+@pytest.mark.parametrize("argv, message", [
+    (["--views", "int4"], "unknown view 'int4'"),
+    (["--ks", "0,3"], "--ks"),
+    (["--orders", "window:0"], "order 'window:0': W must be >= 1"),
+    (["--traffic-views", "raw"], "--traffic-views"),
+])
+def test_cli_rejects_bad_input(argv, message, capsys):
+    from smartquant.cli import main
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("smartquant bench: error: ") and message in err[0]
