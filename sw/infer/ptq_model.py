@@ -18,6 +18,7 @@ from ...errors import SmartquantError
 from ..quantize.axe import AccumulatorSpec
 from ..quantize.gpfq import GPFQ
 from ..quantize.gptq import GPTQ
+from ..quantize.rotation import Rotation
 from .model import SentenceEncoder, load_encoder
 from .weights import FullPrecision
 
@@ -38,8 +39,9 @@ def calibration_inputs(encoder: SentenceEncoder, texts) -> dict[str, torch.Tenso
 def quantize_model(tensors: dict[str, np.ndarray], names, algorithm: str, views, grid,
                    calibration: dict[str, torch.Tensor] | None = None,
                    accumulator: AccumulatorSpec | None = None, act_order: bool = False,
-                   progress: bool = True) -> tuple[dict, float]:
-    """({name: QuantizedTensor}, seconds) for the linear weights `names` of `tensors`."""
+                   progress: bool = True, rotations: dict[str, Rotation] | None = None) -> tuple[dict, float]:
+    """({name: QuantizedTensor}, seconds) for the linear weights `names` of `tensors`; a weight
+    with a rotation H in `rotations` is quantized as W·H against inputs x·H."""
     if algorithm not in ALGORITHMS:
         raise SmartquantError(f"unknown PTQ algorithm {algorithm!r} (one of {', '.join(ALGORITHMS)})")
     quantizer_class, uses_accumulator = ALGORITHMS[algorithm]
@@ -47,23 +49,34 @@ def quantize_model(tensors: dict[str, np.ndarray], names, algorithm: str, views,
         raise SmartquantError(f"{algorithm} needs an accumulator spec (P, N)")
     if quantizer_class is not None and calibration is None:
         raise SmartquantError(f"{algorithm} needs calibration inputs")
+    rotations = rotations or {}
     started = time.perf_counter()
     out = {}
     for name in tqdm(list(names), desc=algorithm, disable=not progress, leave=False):
+        rotation = rotations.get(name)
         weight = np.asarray(tensors[name], dtype=np.float64)
+        weight = weight if rotation is None else rotation.rotate_weight(weight)
         if quantizer_class is None:
             out[name] = grid.quantize(weight)
             continue
         quantizer = quantizer_class(weight.shape[1])
-        quantizer.add_batch(calibration[name])
+        quantizer.add_batch(calibration[name] if rotation is None else rotation.rotate_inputs(calibration[name]))
         out[name] = quantizer.quantize(weight, views=views, grid=grid, act_order=act_order,
                                        accumulator=accumulator if uses_accumulator else None)
     return out, time.perf_counter() - started
 
 
-def encoder_at_view(name: str, tensors: dict[str, np.ndarray], quantized: dict, k: int) -> SentenceEncoder:
-    """The encoder with every quantized linear weight replaced by its k-bit view."""
+def encoder_at_view(name: str, tensors: dict[str, np.ndarray], quantized: dict, k: int,
+                    rotations: dict[str, Rotation] | None = None) -> SentenceEncoder:
+    """The encoder with every quantized linear weight replaced by its k-bit view (the
+    weights in `rotations` stay rotated; the model rotates their inputs)."""
+    return encoder_with({n: q.dequantize(k) for n, q in quantized.items()}, name, tensors, rotations)
+
+
+def encoder_with(values: dict[str, np.ndarray], name: str, tensors: dict[str, np.ndarray],
+                 rotations: dict[str, Rotation] | None = None) -> SentenceEncoder:
+    """The encoder with the linear weights in `values` replaced (W·H where `rotations` says)."""
     replaced = dict(tensors)
-    replaced.update({n: q.dequantize(k).astype(np.float32) for n, q in quantized.items()})
-    return load_encoder(name, lambda _: FullPrecision(replaced))
+    replaced.update({n: np.asarray(v, dtype=np.float32) for n, v in values.items()})
+    return load_encoder(name, lambda _: FullPrecision(replaced, rotations))
 
