@@ -39,10 +39,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    check_output(args.output, "image", inputs=[source_input(args.source), args.recipe])
-    views = parse_views(args.views)
     if parse_rotate(args.rotate) is not None and args.recipe:
         raise SmartquantError("--rotate does not combine with --recipe (a recipe sets every tensor's format)")
+    check_output(args.output, "image", inputs=[source_input(args.source), args.recipe])
+    views = parse_views(args.views)
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     start = time.perf_counter()
     image = (quantize_with_recipe(args.source, args.recipe) if args.recipe

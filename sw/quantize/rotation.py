@@ -112,6 +112,12 @@ def _matrix(size: int, block: int, seed: int) -> np.ndarray:
     return h
 
 
+@functools.lru_cache(maxsize=16)
+def _torch_matrix(size: int, block: int, seed: int, dtype):
+    import torch
+    return torch.tensor(_matrix(size, block, seed), dtype=dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class Rotation:
     """H over an input dimension of `size`: signed block Hadamard (module docstring)."""
@@ -151,11 +157,9 @@ class Rotation:
 
     def rotate_inputs(self, x):
         """x·H of activations (..., size), a torch tensor or numpy array of x's dtype."""
-        h = self.matrix()
         if isinstance(x, np.ndarray):
-            return x @ h.astype(x.dtype)
-        import torch
-        return x @ torch.from_numpy(h).to(x.dtype)
+            return x @ self.matrix().astype(x.dtype)
+        return x @ _torch_matrix(self.size, self.block, self.seed, x.dtype)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "size": self.size, "block": self.block, "seed": self.seed,
