@@ -24,11 +24,7 @@ import torch
 
 from smartquant.report import format_table, write_json
 from smartquant.spec import DEFAULT_GROUP_SIZE, GROUP_SIZES
-from smartquant.sw.infer.evalset import load_calibration, load_pairs, unique_sentences
-from smartquant.sw.infer.model import linear_weight_names, load_encoder, model_dir
-from smartquant.sw.infer.ptq_model import ALGORITHMS, calibration_inputs, encoder_with, quantize_model
-from smartquant.sw.infer.quality import quality
-from smartquant.sw.infer.weights import read_safetensors
+from smartquant.sw.infer.ptq_model import ALGORITHMS, quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, StoreFormat
 from smartquant.sw.quantize.refit import refit_view
 from smartquant.sw.quantize.rotation import rotations_for
@@ -49,19 +45,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    encoder = load_encoder("minilm")
-    tensors = read_safetensors(model_dir("minilm") / "model.safetensors")
-    names = linear_weight_names(encoder.config)
-    calibration = calibration_inputs(encoder, load_calibration())
-    pairs = load_pairs()
-    sentences = unique_sentences(pairs)
-    reference = dict(zip(sentences, encoder.embed(sentences)))
+    bench = quality_bench("minilm")
+    tensors, names, calibration = bench.tensors, bench.names, bench.calibration
     fmt = StoreFormat(args.group_size, args.format == "sym")
     grids = {"rtn": NestedRTN(fmt), "mse": NestedMSEClip(fmt)}
-
-    def measure(values, rotations) -> dict:
-        model = encoder_with(values, "minilm", tensors, rotations)
-        return quality(dict(zip(sentences, model.embed(sentences))), reference, pairs)
 
     rows = []
     for method in args.methods:
@@ -79,9 +66,9 @@ def main(argv=None) -> int:
                     quantized = quantize_model(tensors, names, method, (k,), grids["rtn"], calibration,
                                                progress=False, rotations=rotations)[0]
                 row = {"method": method, "rotate": rotate, "k": k,
-                       **measure({n: q.dequantize(k) for n, q in quantized.items()}, rotations)}
+                       **bench.quality({n: q.dequantize(k) for n, q in quantized.items()}, rotations)}
                 if k in args.refit_ks:
-                    refit = measure({n: refit_view(q, stored[n], k) for n, q in quantized.items()}, rotations)
+                    refit = bench.quality({n: refit_view(q, stored[n], k) for n, q in quantized.items()}, rotations)
                     row.update(refit_cosine_mean=refit["cosine_mean"],
                                refit_gain=refit["cosine_mean"] - row["cosine_mean"])
                 rows.append(row)

@@ -8,6 +8,7 @@ layer (one pass, not layer-sequential: each layer sees full-precision inputs).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -19,8 +20,10 @@ from ..quantize.axe import AccumulatorSpec
 from ..quantize.gpfq import GPFQ
 from ..quantize.gptq import GPTQ
 from ..quantize.rotation import Rotation
-from .model import SentenceEncoder, load_encoder
-from .weights import FullPrecision
+from .evalset import load_calibration, load_pairs, unique_sentences
+from .model import SentenceEncoder, linear_weight_names, load_encoder, model_dir
+from .quality import quality
+from .weights import FullPrecision, read_safetensors
 
 #: algorithm name -> (sequential quantizer class or None for RTN, uses the accumulator spec)
 ALGORITHMS = {"rtn": (None, False), "gptq": (GPTQ, False), "gpfq": (GPFQ, False),
@@ -66,11 +69,33 @@ def quantize_model(tensors: dict[str, np.ndarray], names, algorithm: str, views,
     return out, time.perf_counter() - started
 
 
-def encoder_at_view(name: str, tensors: dict[str, np.ndarray], quantized: dict, k: int,
-                    rotations: dict[str, Rotation] | None = None) -> SentenceEncoder:
-    """The encoder with every quantized linear weight replaced by its k-bit view (the
-    weights in `rotations` stay rotated; the model rotates their inputs)."""
-    return encoder_with({n: q.dequantize(k) for n, q in quantized.items()}, name, tensors, rotations)
+@dataclasses.dataclass
+class QualityBench:
+    """A packaged encoder, its calibration inputs, and its full-precision embeddings of
+    the shipped sentence pairs: what the PTQ tables measure quality against."""
+    model: str
+    encoder: SentenceEncoder
+    tensors: dict[str, np.ndarray]
+    names: list[str]
+    calibration: dict[str, torch.Tensor]
+    pairs: list
+    sentences: list[str]
+    reference: dict[str, np.ndarray]
+
+    def quality(self, values: dict[str, np.ndarray], rotations: dict[str, Rotation] | None = None) -> dict:
+        """`quality.quality` of the encoder with the linear weights in `values` replaced."""
+        model = encoder_with(values, self.model, self.tensors, rotations)
+        return quality(dict(zip(self.sentences, model.embed(self.sentences))), self.reference, self.pairs)
+
+
+def quality_bench(model: str = "minilm") -> QualityBench:
+    """The bench of a packaged model over the shipped calibration sentences and pairs."""
+    encoder = load_encoder(model)
+    pairs = load_pairs()
+    sentences = unique_sentences(pairs)
+    return QualityBench(model, encoder, read_safetensors(model_dir(model) / "model.safetensors"),
+                        linear_weight_names(encoder.config), calibration_inputs(encoder, load_calibration()),
+                        pairs, sentences, dict(zip(sentences, encoder.embed(sentences))))
 
 
 def encoder_with(values: dict[str, np.ndarray], name: str, tensors: dict[str, np.ndarray],
