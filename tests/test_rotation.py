@@ -13,6 +13,7 @@ from smartquant.errors import SmartquantError
 from smartquant.sw.image.image import Image
 from smartquant.sw.image.plan import uniform_plan
 from smartquant.sw.infer.model import Transformer, TransformerConfig, linear_weight_names
+from smartquant.sw.infer.policy import PrecisionPolicy
 from smartquant.sw.infer.ptq_model import quantize_model as ptq_quantize
 from smartquant.sw.infer.weights import FullPrecision, StorePlan
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat, relative_error
@@ -189,8 +190,8 @@ def test_loaded_image_keeps_the_rotation(rotated_image_dir):
 
 # --- the inference path ------------------------------------------------------------------
 
-TINY = TransformerConfig(vocab_size=50, hidden_size=48, num_layers=2, num_heads=4, intermediate_size=96,
-                         max_positions=16, type_vocab_size=1)
+TINY = TransformerConfig(vocab_size=50, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                         max_positions=16, type_vocab_size=1)      #: each head's rows are whole blocks
 
 
 def _tiny_model(seed=0) -> dict[str, np.ndarray]:
@@ -218,13 +219,18 @@ class _IgnoresRotation(StorePlan):
         return None
 
 
-def test_rotated_image_runs_close_to_the_float_model():
+def _tiny_image(rotate: str):
     tensors = _tiny_model()
     names = linear_weight_names(TINY)
     source = rotated_source(Source("tiny", {n: tensors[n] for n in names},
-                                   {n: a for n, a in tensors.items() if n not in names}), "hadamard:1")
+                                   {n: a for n, a in tensors.items() if n not in names}), rotate)
     image = quantize_model(source.weights, NestedRTN(StoreFormat(group_size=32)), side=source.side,
                            warn=lambda _: None, rotations=source.rotations)
+    return tensors, names, source, image
+
+
+def test_rotated_image_runs_close_to_the_float_model():
+    tensors, names, source, image = _tiny_image("hadamard:1")
     assert all(image.entry(n).rotation is not None for n in names)
     ids = torch.randint(0, TINY.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
     exact = Transformer(TINY, FullPrecision(tensors)).hidden_states(ids)
@@ -233,8 +239,7 @@ def test_rotated_image_runs_close_to_the_float_model():
     served = Transformer(TINY, StorePlan(image, plan)).hidden_states(
         ids, observe=lambda name, x: seen.setdefault(name, x))
     unrotated = Transformer(TINY, _IgnoresRotation(image, plan)).hidden_states(ids)
-    plain = quantize_model({n: tensors[n] for n in names}, NestedRTN(StoreFormat(group_size=32)),
-                           side=source.side, warn=lambda _: None)
+    plain = _tiny_image("none")[3]
     unrotated_image = Transformer(TINY, StorePlan(plain, uniform_plan(plain, 8, names))).hidden_states(ids)
 
     def error(hidden):
@@ -246,6 +251,15 @@ def test_rotated_image_runs_close_to_the_float_model():
     first = names[0]
     x = Transformer(TINY, FullPrecision(tensors))._embed(ids)
     torch.testing.assert_close(seen[first], source.rotations[first].rotate_inputs(x))
+
+
+def test_dynamic_planner_rotates_the_inputs():
+    _, names, _, image = _tiny_image("hadamard:2")
+    ids = torch.randint(0, TINY.vocab_size, (1, 8), generator=torch.Generator().manual_seed(3))
+    planner = PrecisionPolicy(image, TINY).dynamic(8.0)          # every slice at k = 8
+    dynamic = Transformer(TINY, planner).hidden_states(ids, observe=planner)
+    uniform = Transformer(TINY, StorePlan(image, uniform_plan(image, 8, names))).hidden_states(ids)
+    torch.testing.assert_close(dynamic, uniform, rtol=0, atol=0)
 
 
 # --- the CLI ----------------------------------------------------------------------------
