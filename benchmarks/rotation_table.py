@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["rtn", "mse", "gptq"], choices=sorted({*ALGORITHMS, "mse"}))
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
-    parser.add_argument("--refit-ks", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--refit-ks", type=int, nargs="*", default=[2, 3, 4])
     parser.add_argument("--seed", type=int, default=0, help="rotation seed")
     parser.add_argument("--format", choices=("asym", "sym"), default="asym")
     parser.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, choices=GROUP_SIZES)
