@@ -264,11 +264,16 @@ def test_dynamic_planner_rotates_the_inputs():
 
 # --- the CLI ----------------------------------------------------------------------------
 
-def test_quantize_rotate_writes_the_rotation(model_file, tmp_path):
+def test_quantize_rotate_writes_the_rotation(model_file, tmp_path, capsys):
     out = tmp_path / "img"
     assert main(["quantize", str(model_file), "-o", str(out), "--method", "rtn", "--rotate", "hadamard:5"]) == 0
     image = Image.load(out)
     assert image.entry("w1").rotation == Rotation(100, 4, 5) and image.entry("w2").rotation == Rotation(256, 256, 5)
+    assert main(["inspect", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    assert "asym/fp16/H256" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["tensors"][0]["rotation"] == {"kind": "hadamard", "size": 100, "block": 4, "seed": 5,
+                                                 "signs": "splitmix64-msb"}
     assert main(["quantize", str(model_file), "-o", str(tmp_path / "plain"), "--method", "rtn"]) == 0
     assert Image.load(tmp_path / "plain").entry("w1").rotation is None
     assert "rotation" not in (tmp_path / "plain" / "manifest.json").read_text()

@@ -106,11 +106,14 @@ def metadata_bits_per_weight(entry: TensorEntry) -> float:
 
 
 def summarize(image: Image) -> dict:
-    """Per-tensor and whole-image figures for `inspect`: sizes, bytes read per k, metadata
-    overhead, relative Frobenius error per k (recorded at quantize time; None if absent)."""
+    """Per-tensor and whole-image figures for `inspect`: sizes, format (`/H<block>` for a
+    rotated tensor), bytes read per k, metadata overhead, relative Frobenius error per k
+    (recorded at quantize time; None if absent)."""
     ks = range(1, CODE_BITS + 1)
     tensors = [{"name": e.name, "shape": list(e.shape), "group_size": e.group_size,
-                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower(),
+                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower()
+                + ("" if e.rotation is None else f"/H{e.rotation.block}"),
+                "rotation": None if e.rotation is None else e.rotation.to_json(),
                 "blocks": e.blocks, "metadata_bits_per_weight": metadata_bits_per_weight(e),
                 "bytes_read": {k: bytes_read(e, k) for k in ks},
                 "rel_error": None if e.rel_error is None else {k: e.rel_error[k] for k in ks}}
