@@ -203,9 +203,3 @@ def rotate_weights(weights: dict[str, np.ndarray], rotations: dict[str, Rotation
     """W·H (float64) of each weight with a rotation; the others as they are."""
     return {name: rotations[name].rotate_weight(w) if name in rotations else w
             for name, w in weights.items()}
-
-
-def rotate_calibration(calibration: dict, rotations: dict[str, Rotation]) -> dict:
-    """x·H of each layer's calibration inputs whose weight is rotated (GPTQ's Hessian becomes Hᵀ X Xᵀ H)."""
-    return {name: rotations[name].rotate_inputs(x) if name in rotations else x
-            for name, x in calibration.items()}
