@@ -1,5 +1,7 @@
 """PTQ of a whole encoder: calibration activations of every linear layer, then RTN,
-GPTQ, GPFQ or their AXE variants per layer, and the model rebuilt at a view k.
+GPTQ, GPFQ or their AXE variants per layer (optionally on rotated weights and inputs,
+sw/quantize/rotation.py), and the model rebuilt with the quantized weights
+(`QualityBench`: its quality against full precision).
 
 Calibration runs the full-precision model once over the calibration sentences
 (`evalset.load_calibration`) and keeps every real token's input to every linear
