@@ -158,3 +158,14 @@ def corrupt_expected_line():
         return index
 
     return corrupt
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A .safetensors of two weights, (16, 100) and (8, 256), and a 1-D bias."""
+    import torch
+    from safetensors.torch import save_file
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_file({"w1": torch.randn(16, 100) * 0.05, "w2": torch.randn(8, 256) * 0.05, "bias": torch.randn(8)}, str(path))
+    return path
