@@ -11,7 +11,7 @@ bench` Verilator simulation (each response compared bit for bit), DRAM latency 6
 stalls; per point DRAM bytes / ideal, host lines per cycle against the bound (packed:
 read-bus utilisation against 1), and the cache's hit rate from the lookup counters.
 With several `--slots` the design is built once per size.  `--model-slots` adds hit
-rates and DRAM bytes / ideal against the cache size from `sw.dram_errors.SlotModel`,
+rates and DRAM bytes / ideal against the cache size from `sw.image.dram_errors.SlotModel`,
 which decides exactly as the RTL's lookup (tests/test_hw_blockcache.py), without a
 simulation.
 """
@@ -30,8 +30,8 @@ from smartquant.report import format_table, write_json
 from smartquant.sim.bench import DRAM_OUTSTANDING, bench_image, point_metrics, run_points
 from smartquant.sim.perf_bench import PerfPoint
 from smartquant.spec import PLANES, View, lines_per_block
-from smartquant.sw.dram_errors import SlotModel, meta_line_of
-from smartquant.sw.trace import make_trace, region_of, save_trace
+from smartquant.sw.image.dram_errors import SlotModel, meta_line_of
+from smartquant.sw.image.trace import make_trace, region_of, save_trace
 
 POINTS = [(View.PACKED, 1), (View.PACKED, 3), (View.PACKED, 8), (View.FP16, 1), (View.FP16, 3), (View.FP16, 8)]
 

@@ -14,16 +14,16 @@ import time
 import numpy as np
 
 from smartquant.report import format_table, write_json
-from smartquant.sw.evalset import load_calibration, load_pairs, unique_sentences
-from smartquant.sw.gptq import GPTQ
-from smartquant.sw.model import load_encoder
-from smartquant.sw.quality import quality
-from smartquant.sw.quantizer import NestedRTN
-from smartquant.sw.recipe import TensorOption, best_recipe, measure_options, option_grid, option_lines, output_error
-from smartquant.sw.ptq_model import calibration_inputs
-from smartquant.sw.recipe_store import input_moments
-from smartquant.sw.sources import minilm_source
-from smartquant.sw.weights import FullPrecision
+from smartquant.sw.infer.evalset import load_calibration, load_pairs, unique_sentences
+from smartquant.sw.quantize.gptq import GPTQ
+from smartquant.sw.infer.model import load_encoder
+from smartquant.sw.infer.quality import quality
+from smartquant.sw.quantize.quantizer import NestedRTN
+from smartquant.sw.quantize.recipe import TensorOption, best_recipe, measure_options, option_grid, option_lines, output_error
+from smartquant.sw.infer.ptq_model import calibration_inputs
+from smartquant.sw.store.recipe_store import input_moments
+from smartquant.sw.store.sources import minilm_source
+from smartquant.sw.infer.weights import FullPrecision
 from smartquant.spec import LINE_BITS
 
 

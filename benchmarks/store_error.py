@@ -19,9 +19,9 @@ import numpy as np
 
 from smartquant.report import format_table, write_json
 from smartquant.spec import GROUP_SIZES
-from smartquant.sw.quantizer import DedicatedRTN, NestedMSEClip, NestedRTN, StoreFormat
-from smartquant.sw.sources import minilm_source
-from smartquant.sw.store import quantize_model
+from smartquant.sw.quantize.quantizer import DedicatedRTN, NestedMSEClip, NestedRTN, StoreFormat
+from smartquant.sw.store.sources import minilm_source
+from smartquant.sw.store.model_store import quantize_model
 
 KS = range(2, 9)
 

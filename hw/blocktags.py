@@ -13,7 +13,7 @@ Two register stages at the end of the address decoder (which never stalls):
      loaded table change here, so the next command's L2 sees them.
 The hit slot's number is encoded from L2's registered one-hot vector on the way out.
 
-Rules (sw/dram_errors.py `SlotModel` applies the same ones): a quantized read's miss
+Rules (sw/image/dram_errors.py `SlotModel` applies the same ones): a quantized read's miss
 invalidates the slot holding its block with fewer lines (a block is resident at most
 once); a raw read and a table load (codebook lines) take a slot without making it
 resident, the table load first; a raw write invalidates the plane slot whose lines hold

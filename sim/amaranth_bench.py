@@ -10,7 +10,7 @@ import random
 from amaranth.sim import Simulator
 
 from ..spec import CSR_READ_LATENCY, LINE_BYTES
-from ..sw.trace import Trace
+from ..sw.image.trace import Trace
 from .dram import AXI_SLVERR, random_pauses
 from .host import BusCounters, HostModel
 from .scoreboard import Scoreboard

@@ -13,12 +13,12 @@ from typing import Callable
 from ..atomic import atomic_dir
 from ..errors import SmartquantError
 from ..report import write_json
-from ..sw import experiment
-from ..sw.evalset import load_calibration, load_pairs
-from ..sw.model import TransformerConfig, model_dir
-from ..sw.plan import uniform_plan
-from ..sw.quantizer import StoreFormat
-from ..sw.store import quantize_source
+from ..sw.infer import experiment
+from ..sw.infer.evalset import load_calibration, load_pairs
+from ..sw.infer.model import TransformerConfig, model_dir
+from ..sw.image.plan import uniform_plan
+from ..sw.quantize.quantizer import StoreFormat
+from ..sw.store.model_store import quantize_source
 from .endtoend import coverify_layer
 from .runner import SimOptions
 

@@ -6,7 +6,7 @@ two ARs.  `LatencyAxiRam` stamps each accepted AR with its arrival time and lets
 RAM's read process take it only `read_latency` cycles later, with up to
 `max_outstanding_reads` ARs queued, so bursts overlap like in a real DRAM (latency
 per burst, full bandwidth across bursts).  Reads of the DRAM lines in `error_lines`
-answer SLVERR on every beat (sw/dram_errors.py says which responses that poisons).
+answer SLVERR on every beat (sw/image/dram_errors.py says which responses that poisons).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """End to end: a transformer layer runs on weights the simulated RTL served, and its
 output must equal the golden software path exactly.
 
-The host's requests for one layer of a precision plan (sw/plan.py) become a trace
+The host's requests for one layer of a precision plan (sw/image/plan.py) become a trace
 (`sw.trace.plan_trace`); the RTL answers them in a cocotb simulation; the weights
 are rebuilt from the response lines the RTL returned (`sw.weights.LineSource`), and
 the layer (and the whole model) is run on them and on the golden store's values.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sw.model import SentenceEncoder, SentenceTokenizer, Transformer, TransformerConfig, layer_weight_names
-from ..sw.trace import plan_trace, save_trace
-from ..sw.weights import LineSource, StorePlan
+from ..sw.infer.model import SentenceEncoder, SentenceTokenizer, Transformer, TransformerConfig, layer_weight_names
+from ..sw.image.trace import plan_trace, save_trace
+from ..sw.infer.weights import LineSource, StorePlan
 from .runner import SimOptions, run_trace
 
 class ServedLayer:
@@ -33,6 +33,9 @@ class ServedLayer:
 
     def tensor(self, name: str) -> torch.Tensor:
         return self.rest.tensor(name)
+
+    def rotation(self, name: str):
+        return self.rest.rotation(name)
 
 
 @dataclasses.dataclass

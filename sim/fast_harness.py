@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import spec
 from ..errors import SmartquantError
-from ..sw.trace import Trace
+from ..sw.image.trace import Trace
 from . import fast_verilog
 from .fast_verilog import CONFIG_FIELDS, HARNESS, ICARUS_TOP, Capacity
 from .host import BusCounters, hang_report

@@ -23,8 +23,8 @@ import random
 import cocotb
 from cocotb.clock import Clock
 
-from ..sw.image import Image
-from ..sw.trace import load_trace
+from ..sw.image.image import Image
+from ..sw.image.trace import load_trace
 from .dram import LatencyAxiRam
 from .host import CsrPort, HostModel, HostPort
 from .scoreboard import Scoreboard

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import SmartquantError
 from ..spec import CODE_BITS, Opcode, View
-from ..sw.image import Image
-from ..sw.trace import ORDERS, make_trace, save_trace, view_label
+from ..sw.image.image import Image
+from ..sw.image.trace import ORDERS, make_trace, save_trace, view_label
 from . import ray_cluster, runner
 
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)

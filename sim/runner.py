@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file
 from ..errors import SmartquantError
-from ..sw.trace import Trace, load_trace
+from ..sw.image.trace import Trace, load_trace
 from .testbench import ENV, BenchConfig
 
 COCOTB_SIMULATORS = ("verilator", "icarus")

@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 
 from ..spec import LINE_BYTES, Opcode
-from ..sw.trace import Trace
+from ..sw.image.trace import Trace
 
 #: differing bytes listed in a mismatch message
 SHOWN_BYTES = 8

@@ -22,7 +22,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from .. import spec
-from ..sw.trace import load_trace
+from ..sw.image.trace import load_trace
 from .dram import LatencyAxiRam
 from .host import CsrPort, HangError, HostModel, HostPort, HostSettings
 from .scoreboard import Scoreboard

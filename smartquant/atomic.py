@@ -43,7 +43,7 @@ class DirKind:
 
 _IMAGE_FILES = frozenset({"manifest.json", "dram.bin", "side.safetensors"})
 
-#: every kind of directory smartquant writes (the formats are those of sw/image.py and sw/trace.py)
+#: every kind of directory smartquant writes (the formats are those of sw/image/image.py and sw/image/trace.py)
 KINDS = {
     "image": DirKind("image", "smartquant-image", "manifest.json", _IMAGE_FILES),
     "trace": DirKind("trace", "smartquant-trace", "trace.json",

@@ -21,7 +21,8 @@ from smartquant.spec import ScaleFormat
 REQUIRE_APT_TOOLS = "SMARTQUANT_REQUIRE_APT_TOOLS"
 
 MINILM_VIEWS = (2, 3, 4, 8)     #: views the MiniLM fixture's clipping search optimises
-_IMAGE_MODULES = ("fpformat", "image", "quantizer", "sources", "store", "golden")
+_IMAGE_MODULES = ("fpformat", "codes", "image/image", "quantize/quantizer", "store/sources", "store/model_store",
+                  "image/golden")
 
 
 def _sw_hash() -> str:
@@ -49,10 +50,10 @@ def iverilog() -> str:
 @pytest.fixture(scope="session")
 def minilm_image_dir(request, tmp_path_factory) -> Path:
     """Directory of MiniLM quantized with defaults (G=128, asym, fp16) and NestedMSEClip(views=MINILM_VIEWS)."""
-    from smartquant.sw.image import MANIFEST
-    from smartquant.sw.quantizer import NestedMSEClip
-    from smartquant.sw.sources import minilm_source
-    from smartquant.sw.store import quantize_model
+    from smartquant.sw.image.image import MANIFEST
+    from smartquant.sw.quantize.quantizer import NestedMSEClip
+    from smartquant.sw.store.sources import minilm_source
+    from smartquant.sw.store.model_store import quantize_model
 
     cache = getattr(request.config, "cache", None)      # absent under -p no:cacheprovider
     folder = cache.mkdir("smartquant-images") if cache else tmp_path_factory.mktemp("images")
@@ -68,7 +69,7 @@ def minilm_image_dir(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def minilm_image(minilm_image_dir):
     """The MiniLM image (smartquant.sw.image.Image); treat as read-only (copy .dram before writing)."""
-    from smartquant.sw.image import Image
+    from smartquant.sw.image.image import Image
     return Image.load(minilm_image_dir)
 
 
@@ -99,7 +100,7 @@ def tiny_weights() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def tiny_quantized(tiny_weights) -> dict:
     """name -> QuantizedTensor of TINY_TENSORS, in order."""
-    from smartquant.sw.quantizer import NestedMSEClip, NestedRTN, StoreFormat
+    from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, StoreFormat
     quantized = {}
     for name, _, group_size, symmetric, scale_format, method in TINY_TENSORS:
         fmt = StoreFormat(group_size, symmetric, scale_format)
@@ -112,7 +113,7 @@ def tiny_quantized(tiny_weights) -> dict:
 def tiny_image(tiny_quantized):
     """A small image of TINY_TENSORS (sym/asym, fp16/bf16/pow2, G=32..256, padded `in`) plus side data.
     Treat as read-only (copy .dram before writing)."""
-    from smartquant.sw.image import Image
+    from smartquant.sw.image.image import Image
     return Image.build(list(tiny_quantized.items()), side={"bias": np.arange(7, dtype=np.float32)},
                        info={"source": "tiny"})
 
@@ -129,8 +130,8 @@ def tiny_image_dir(tiny_image, tmp_path_factory):
 def lut_image(tiny_quantized):
     """Two LUT tensors (fp16 and bf16 scales, G=64 / 128) around an affine one."""
     from smartquant.spec import ScaleFormat
-    from smartquant.sw.codebook import CodebookQuantizer
-    from smartquant.sw.image import Image
+    from smartquant.sw.quantize.codebook import CodebookQuantizer
+    from smartquant.sw.image.image import Image
     rng = np.random.default_rng(8)
     affine_name = next(iter(tiny_quantized))
     return Image.build([
@@ -157,3 +158,14 @@ def corrupt_expected_line():
         return index
 
     return corrupt
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A .safetensors of two weights, (16, 100) and (8, 256), and a 1-D bias."""
+    import torch
+    from safetensors.torch import save_file
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_file({"w1": torch.randn(16, 100) * 0.05, "w2": torch.randn(8, 256) * 0.05, "bias": torch.randn(8)}, str(path))
+    return path

@@ -15,7 +15,7 @@ from smartquant.spec import (COUNTERS, CSR_READ_LATENCY, DRS_FIELDS, LINE_BYTES,
                              pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES,
                              CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, Opcode, host_line_address,
                              lines_per_block)
-from smartquant.sw import golden
+from smartquant.sw.image import golden
 
 AXI_SLVERR = 2
 
@@ -217,7 +217,7 @@ def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4,
     response to the last, per block; added latency: first response cycle (counted from the
     first request) minus the DRAM latency."""
     from smartquant.spec import Opcode, View, host_line_address, lines_per_block
-    from smartquant.sw.image import Image
+    from smartquant.sw.image.image import Image
     image = Image.load(image_dir)
     entry = min(image.entries, key=lambda e: (e.blocks, e.name))
     free = BenchConfig(latency=latency, p_axi_ready=1.0, p_axi_valid=1.0, p_host_valid=1.0, p_host_ready=1.0)

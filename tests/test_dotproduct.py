@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from smartquant.hw.dotproduct import DotProductUnit
-from smartquant.sw.accumulator_model import accumulate_group
+from smartquant.sw.quantize.accumulator_model import accumulate_group
 
 
 def run_unit(unit: DotProductUnit, weights, inputs, stall_every: int = 3):

@@ -5,11 +5,11 @@ import numpy as np
 import torch
 
 from smartquant.sim.dotproduct_run import run_dotproduct
-from smartquant.sw.accumulator_model import accumulate_group
-from smartquant.sw.axe import (AccumulatorSpec, integer_weights, tile_extremes, worst_case_check,
+from smartquant.sw.quantize.accumulator_model import accumulate_group
+from smartquant.sw.quantize.axe import (AccumulatorSpec, integer_weights, tile_extremes, worst_case_check,
                                worst_case_inputs)
-from smartquant.sw.gptq import GPTQ
-from smartquant.sw.quantizer import NestedRTN, StoreFormat
+from smartquant.sw.quantize.gptq import GPTQ
+from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
 
 VIEWS = (4, 8)
 SPEC = AccumulatorSpec(accumulator_bits=14, input_bits=4, signed_inputs=False, tile=64)

@@ -1,5 +1,5 @@
 """DRAM read errors (AXI SLVERR): the golden rule of which responses they poison
-(sw/dram_errors.py), `smartquant trace --dram-errors`, and co-verification of the rule
+(sw/image/dram_errors.py), `smartquant trace --dram-errors`, and co-verification of the rule
 on every simulator backend."""
 
 import shutil
@@ -13,9 +13,9 @@ from smartquant.errors import SmartquantError
 from smartquant.sim.runner import SimOptions, run_trace
 from smartquant.sim import fast_harness, runner
 from smartquant.spec import PLANE_SLOTS, PLANES, Opcode, View, host_line_address, split_host_line_address
-from smartquant.sw import golden
-from smartquant.sw.dram_errors import meta_line_of
-from smartquant.sw.trace import (Segment, Trace, expect_dram_errors, load_trace, make_trace, parse_views,
+from smartquant.sw.image import golden
+from smartquant.sw.image.dram_errors import meta_line_of
+from smartquant.sw.image.trace import (Segment, Trace, expect_dram_errors, load_trace, make_trace, parse_views,
                                  region_of, save_trace, trace_sources)
 
 STALLY = dict(stall=0.25, read_latency=24)

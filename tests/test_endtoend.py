@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from smartquant.sim.endtoend import ServedLayer, compare_paths, coverify_layer, served_lines
-from smartquant.sw.model import layer_weight_names, linear_weight_names, load_encoder
-from smartquant.sw.plan import PlanEntry, check_plan, uniform_plan
-from smartquant.sw.trace import load_trace
-from smartquant.sw.weights import LineSource, StorePlan
+from smartquant.sw.infer.model import layer_weight_names, linear_weight_names, load_encoder
+from smartquant.sw.image.plan import PlanEntry, check_plan, uniform_plan
+from smartquant.sw.image.trace import load_trace
+from smartquant.sw.infer.weights import LineSource, StorePlan
 
 SENTENCES = ["A man is playing a guitar on stage.", "Interest rates rose again this quarter."]
 

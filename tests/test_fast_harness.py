@@ -10,7 +10,7 @@ from smartquant import spec
 from smartquant.errors import SmartquantError
 from smartquant.sim.runner import SimOptions, choose_harness, run_trace
 from smartquant.spec import View
-from smartquant.sw.trace import make_trace, save_trace
+from smartquant.sw.image.trace import make_trace, save_trace
 
 QUANTIZED = [(View.PACKED, 3), (View.INT8, 4), (View.FP16, 2), (View.BF16, 8)]
 STALLY = dict(stall=0.25, read_latency=24)

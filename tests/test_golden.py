@@ -8,7 +8,7 @@ from smartquant.errors import SmartquantError
 from smartquant.spec import (BLOCK_WEIGHTS, LINE_BYTES, PLANES, View, host_line_address,
                              lines_per_block, split_host_line_address)
 from smartquant.sw.fpformat import bf16_bits, fp16_bits
-from smartquant.sw.golden import (read_view, region_table, response_line, tensor_values,
+from smartquant.sw.image.golden import (read_view, region_table, response_line, tensor_values,
                                   view_code, view_offset)
 
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)

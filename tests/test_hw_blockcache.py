@@ -1,5 +1,5 @@
 """The block cache in the Amaranth simulator: its lookup (hw/blocktags.py) against the
-software model `sw.dram_errors.SlotModel` on random command sequences, and its slot
+software model `sw.image.dram_errors.SlotModel` on random command sequences, and its slot
 references (hw/blockcache.py) against a count per slot."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hw_bench import lookup_reference
 from smartquant.hw.blockcache import BlockCache
 from smartquant.hw.blocktags import LOOKUP_STAGES, BlockTags
 from smartquant.hw.layouts import Kind
-from smartquant.sw.dram_errors import SlotModel
+from smartquant.sw.image.dram_errors import SlotModel
 
 KINDS = [Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16, Kind.FP16, Kind.RAW_RD, Kind.RAW_WR, Kind.ERROR]
 

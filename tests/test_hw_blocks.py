@@ -14,7 +14,7 @@ from hw_bench import bus_read, bus_write, lookup_reference
 from smartquant.hw.csr import CsrFile
 from smartquant.hw.decode import AddressDecoder
 from smartquant.hw.layouts import Kind
-from smartquant.sw.dram_errors import SlotModel
+from smartquant.sw.image.dram_errors import SlotModel
 from smartquant.spec import (COUNTERS, CSR_COUNTER_CLEAR, CSR_DRAM_LINES, CSR_ERR_ADDR_HI,
                              CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, CSR_ID, CSR_ID_VALUE, MAX_REGIONS, REQ_FIELDS,
                              ErrorCause, Opcode, ScaleFormat, View, counter_csr, pack_fields,

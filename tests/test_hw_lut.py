@@ -6,9 +6,10 @@ from amaranth.sim import Simulator
 
 from smartquant.hw.lut_dequant import LutDequantizer
 from smartquant.spec import CODEBOOK_ENTRIES, ScaleFormat, View, codebook_index
-from smartquant.sw.codebook import CodebookQuantizer
+from smartquant.sw.quantize.codebook import CodebookQuantizer
 from smartquant.sw.fpformat import fp16_bits
-from smartquant.sw.golden import lut_result_bits, view_code
+from smartquant.sw.codes import view_code
+from smartquant.sw.image.golden import lut_result_bits
 
 LANES = 8
 #: binary16 entries with every special case: zeros, subnormals, extremes, infinities, NaNs

@@ -12,7 +12,7 @@ from hw_bench import (KS, BenchConfig, check_against_golden, interleaved, region
                       tensor_requests)
 from smartquant.spec import (LINE_BYTES, PLANES, ErrorCause, Opcode, View, host_line_address,
                              lines_per_block)
-from smartquant.sw import golden
+from smartquant.sw.image import golden
 
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 def test_tiny_image_every_view_and_k(tiny_image):

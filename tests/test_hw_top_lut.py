@@ -7,7 +7,7 @@ import pytest
 
 from hw_bench import KS, BenchConfig, check_against_golden, region_writes, run_top, tensor_requests
 from smartquant.spec import LINE_BYTES, View, codebook_lines_read
-from smartquant.sw import golden
+from smartquant.sw.image import golden
 
 
 def test_lut_regions_every_k_fp16_bf16(lut_image):

@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 
 from smartquant.errors import SmartquantError
 from smartquant.spec import BLOCK_WEIGHTS, GROUPS_PER_META_LINE, LINE_BYTES, PLANES
-from smartquant.sw.image import (Image, PAD_CODE, pack_metadata, pack_planes, unpack_metadata,
+from smartquant.sw.image.image import (Image, PAD_CODE, pack_metadata, pack_planes, unpack_metadata,
                                  unpack_planes)
 
 codes_strategy = st.integers(1, 3).flatmap(
@@ -123,7 +123,7 @@ def test_duplicate_names_are_an_error(tiny_quantized):
 
 
 def _lut_image():
-    from smartquant.sw.codebook import CodebookQuantizer
+    from smartquant.sw.quantize.codebook import CodebookQuantizer
     rng = np.random.default_rng(2)
     lut = CodebookQuantizer(64).quantize(rng.standard_normal((8, 128)) * 0.05)
     return Image.build([("lut.weight", lut)]), lut

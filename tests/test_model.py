@@ -6,9 +6,9 @@ import torch
 import transformers
 
 from smartquant.errors import SmartquantError
-from smartquant.sw.model import (Transformer, TransformerConfig, linear_weight_names, load_encoder,
+from smartquant.sw.infer.model import (Transformer, TransformerConfig, linear_weight_names, load_encoder,
                                  model_dir)
-from smartquant.sw.weights import FullPrecision
+from smartquant.sw.infer.weights import FullPrecision
 
 SENTENCES = ["A man is playing a guitar on the stage.",
              "The quick brown fox jumps over the lazy dog!",

@@ -183,7 +183,7 @@ def test_a_failed_trace_leaves_the_earlier_trace_byte_identical(work, monkeypatc
     assert main(["trace", "img", "-o", "t", "--tensors", "nope"]) == 2
     assert _tree(work) == before
 
-    import smartquant.sw.trace as traces
+    import smartquant.sw.image.trace as traces
 
     def broken_savez(*args, **kwargs):
         raise OSError(5, "Input/output error")
@@ -259,8 +259,8 @@ def test_marked_kinds_list_their_files_and_refuse_additions(work):
 
 
 def test_kind_formats_are_the_formats_the_writers_use():
-    from smartquant.sw.image import DRAM_FILE, FORMAT_NAME, MANIFEST, SIDE_FILE
-    from smartquant.sw.trace import TRACE_FORMAT
+    from smartquant.sw.image.image import DRAM_FILE, FORMAT_NAME, MANIFEST, SIDE_FILE
+    from smartquant.sw.image.trace import TRACE_FORMAT
     assert (KINDS["image"].format, KINDS["image"].marker) == (FORMAT_NAME, MANIFEST)
     assert KINDS["image"].files == {MANIFEST, DRAM_FILE, SIDE_FILE}
     assert (KINDS["trace"].format, KINDS["trace"].marker) == (TRACE_FORMAT, "trace.json")

@@ -6,11 +6,11 @@ from hypothesis import given, settings, strategies as st
 
 from smartquant.errors import SmartquantError
 from smartquant.spec import LINE_BYTES, View, lines_per_block, split_host_line_address
-from smartquant.sw import golden
-from smartquant.sw.model import TransformerConfig, linear_weight_names, model_dir
-from smartquant.sw.plan import PlanEntry, check_plan, plan_average_bits, plan_dram_bytes, plan_requests, uniform_plan
-from smartquant.sw.policy import ActivationStats, PrecisionPolicy, allocate, tensor_slices
-from smartquant.sw.weights import LineSource, StorePlan
+from smartquant.sw.image import golden
+from smartquant.sw.infer.model import TransformerConfig, linear_weight_names, model_dir
+from smartquant.sw.image.plan import PlanEntry, check_plan, plan_average_bits, plan_dram_bytes, plan_requests, uniform_plan
+from smartquant.sw.infer.policy import ActivationStats, PrecisionPolicy, allocate, tensor_slices
+from smartquant.sw.infer.weights import LineSource, StorePlan
 
 KS = (2, 3, 4, 5, 6, 8)
 slices = st.lists(st.tuples(st.floats(0, 1e3, allow_nan=False), st.integers(1, 50)), min_size=1, max_size=30)
@@ -141,7 +141,7 @@ def test_line_source_rebuilds_the_store_plan_exactly(minilm_image):
 
 def test_dynamic_plan_served_as_lines_gives_the_same_embedding(policy, minilm_image):
     """The path the RTL end-to-end test takes: the policy's requests answered line by line."""
-    from smartquant.sw.model import SentenceEncoder, load_encoder
+    from smartquant.sw.infer.model import SentenceEncoder, load_encoder
     encoder = load_encoder("minilm")
     text = ["A dog runs across the beach."]
     planner = policy.dynamic(3.0)

@@ -1,5 +1,5 @@
-"""GPTQ / GPFQ on the nested store and the AXE accumulator guarantee (sw/gptq.py,
-sw/gpfq.py, sw/axe.py)."""
+"""GPTQ / GPFQ on the nested store and the AXE accumulator guarantee (sw/quantize/gptq.py,
+sw/quantize/gpfq.py, sw/quantize/axe.py)."""
 
 import numpy as np
 import pytest
@@ -7,13 +7,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from smartquant.errors import SmartquantError
-from smartquant.sw.axe import (AccumulatorSpec, integer_weights, narrowest_accumulator,
+from smartquant.sw.quantize.axe import (AccumulatorSpec, integer_weights, narrowest_accumulator,
                                outer_accumulator_bits, tile_extremes, worst_case_check,
                                worst_case_inputs)
-from smartquant.sw.golden import view_code
-from smartquant.sw.gpfq import GPFQ
-from smartquant.sw.gptq import GPTQ
-from smartquant.sw.quantizer import NestedRTN, StoreFormat
+from smartquant.sw.codes import view_code
+from smartquant.sw.quantize.gpfq import GPFQ
+from smartquant.sw.quantize.gptq import GPTQ
+from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
 
 SYM = NestedRTN(StoreFormat(group_size=32, symmetric=True))
 ASYM = NestedRTN(StoreFormat(group_size=32, symmetric=False))

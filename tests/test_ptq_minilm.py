@@ -2,12 +2,12 @@
 
 import pytest
 
-from smartquant.sw.axe import AccumulatorSpec, narrowest_accumulator, worst_case_check
-from smartquant.sw.evalset import load_calibration
-from smartquant.sw.model import linear_weight_names, load_encoder, model_dir
-from smartquant.sw.ptq_model import calibration_inputs, quantize_model
-from smartquant.sw.quantizer import NestedRTN, StoreFormat
-from smartquant.sw.weights import read_safetensors
+from smartquant.sw.quantize.axe import AccumulatorSpec, narrowest_accumulator, worst_case_check
+from smartquant.sw.infer.evalset import load_calibration
+from smartquant.sw.infer.model import linear_weight_names, load_encoder, model_dir
+from smartquant.sw.infer.ptq_model import calibration_inputs, quantize_model
+from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
+from smartquant.sw.infer.weights import read_safetensors
 
 VIEWS = (4, 8)
 GRID = NestedRTN(StoreFormat(symmetric=True))

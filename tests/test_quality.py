@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from smartquant.errors import SmartquantError
-from smartquant.sw import experiment
-from smartquant.sw.evalset import LABELS, load_calibration, load_pairs, unique_sentences
-from smartquant.sw.quality import rank, spearman
+from smartquant.sw.infer import experiment
+from smartquant.sw.infer.evalset import LABELS, load_calibration, load_pairs, unique_sentences
+from smartquant.sw.infer.quality import rank, spearman
 
 values = st.lists(st.integers(-1000, 1000), min_size=2, max_size=40, unique=True)
 

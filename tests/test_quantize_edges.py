@@ -11,10 +11,10 @@ from smartquant.cli import main
 from smartquant.errors import SmartquantError
 from smartquant.spec import ScaleFormat
 from smartquant.sw.fpformat import SCALE_LIMITS, scale_value
-from smartquant.sw.image import Image
-from smartquant.sw.quantizer import NestedMSEClip, NestedRTN, StoreFormat, relative_error
-from smartquant.sw.sources import load_source
-from smartquant.sw.store import view_errors
+from smartquant.sw.image.image import Image
+from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, StoreFormat, relative_error
+from smartquant.sw.store.sources import load_source
+from smartquant.sw.store.model_store import view_errors
 
 RNG = np.random.default_rng(7)
 

@@ -6,7 +6,7 @@ import pytest
 from smartquant.errors import SmartquantError
 from smartquant.spec import ScaleFormat
 from smartquant.sw.fpformat import scale_value
-from smartquant.sw.quantizer import (DedicatedRTN, NestedMSEClip, NestedRTN, StoreFormat,
+from smartquant.sw.quantize.quantizer import (DedicatedRTN, NestedMSEClip, NestedRTN, StoreFormat,
                                      relative_error)
 
 

@@ -12,13 +12,13 @@ from smartquant.errors import SmartquantError
 from smartquant.spec import (CODEBOOK_LINES, LINE_BYTES, PLANES, CFG_CODEBOOK_SHIFT, CFG_LUT, View,
                              codebook_index, region_config_word,
                              host_line_address, lines_per_block)
-from smartquant.sw import golden
-from smartquant.sw.codebook import CodebookQuantizer, fit_nested
+from smartquant.sw.image import golden
+from smartquant.sw.quantize.codebook import CodebookQuantizer, fit_nested
 from smartquant.sw.fpformat import fp16_bits
-from smartquant.sw.image import Image
-from smartquant.sw.recipe import (Recipe, TensorOption, choose, option_bits, option_lines, output_error,
+from smartquant.sw.image.image import Image
+from smartquant.sw.quantize.recipe import (Recipe, TensorOption, choose, option_bits, option_lines, output_error,
                                   read_recipe, search, write_recipe)
-from smartquant.sw.recipe_store import build_image
+from smartquant.sw.store.recipe_store import build_image
 
 
 def tiny_weights(seed=0):

@@ -13,7 +13,7 @@ import pytest
 from smartquant import spec
 from smartquant.sim.runner import SimOptions, run_trace
 from smartquant.spec import View
-from smartquant.sw.trace import load_trace, make_trace, save_trace
+from smartquant.sw.image.trace import load_trace, make_trace, save_trace
 
 KS = (2, 3, 4, 8)
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)

@@ -9,7 +9,7 @@ import pytest
 from smartquant import spec
 from smartquant.sim.runner import SimOptions, run_trace
 from smartquant.spec import Opcode, View
-from smartquant.sw.trace import make_trace, save_trace
+from smartquant.sw.image.trace import make_trace, save_trace
 
 STALLY = dict(stall=0.25, read_latency=24)
 #: fp16 / bf16 views reload the tables at every (codebook, k) change in random order

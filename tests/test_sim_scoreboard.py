@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smartquant.sim.scoreboard import Scoreboard, describe_difference
-from smartquant.sw.trace import make_trace, parse_views
+from smartquant.sw.image.trace import make_trace, parse_views
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save_file
 
 from smartquant.errors import SmartquantError
-from smartquant.sw.sources import load_source, minilm_source
-from smartquant.sw.store import padding_note, quantize_model
-from smartquant.sw.quantizer import NestedRTN
+from smartquant.sw.store.sources import load_source, minilm_source
+from smartquant.sw.store.model_store import padding_note, quantize_model
+from smartquant.sw.quantize.quantizer import NestedRTN
 
 
 def _write(path, **tensors):

@@ -11,16 +11,8 @@ from safetensors.torch import save_file
 
 from smartquant.cli import main
 from smartquant.spec import View
-from smartquant.sw.golden import tensor_values
-from smartquant.sw.image import Image
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "m.safetensors"
-    torch.manual_seed(0)
-    save_file({"w1": torch.randn(16, 100) * 0.05, "w2": torch.randn(8, 256) * 0.05, "bias": torch.randn(8)}, str(path))
-    return path
+from smartquant.sw.image.golden import tensor_values
+from smartquant.sw.image.image import Image
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The file validator (sw/validate.py): every known bad manifest and trace is one line and
+"""The file validator (sw/image/validate.py): every known bad manifest and trace is one line and
 exit 2, and hypothesis mutations of valid files (fields deleted, altered, retyped, files
 truncated, bytes flipped) end in a correct result or exit 2 with one line, never a
 traceback and never a wrongly shaped array."""
@@ -20,10 +20,10 @@ from smartquant.cli import main
 from smartquant.sim.runner import check_trace
 from smartquant.errors import SmartquantError
 from smartquant.spec import ScaleFormat, View
-from smartquant.sw.golden import view_array
-from smartquant.sw.image import Image
-from smartquant.sw.quantizer import NestedRTN, StoreFormat
-from smartquant.sw.trace import load_trace, make_trace, parse_views, save_trace
+from smartquant.sw.image.golden import view_array
+from smartquant.sw.image.image import Image
+from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
+from smartquant.sw.image.trace import load_trace, make_trace, parse_views, save_trace
 
 #: (name, (out, in), group size, symmetric, scale format) of the test image's tensors
 TENSORS = (("a", (64, 256), 64, False, ScaleFormat.FP16),

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 from ..atomic import FILE, check_output
 from ..errors import SmartquantError
-from ..sw.sources import MINILM
+from ..sw.store.sources import MINILM
 
 #: the output options subcommands share, and the kind of output each names
 OUTPUT_OPTIONS = {"json": FILE, "waves": FILE, "plot": "plots", "workdir": "synth"}

@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from ..report import format_table, write_json
 from .common import check_output_options, number_list
-from ..sw import experiment
-from ..sw.evalset import load_calibration, load_pairs
-from ..sw.image import Image
-from ..sw.policy import DEFAULT_KS
+from ..sw.infer import experiment
+from ..sw.infer.evalset import load_calibration, load_pairs
+from ..sw.image.image import Image
+from ..sw.infer.policy import DEFAULT_KS
 
 
 def register(subparsers) -> None:

@@ -4,8 +4,8 @@ per k, metadata overhead and the relative Frobenius error of every view k."""
 from __future__ import annotations
 
 from ..report import format_table, write_json
-from ..sw.image import Image
-from ..sw.store import summarize
+from ..sw.image.image import Image
+from ..sw.store.model_store import summarize
 from .common import check_output_options
 
 

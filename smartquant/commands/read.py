@@ -8,8 +8,8 @@ import numpy as np
 
 from ..atomic import FILE, atomic_file, check_output
 from ..spec import View
-from ..sw.golden import view_array
-from ..sw.image import Image
+from ..sw.image.golden import view_array
+from ..sw.image.image import Image
 
 
 def register(subparsers) -> None:

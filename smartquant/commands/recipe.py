@@ -9,8 +9,8 @@ from ..atomic import FILE, check_output
 from ..errors import SmartquantError
 from ..report import format_table
 from ..spec import GROUP_SIZES
-from ..sw.recipe import KINDS, SCALE_NAMES, TABLE_HEADER, option_grid, write_recipe
-from ..sw.recipe_store import CALIBRATION_SENTENCES, search_source
+from ..sw.quantize.recipe import KINDS, SCALE_NAMES, TABLE_HEADER, option_grid, write_recipe
+from ..sw.store.recipe_store import CALIBRATION_SENTENCES, search_source
 from .common import source_input
 
 

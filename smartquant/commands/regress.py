@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..atomic import check_output
 from ..report import format_table, write_json
 from ..sim import ray_cluster, regress
-from ..sw.image import Image
+from ..sw.image.image import Image
 from .common import check_output_options, int_at_least
 
 ERROR_CHARS = 120       #: error text shown per failure in the table (the JSON has all of it)

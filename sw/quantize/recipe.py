@@ -1,7 +1,7 @@
 """Hardware-aware per-tensor quantization recipes (after QuantX) and their search.
 
 An *option* is one way to store a tensor that the controller dequantizes cheaply:
-uniform (affine, asymmetric or symmetric) or a nested codebook (`sw/codebook.py`),
+uniform (affine, asymmetric or symmetric) or a nested codebook (`sw/quantize/codebook.py`),
 group size 32..256, scale format fp16 / bf16 / pow2, and for uniform grids the
 clipping search (`NestedMSEClip` on the recipe's view) or plain min/max.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import SmartquantError, about_tensor
-from ..report import write_json
-from ..spec import (BLOCK_WEIGHTS, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BITS, ScaleFormat,
+from ...errors import SmartquantError, about_tensor
+from ...report import write_json
+from ...spec import (BLOCK_WEIGHTS, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BITS, ScaleFormat,
                     codebook_lines_read)
 from .codebook import CodebookQuantizer
 from .quantizer import NestedMSEClip, NestedRTN, StoreFormat

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SmartquantError, about_tensor
-from .quantizer import check_values
+from ...errors import SmartquantError, about_tensor
+from ..quantize.quantizer import check_values
 
 MINILM = "minilm"
 #: the linear layers of all-MiniLM-L6-v2 (BERT encoder + pooler); embeddings, LayerNorms

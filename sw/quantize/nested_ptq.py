@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import SmartquantError
+from ...errors import SmartquantError
 from .axe import AccumulatorClamp, AccumulatorSpec, check_feasible, project_l1_ball
-from .fpformat import scale_value
+from ..fpformat import scale_value
 from .layer_stats import LayerStatistics
 from .sequential import ViewRounder, sequential_round
 from .quantizer import NestedRTN, QuantizedTensor

@@ -23,10 +23,10 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import SmartquantError
-from ..spec import CODE_BITS, DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
-from .fpformat import SCALE_LIMITS, scale_to_bits, scale_value
-from .golden import view_code
+from ...errors import SmartquantError
+from ...spec import CODE_BITS, DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
+from ..fpformat import SCALE_LIMITS, scale_to_bits, scale_value
+from ..codes import view_code
 
 CODE_LEVELS = (1 << CODE_BITS) - 1      #: largest stored code (255)
 

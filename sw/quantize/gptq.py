@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SmartquantError
+from ...errors import SmartquantError
 from .nested_ptq import NestedSequentialQuantizer
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SmartquantError
-from ..spec import CODE_BITS
-from .image import Image
-from .quantizer import relative_error
-from .recipe import Recipe, apply, read_recipe, search
+from ...errors import SmartquantError
+from ...spec import CODE_BITS
+from ..image.image import Image
+from ..quantize.quantizer import relative_error
+from ..quantize.recipe import Recipe, apply, read_recipe, search
 from .sources import MINILM, load_source
 
 #: calibration sentences the recipe statistics use by default
@@ -38,9 +38,9 @@ def calibration_hessians(source_name: str, sentences: int = CALIBRATION_SENTENCE
     sentences; {} for a source with no model to run."""
     if source_name != MINILM:
         return {}
-    from .evalset import load_calibration
-    from .model import load_encoder
-    from .ptq_model import calibration_inputs
+    from ..infer.evalset import load_calibration
+    from ..infer.model import load_encoder
+    from ..infer.ptq_model import calibration_inputs
     return input_moments(calibration_inputs(load_encoder(MINILM), load_calibration(limit=sentences)))
 
 

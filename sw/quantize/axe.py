@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import SmartquantError
-from .golden import view_code
+from ...errors import SmartquantError
+from ..codes import view_code
 
 #: widest accumulator and input the checks accept (bits)
 MAX_ACCUMULATOR_BITS = 64

@@ -18,26 +18,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, LINE_BYTES, PLANES, SYMMETRIC_ZERO, View, lines_per_block,
+from ...errors import SmartquantError
+from ...spec import (BLOCK_WEIGHTS, LINE_BYTES, PLANES, SYMMETRIC_ZERO, View, lines_per_block,
                     split_host_line_address)
-from .fpformat import bf16_bits, fp16_bits, fp16_value, scale_value
+from ..codes import codebook_values, view_code
+from ..fpformat import bf16_bits, fp16_bits, fp16_value, scale_value
 from .image import Image, TensorEntry, unpack_metadata, unpack_planes
 
 POISON = (bytes(LINE_BYTES), True)
 #: canonical quiet NaN of each dequantized view
 CANONICAL_NAN = {View.FP16: 0x7E00, View.BF16: 0x7FC0}
 QUANTIZED_VIEWS = (View.PACKED, View.INT8, View.FP16, View.BF16)
-
-
-def view_code(q, k: int) -> np.ndarray:
-    """Reconstruction code r (uint8) of 8-bit codes q seen at k bits: the middle of q's k-bit bucket."""
-    if not 1 <= k <= PLANES:
-        raise ValueError(f"k={k} outside 1..{PLANES}")
-    q = np.asarray(q, dtype=np.uint8)
-    if k == PLANES:
-        return q.copy()
-    return (q & np.uint8((0xFF << (PLANES - k)) & 0xFF)) | np.uint8(1 << (PLANES - 1 - k))
 
 
 def has_int8_view(entry: TensorEntry) -> bool:
@@ -76,7 +67,6 @@ def _decode_blocks(image: Image, entry: TensorEntry, view: View, k: int, first: 
     per_block = BLOCK_WEIGHTS // entry.group_size
     groups = slice(first * per_block, (first + count) * per_block)
     if entry.codebook_base is not None:
-        from .codebook import codebook_values          # codebook -> quantizer -> golden.view_code
         scale_bits, _ = unpack_metadata(image.lines(entry.meta_base, entry.meta_lines).tobytes(), entry.groups)
         values = codebook_values(unpack_planes(planes, k), scale_bits[groups], entry.scale_format,
                                  image.table_bits(entry), entry.group_size, k)

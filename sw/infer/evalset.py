@@ -11,7 +11,7 @@ import dataclasses
 from importlib import resources
 from pathlib import Path
 
-from ..errors import SmartquantError
+from ...errors import SmartquantError
 
 LABELS = ("paraphrase", "related", "unrelated")
 

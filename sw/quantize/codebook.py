@@ -23,9 +23,10 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import SmartquantError
-from ..spec import CODE_BITS, CODEBOOK_ENTRIES, ScaleFormat, codebook_index
-from .fpformat import fp16_bits, fp16_value, scale_to_bits, scale_value
+from ...errors import SmartquantError
+from ...spec import CODE_BITS, CODEBOOK_ENTRIES, ScaleFormat, codebook_index
+from ..fpformat import fp16_bits, scale_to_bits, scale_value
+from ..codes import codebook_values
 from .quantizer import group_view, pad_columns
 
 #: anchors when the caller names no views: the low views a 3-bit recipe serves
@@ -125,18 +126,6 @@ class CodebookTensor:
         """(out, in) float64 `s * table_k[q >> (8-k)]`, exact (no output rounding)."""
         return codebook_values(self.codes, self.scale_bits, self.scale_format, self.table_bits,
                                self.group_size, k)[:, :self.shape[1]]
-
-
-def codebook_values(codes, scale_bits, scale_format, table_bits, group_size: int, k: int) -> np.ndarray:
-    """float64 `s * table_k[q >> (8-k)]` of codes (any shape whose size is a multiple of G,
-    groups in flattened order), with the scales per group.  The product is exact."""
-    if not 1 <= k <= CODE_BITS:
-        raise SmartquantError(f"bits k={k} outside 1..{CODE_BITS}")
-    codes = np.asarray(codes, dtype=np.uint8)
-    entries = fp16_value(np.asarray(table_bits, dtype=np.uint16))[codebook_index(k, (codes >> (CODE_BITS - k)).astype(np.int64))]
-    scale = scale_value(np.asarray(scale_bits).reshape(-1), scale_format)
-    with np.errstate(invalid="ignore"):
-        return (group_view(entries, group_size) * scale.reshape(-1, 1)).reshape(codes.shape)
 
 
 class CodebookQuantizer:

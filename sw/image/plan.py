@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable
 
-from ..errors import SmartquantError
-from ..spec import BLOCK_WEIGHTS, GROUPS_PER_META_LINE, LINE_BYTES, PLANES, View, host_line_address, lines_per_block
+from ...errors import SmartquantError
+from ...spec import BLOCK_WEIGHTS, GROUPS_PER_META_LINE, LINE_BYTES, PLANES, View, host_line_address, lines_per_block
 from .golden import view_offset
 
 

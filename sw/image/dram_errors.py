@@ -37,9 +37,9 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import SmartquantError
-from ..spec import (BLOCK_WEIGHTS, GROUPS_PER_META_LINE, META_SLOTS, PLANE_SLOTS, PLANES, Opcode, View,
-                    lines_per_block, split_host_line_address)
+from ...errors import SmartquantError
+from ...spec import (BLOCK_WEIGHTS, GROUPS_PER_META_LINE, META_SLOTS, PLANE_SLOTS, PLANES, Opcode, View,
+                     lines_per_block, split_host_line_address)
 
 FP_VIEWS = (View.FP16, View.BF16)
 

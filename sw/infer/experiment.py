@@ -5,10 +5,10 @@ Rows (one per plan kind and setting):
 - `static B`: the policy's input-independent plan at an average of B bits (slice
   importance from calibration sentences);
 - `dynamic B`: per sentence, each tensor keeps the static plan's bits but its slices are
-  re-allocated from the activations reaching it (sw/policy.py).
+  re-allocated from the activations reaching it (sw/infer/policy.py).
 Each row has the average bits per weight, the DRAM bytes one forward pass reads from the
 store (mean over sentences), the ratio to reading everything at 8 bits, and the quality
-metrics of sw/quality.py against full precision.  Callable with small samples and a
+metrics of sw/infer/quality.py against full precision.  Callable with small samples and a
 progress callback (`progress(step_label)`), for the CLI and the demo.
 """
 
@@ -20,12 +20,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_dir
-from ..errors import SmartquantError
+from ...atomic import atomic_dir
+from ...errors import SmartquantError
 from .evalset import SentencePair, load_calibration, load_pairs, unique_sentences
 from .model import SentenceEncoder, SentenceTokenizer, TransformerConfig, linear_weight_names, load_encoder
-from .plan import plan_average_bits, plan_dram_bytes, uniform_plan
-from ..spec import PLANES
+from ..image.plan import plan_average_bits, plan_dram_bytes, uniform_plan
+from ...spec import PLANES
 from .policy import DEFAULT_KS, PrecisionPolicy, check_budget
 from .quality import quality
 from .weights import StorePlan, StoreValues
