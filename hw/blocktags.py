@@ -89,29 +89,33 @@ class BlockTags(wiring.Component):
                      ahead_meta_eq.eq(meta_key == l1_meta_key)]
 
         # --- L2: decide, update ---
+        # (every value used more than once is a signal: the Verilog then computes it once)
         cmd = l1.cmd
-        quantized, fp, is_write = is_quantized(cmd.kind), is_fp(cmd.kind), cmd.kind == Kind.RAW_WR
+        quantized, fp, is_write = Signal(), Signal(), Signal()
+        m.d.comb += [quantized.eq(is_quantized(cmd.kind)), fp.eq(is_fp(cmd.kind)), is_write.eq(cmd.kind == Kind.RAW_WR)]
         p_valid, p_hot, p_ahead = Signal(P), Signal(P, init=1), Signal(P)     # ahead: its allocation
         p_ptr = Signal(range(P))
         m_valid, m_hot, m_ahead = Signal(M), Signal(M, init=1), Signal(M)
         m_ptr = Signal(range(M))
         table_valid, table_codebook, table_k = Signal(), Signal.like(cmd.codebook), Signal(4)
 
-        loads_table = cmd.lut & ~(table_valid & (table_codebook == cmd.codebook) & (table_k == cmd.k))
-        p_eqc = (p_eq & ~p_ahead) | (p_ahead & ahead_eq.replicate(P))
-        p_deepc = (p_deep & ~p_ahead) | (p_ahead & ahead_deep.replicate(P))
-        table_hot = p_hot & loads_table.replicate(P)        # the table load's slot, taken first
-        p_match = Signal(P)
-        m.d.comb += p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot)
-        fetch_plane = needs_plane(cmd.kind) & ~(quantized & (p_match != 0))
-        plane_hot = Mux(loads_table, _rotate(p_hot), p_hot)
-        plane_slot = Mux(loads_table, _next(p_ptr, P), p_ptr)
-        m_match = Signal(M)
-        m.d.comb += m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M))))
-        fetch_meta = fp & (m_match == 0)
-
-        filled = plane_hot & fetch_plane.replicate(P)
-        cleared = Mux(is_write, p_match, Mux(quantized & fetch_plane, p_eqc & p_valid, 0))
+        loads_table, fetch_plane, fetch_meta = Signal(), Signal(), Signal()
+        p_eqc, p_deepc, table_hot, p_match, plane_hot, filled, cleared = (Signal(P) for _ in range(7))
+        plane_slot, m_match = Signal(range(P)), Signal(M)
+        m.d.comb += [
+            loads_table.eq(cmd.lut & ~(table_valid & (table_codebook == cmd.codebook) & (table_k == cmd.k))),
+            p_eqc.eq((p_eq & ~p_ahead) | (p_ahead & ahead_eq.replicate(P))),
+            p_deepc.eq((p_deep & ~p_ahead) | (p_ahead & ahead_deep.replicate(P))),
+            table_hot.eq(p_hot & loads_table.replicate(P)),         # the table load's slot, taken first
+            p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot),
+            fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & (p_match != 0))),
+            plane_hot.eq(Mux(loads_table, _rotate(p_hot), p_hot)),
+            plane_slot.eq(Mux(loads_table, _next(p_ptr, P), p_ptr)),
+            m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M)))),
+            fetch_meta.eq(fp & (m_match == 0)),
+            filled.eq(plane_hot & fetch_plane.replicate(P)),
+            cleared.eq(Mux(is_write, p_match, Mux(quantized & fetch_plane, p_eqc & p_valid, 0))),
+        ]
         m.d.sync += [p_ahead.eq(0), m_ahead.eq(0)]
         with m.If(l1.valid):
             m.d.sync += [p_valid.eq((p_valid & ~cleared & ~table_hot & ~filled) | (filled & quantized.replicate(P))),
