@@ -102,7 +102,7 @@ class BlockCache(wiring.Component):
             m.d.sync += failed.eq(burst_failed & ~beat.last)
 
         for kind, slots, is_meta in (("plane", self.plane_slots, 0), ("meta", self.meta_slots, 1)):
-            alloc, pointer, free = getattr(self, f"{kind}_alloc"), getattr(self, f"{kind}_next"), getattr(self, f"{kind}_free")
+            alloc, pointer, free = (getattr(self, f"{kind}_{name}") for name in ("alloc", "next", "free"))
             # fill count and failed flags
             fills = Signal(FILL_COUNT_BITS, name=f"{kind}_fills")
             burst_end = take & beat.last & (beat.meta == is_meta)

@@ -62,6 +62,7 @@ class BlockTags(wiring.Component):
             "input": In(STAGE),         # the decoder's last stage (registers)
             "output": Out(STAGE),       # LOOKUP_STAGES cycles later, the misses and slots filled in
             "events": Out(LOOKUP_EVENTS),
+            "invalidate": In(1),        # every slot not resident, the table forgotten (while idle)
         })
 
     def elaborate(self, platform):
@@ -137,6 +138,9 @@ class BlockTags(wiring.Component):
                         m.d.sync += m_tag[e].eq(cmd.meta_line)
             with m.If(loads_table):
                 m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
+
+        with m.If(self.invalidate):
+            m.d.sync += [p_valid.eq(0), m_valid.eq(0), table_valid.eq(0)]
 
         # --- out: L2's decision, registered; the hit slots encoded ---
         l2 = Signal(STAGE)

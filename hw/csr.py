@@ -5,7 +5,7 @@ from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec import (COUNTERS, CSR_ADDR_BITS, CSR_COUNTER_BASE, CSR_COUNTER_CLEAR, CSR_DATA_BITS,
+from ..spec import (COUNTERS, CSR_ADDR_BITS, CSR_CACHE_INVALIDATE, CSR_COUNTER_BASE, CSR_COUNTER_CLEAR, CSR_DATA_BITS,
                     CSR_DRAM_LINES, CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, CSR_ID,
                     CSR_ID_VALUE, CSR_PARAMS, CFG_CODEBOOK_BITS, CFG_CODEBOOK_SHIFT, CFG_LUT, CSR_REGION_BASE, CSR_REGION_STRIDE, LINE_ADDR_BITS,
                     MAX_REGIONS, REGION_BLOCKS, REGION_CONFIG, REGION_META_BASE, REGION_PLANE_BASE,
@@ -68,6 +68,7 @@ class CsrFile(wiring.Component):
             "regions": Out(data.ArrayLayout(REGION, MAX_REGIONS)),
             "dram_lines": Out(32, init=default_dram_lines),
             "events": In(EVENTS),
+            "cache_invalidate": Out(1),     # CSR_CACHE_INVALIDATE written (a cycle's pulse)
         })
 
     def elaborate(self, platform):
@@ -102,6 +103,7 @@ class CsrFile(wiring.Component):
                     (ev.decode_error.valid & (ev.decode_error.cause == cause))
                     + (ev.dram_error.valid & (ev.dram_error.cause == cause)))
         clear = bus.w_en & (bus.addr == CSR_COUNTER_CLEAR)
+        m.d.sync += self.cache_invalidate.eq(bus.w_en & (bus.addr == CSR_CACHE_INVALIDATE))
         for name, counter in counters.items():
             with m.If(clear):
                 m.d.sync += counter.eq(0)

@@ -84,6 +84,7 @@ class AddressDecoder(wiring.Component):
             "dram_lines": In(32),
             "error": Out(ERROR_REPORT),
             "lookup": Out(LOOKUP_EVENTS),
+            "cache_invalidate": In(1),          # to the block cache's lookup (CSR_CACHE_INVALIDATE)
         })
 
     def elaborate(self, platform):
@@ -235,7 +236,8 @@ class AddressDecoder(wiring.Component):
             m.d.sync += c5.cmd.plane_line.eq(c4.cmd.plane_line << 3)
 
         # --- L1, L2: the block cache's lookup (blocktags.py); the queue takes its output ---
-        m.d.comb += [tags.input.valid.eq(c5.valid), tags.input.cmd.eq(c5.cmd), self.lookup.eq(tags.events)]
+        m.d.comb += [tags.input.valid.eq(c5.valid), tags.input.cmd.eq(c5.cmd), self.lookup.eq(tags.events),
+                     tags.invalidate.eq(self.cache_invalidate)]
 
         m.d.comb += [data_queue.w_en.eq(done.valid & (done.cmd.kind == Kind.RAW_WR)), data_queue.w_data.eq(data_delay.output),
                      self.write_data.valid.eq(data_queue.r_rdy), self.write_data.payload.eq(data_queue.r_data),

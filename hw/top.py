@@ -94,6 +94,7 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, wresp_head.output, resp.wresp)
         m.d.comb += [
             dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
+            dec.cache_invalidate.eq(csr.cache_invalidate),
             jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
             resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
             issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),

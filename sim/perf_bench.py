@@ -7,7 +7,8 @@ DRAM model holds at once and one stall probability.  Per
 point the usual co-verification run (`testbench.run_segments`: region table, replay,
 bit-exact scoreboard, counters checked against the bus) gives the stats, plus the
 cycles of the first request accepted and of the first and last response, which the
-throughput and latency figures need.  Each point's stats are appended as one JSON
+throughput and latency figures need.  Each point starts from a cold block cache
+(CSR_CACHE_INVALIDATE), so that points replaying the same trace measure the same.  Each point's stats are appended as one JSON
 line to the results file as soon as it is done (the caller shows progress from it).
 
 Environment: SMARTQUANT_PERF, a JSON object of `PerfConfig` fields.
@@ -23,6 +24,7 @@ import random
 import cocotb
 from cocotb.clock import Clock
 
+from .. import spec
 from ..sw.image.image import Image
 from ..sw.image.trace import load_trace
 from .dram import LatencyAxiRam
@@ -93,6 +95,7 @@ async def measure_point(dut, ram: LatencyAxiRam, csr: CsrPort, point: PerfPoint)
     ram.read_latency_ns = point.read_latency * CLOCK_PERIOD_NS
     ram.read_if.ar_channel.queue_occupancy_limit = point.dram_outstanding
     set_stall(ram, rng, point.stall)
+    await csr.write(spec.CSR_CACHE_INVALIDATE, 1)      # every point from a cold block cache
     scoreboard = TimedScoreboard(trace)
     host = HostPort(dut, HostModel(scoreboard, config.host_settings(), rng))
     stats = await run_segments(config, trace, scoreboard, csr, host.replay, host.bus)

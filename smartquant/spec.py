@@ -147,6 +147,11 @@ CSR_COUNTER_CLEAR = 0x003            #: write any value: every counter to 0
 CSR_ERR_CAUSE = 0x004                #: [3:0] ErrorCause of the last error (0: none); write any value: clear
 CSR_ERR_ADDR_LO = 0x005              #: host line address of the last error, bits [31:0]
 CSR_ERR_ADDR_HI = 0x006              #: ... bits [39:32]
+#: write any value: no block of the block cache is resident any more and the loaded lookup
+#: table is forgotten (the next read of every block fetches it); for DRAM contents changed
+#: other than through the raw view, and for measurements from a cold cache.  Write it while
+#: no request is in flight.
+CSR_CACHE_INVALIDATE = 0x007
 
 
 class ErrorCause(enum.IntEnum):

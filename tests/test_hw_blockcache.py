@@ -10,18 +10,25 @@ from amaranth.sim import Simulator
 
 from hw_bench import lookup_reference
 from smartquant.hw.blockcache import BlockCache
-from smartquant.hw.blocktags import LOOKUP_STAGES, BlockTags
+from smartquant.hw.blocktags import BlockTags
 from smartquant.hw.layouts import Kind
 from smartquant.sw.image.dram_errors import SlotModel
 
 KINDS = [Kind.PACKED, Kind.INT8, Kind.FP16, Kind.BF16, Kind.FP16, Kind.RAW_RD, Kind.RAW_WR, Kind.ERROR]
 
 
-def random_commands(rng, n: int, blocks: int = 6, meta_lines: int = 5) -> list[dict]:
+INVALIDATE = "invalidate"       #: a pulse on `invalidate` (CSR_CACHE_INVALIDATE) with nothing in flight
+
+
+def random_commands(rng, n: int, blocks: int = 6, meta_lines: int = 5) -> list:
     """Commands over a few blocks and metadata lines: reads at every k, raw reads and writes
-    into those blocks' lines, table-lookup reads of two table sets, bad requests."""
+    into those blocks' lines, table-lookup reads of two table sets, bad requests; now and
+    then the cache invalidated."""
     commands = []
     for _ in range(n):
+        if rng.random() < 0.02:
+            commands.append(INVALIDATE)
+            continue
         kind = KINDS[int(rng.integers(0, len(KINDS)))]
         block = int(rng.integers(0, blocks))
         cmd = {"kind": kind, "k": int(rng.integers(1, 9)), "plane_line": block * 8,
@@ -41,9 +48,13 @@ def run_tags(commands, rng, *, plane_slots: int, meta_slots: int, p_valid: float
 
     async def bench(ctx):
         pending = list(commands)
-        idle = 0
-        while idle < LOOKUP_STAGES + 2:
-            offer = bool(pending) and rng.random() < p_valid
+        in_flight = 0
+        while pending or in_flight:
+            invalidate = bool(pending) and pending[0] == INVALIDATE and in_flight == 0
+            if invalidate:
+                pending.pop(0)
+            ctx.set(dut.invalidate, int(invalidate))
+            offer = bool(pending) and pending[0] != INVALIDATE and rng.random() < p_valid
             ctx.set(dut.input.valid, int(offer))
             if offer:
                 for name, value in pending.pop(0).items():
@@ -53,7 +64,7 @@ def run_tags(commands, rng, *, plane_slots: int, meta_slots: int, p_valid: float
                 got.append({name: int(getattr(out, name)) for name in
                             ("fetch_plane", "fetch_meta", "fetch_table", "plane_slot", "meta_slot")}
                            | {"events": {n: int(events[n]) for n in events.shape().members}})
-            idle = 0 if pending or valid else idle + 1
+            in_flight += offer - valid
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -69,10 +80,14 @@ def test_lookup_against_model(plane_slots, meta_slots, p_valid, seed):
     rng = np.random.default_rng(seed)
     commands = random_commands(rng, 400)
     got = run_tags(commands, rng, plane_slots=plane_slots, meta_slots=meta_slots, p_valid=p_valid)
-    assert len(got) == len(commands)
     model = SlotModel(plane_slots, meta_slots)
     plane_hits = meta_hits = tables = 0
-    for i, (cmd, out) in enumerate(zip(commands, got)):
+    outputs = iter(got)
+    for i, cmd in enumerate(commands):
+        if cmd == INVALIDATE:
+            model.invalidate()
+            continue
+        out = next(outputs)
         want = lookup_reference(model, cmd["kind"], cmd["k"], cmd["plane_line"], cmd["meta_line"],
                                 cmd["codebook"] if cmd["lut"] else None)
         assert {name: out[name] for name in want} == want, (i, cmd)
@@ -83,7 +98,8 @@ def test_lookup_against_model(plane_slots, meta_slots, p_valid, seed):
         plane_hits += quantized and not want["fetch_plane"]
         meta_hits += fp and not want["fetch_meta"]
         tables += want["fetch_table"]
-    assert plane_hits > 20 and meta_hits > 20 and tables > 5
+    assert next(outputs, None) is None
+    assert plane_hits > 20 and meta_hits > 20 and tables > 5 and INVALIDATE in commands
 
 
 def run_references(rng, cycles: int, *, slots: int = 4):

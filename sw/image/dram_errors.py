@@ -130,6 +130,12 @@ class SlotModel:
         self.meta_next = (slot + 1) % len(self.meta)
         return slot, False
 
+    def invalidate(self) -> None:
+        """CSR_CACHE_INVALIDATE: nothing resident, no table (the pointers stay)."""
+        self.plane = [None] * len(self.plane)
+        self.meta = [None] * len(self.meta)
+        self.table = None
+
     def write(self, line: int) -> None:
         """A raw write of DRAM line `line`."""
         block, place = divmod(line, PLANES)
