@@ -29,7 +29,8 @@ import numpy as np
 from smartquant.report import format_table, write_json
 from smartquant.sim.bench import DRAM_OUTSTANDING, bench_image, point_metrics, run_points
 from smartquant.sim.perf_bench import PerfPoint
-from smartquant.spec import PLANES, View, lines_per_block
+from smartquant.sim import runner
+from smartquant.spec import PLANE_SLOTS, PLANES, View, lines_per_block
 from smartquant.sw.image.dram_errors import SlotModel, meta_line_of
 from smartquant.sw.image.trace import make_trace, region_of, save_trace
 
@@ -107,7 +108,9 @@ def measure(slots: int, streams: list[int], window: int, blocks: int, latency: i
                 save_trace(reordered(trace, index), path)
                 points.append(PerfPoint(str(path), latency, 0.0, 0, dram_outstanding=DRAM_OUTSTANDING))
                 keys.append((view, k, order))
-        stats = run_points(points, work / "image", generate_verilog(plane_slots=slots))
+        # (the default size: the runner's cached Verilog, shared with the other co-verification runs)
+        verilog = runner.design_verilog() if slots == PLANE_SLOTS else generate_verilog(plane_slots=slots)
+        stats = run_points(points, work / "image", verilog)
     rows = []
     for s, (view, k, order) in zip(stats, keys):
         metrics = point_metrics(s, view, k, region, design)
