@@ -1,0 +1,67 @@
+"""MiniLM quality after GPTQ with one-pass vs sequential calibration (docs/PTQ.md).
+
+    python benchmarks/sequential_calibration.py [--bits 3 4] [--algorithm gptq] [--json out.json]
+
+One pass: every layer's Hessian from the full-precision model's activations.
+Sequential: each layer's Hessian from the model whose earlier layers are already
+quantized (read at the view being built), `ptq_model.SequentialCalibration`.
+Both use the shipped calibration sentences, the symmetric fp16 G=128 grid
+(`NestedRTN`, as benchmarks/ptq_table.py), a dedicated pass per view k, and
+quality over the shipped sentence pairs, which share no sentence with calibration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from smartquant.report import format_table, write_json
+from smartquant.sw.infer.evalset import load_calibration, load_pairs, unique_sentences
+from smartquant.sw.infer.model import linear_weight_names, load_encoder, model_dir
+from smartquant.sw.infer.ptq_model import calibration_for, encoder_at_view, quantize_model
+from smartquant.sw.infer.quality import quality
+from smartquant.sw.infer.weights import read_safetensors
+from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
+
+MODES = {"one-pass": False, "sequential": True}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bits", type=int, nargs="+", default=[3, 4])
+    parser.add_argument("--algorithm", default="gptq", choices=["gptq", "gpfq"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    encoder = load_encoder("minilm")
+    tensors = read_safetensors(model_dir("minilm") / "model.safetensors")
+    names = linear_weight_names(encoder.config)
+    texts = load_calibration()
+    pairs = load_pairs()
+    sentences = unique_sentences(pairs)
+    reference = dict(zip(sentences, encoder.embed(sentences)))
+    grid = NestedRTN(StoreFormat(symmetric=True))
+
+    rows = []
+    for k in args.bits:
+        for mode, sequential in MODES.items():
+            quantized, seconds = quantize_model(tensors, names, args.algorithm, (k,), grid,
+                                                calibration_for(encoder, texts, sequential))
+            model = encoder_at_view("minilm", tensors, quantized, k)
+            metrics = quality(dict(zip(sentences, model.embed(sentences))), reference, pairs)
+            rows.append({"bits": k, "algorithm": args.algorithm, "calibration": mode, **metrics,
+                         "seconds": round(seconds, 1)})
+            print(f"{k}-bit {args.algorithm} {mode}: {metrics} {seconds:.1f}s", file=sys.stderr)
+    headers = ["bits", "algorithm", "calibration", "cosine_mean", "cosine_min", "spearman", "seconds"]
+    print(format_table(headers, [[r[h] for h in headers] for r in rows]))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
