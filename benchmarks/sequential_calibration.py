@@ -18,14 +18,9 @@ import sys
 import torch
 
 from smartquant.report import format_table, write_json
-from smartquant.sw.infer.evalset import load_calibration, load_pairs, unique_sentences
-from smartquant.sw.infer.model import linear_weight_names, load_encoder, model_dir
-from smartquant.sw.infer.ptq_model import calibration_for, encoder_at_view, quantize_model
-from smartquant.sw.infer.quality import quality
-from smartquant.sw.infer.weights import read_safetensors
+from smartquant.sw.infer.evalset import load_calibration
+from smartquant.sw.infer.ptq_model import SequentialCalibration, quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
-
-MODES = {"one-pass": False, "sequential": True}
 
 
 def main(argv=None) -> int:
@@ -37,22 +32,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    encoder = load_encoder("minilm")
-    tensors = read_safetensors(model_dir("minilm") / "model.safetensors")
-    names = linear_weight_names(encoder.config)
-    texts = load_calibration()
-    pairs = load_pairs()
-    sentences = unique_sentences(pairs)
-    reference = dict(zip(sentences, encoder.embed(sentences)))
+    bench = quality_bench("minilm")
+    calibrations = {"one-pass": bench.calibration,
+                    "sequential": SequentialCalibration(bench.encoder, load_calibration())}
     grid = NestedRTN(StoreFormat(symmetric=True))
 
     rows = []
     for k in args.bits:
-        for mode, sequential in MODES.items():
-            quantized, seconds = quantize_model(tensors, names, args.algorithm, (k,), grid,
-                                                calibration_for(encoder, texts, sequential))
-            model = encoder_at_view("minilm", tensors, quantized, k)
-            metrics = quality(dict(zip(sentences, model.embed(sentences))), reference, pairs)
+        for mode, calibration in calibrations.items():
+            quantized, seconds = quantize_model(bench.tensors, bench.names, args.algorithm, (k,), grid,
+                                                calibration)
+            metrics = bench.quality({n: q.dequantize(k) for n, q in quantized.items()})
             rows.append({"bits": k, "algorithm": args.algorithm, "calibration": mode, **metrics,
                          "seconds": round(seconds, 1)})
             print(f"{k}-bit {args.algorithm} {mode}: {metrics} {seconds:.1f}s", file=sys.stderr)

@@ -185,3 +185,14 @@ def toy_encoder():
             tensors[f"{names[norm]}.bias"] = rng.standard_normal(h) * 0.1
     tensors = {name: t.astype(np.float32) for name, t in tensors.items()}
     return config, SentenceTokenizer(model_dir("minilm") / "tokenizer.json", config.max_positions), tensors
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A .safetensors of two weights, (16, 100) and (8, 256), and a 1-D bias."""
+    import torch
+    from safetensors.torch import save_file
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_file({"w1": torch.randn(16, 100) * 0.05, "w2": torch.randn(8, 256) * 0.05, "bias": torch.randn(8)}, str(path))
+    return path

@@ -17,6 +17,7 @@ from smartquant.sw.infer.oracle import allocate_measured, oracle_rows, slice_cos
 from smartquant.sw.infer.policy import PrecisionPolicy
 from smartquant.sw.infer.weights import FullPrecision, StorePlan
 from smartquant.sw.quantize.quantizer import NestedRTN
+from smartquant.sw.quantize.rotation import rotations_for
 
 KS = (2, 3, 4, 5, 6, 8)
 PAIRS = [SentencePair("paraphrase", "A dog runs across the green field.", "A dog is running on grass."),
@@ -24,24 +25,32 @@ PAIRS = [SentencePair("paraphrase", "A dog runs across the green field.", "A dog
 CALIBRATION = ["The cat sat on the warm mat.", "She plays the violin in an orchestra."]
 
 
-@pytest.fixture(scope="module")
-def toy_eval(toy_encoder):
+def toy_evaluation(toy_encoder, rotated: bool) -> Evaluation:
+    """The toy encoder in an image (stored as W·H with a Hadamard rotation if `rotated`)."""
     config, tokenizer, tensors = toy_encoder
     names = linear_weight_names(config)
-    image = Image.build([(n, NestedRTN().quantize(tensors[n])) for n in names],
-                        side={n: t for n, t in tensors.items() if n not in names})
+    rotations = rotations_for({n: tensors[n] for n in names}, 11) if rotated else {}
+    image = Image.build([(n, NestedRTN().quantize(rotations[n].rotate_weight(tensors[n]) if rotated
+                                                  else tensors[n])) for n in names],
+                        side={n: t for n, t in tensors.items() if n not in names}, rotations=rotations)
     sentences = unique_sentences(PAIRS)
     reference = SentenceEncoder(config, tokenizer, FullPrecision(tensors)).embed(sentences)
     return Evaluation(image, config, tokenizer, PrecisionPolicy(image, config, KS), PAIRS, sentences,
                       dict(zip(sentences, reference)), plan_dram_bytes(image, uniform_plan(image, 8, names)))
 
 
+@pytest.fixture(scope="module")
+def toy_eval(toy_encoder):
+    return toy_evaluation(toy_encoder, rotated=False)
+
+
 def embedding(ev, plan, text):
     return ev.encoder(StorePlan(ev.image, plan, ev.policy.values)).embed([text])[0]
 
 
-def test_batched_costs_equal_one_slice_at_a_time(toy_eval):
-    ev, text = toy_eval, PAIRS[0].a
+@pytest.mark.parametrize("rotated", [False, True])
+def test_batched_costs_equal_one_slice_at_a_time(toy_encoder, rotated):
+    ev, text = toy_evaluation(toy_encoder, rotated), PAIRS[0].a
     costs = slice_costs(ev, text, KS)
     top = uniform_plan(ev.image, 8, ev.policy.tensors)
     base = embedding(ev, top, text)

@@ -11,6 +11,7 @@ from smartquant.sw.infer.ptq_model import (SequentialCalibration, calibration_fo
                                            quantize_model)
 from smartquant.sw.infer.weights import FullPrecision
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
+from smartquant.sw.quantize.rotation import rotations_for
 
 TEXTS = ["The cat sat on the warm mat.", "Stock prices fell sharply on Monday morning.",
          "She plays the violin in an orchestra.", "Heavy rain flooded the narrow streets."]
@@ -39,6 +40,19 @@ def test_inputs_come_from_the_quantized_prefix(toy_encoder):
     expected = calibration_inputs(at_view(toy_encoder, first_layer, 3), TEXTS)[later]
     assert torch.equal(got, expected)
     assert not torch.allclose(got, one_pass[later], atol=1e-3)
+
+
+def test_rotated_prefix_is_read_as_stored(toy_encoder):
+    names = linear_weight_names(toy_encoder[0])
+    rotations = rotations_for({n: toy_encoder[2][n] for n in names}, 5)
+    first_layer = {n: GRID.quantize(rotations[n].rotate_weight(toy_encoder[2][n])) for n in names[:6]}
+    got = SequentialCalibration(encoder(toy_encoder), TEXTS).inputs(names[6], toy_encoder[2], first_layer, 4,
+                                                                     rotations)
+    replaced = dict(toy_encoder[2])
+    replaced.update({n: q.dequantize(4).astype(np.float32) for n, q in first_layer.items()})
+    model = SentenceEncoder(toy_encoder[0], toy_encoder[1],
+                            FullPrecision(replaced, {n: rotations[n] for n in first_layer}))
+    assert torch.equal(got, calibration_inputs(model, TEXTS)[names[6]])
 
 
 def test_sequential_gptq_differs_after_the_first_layer_only_by_its_inputs(toy_encoder):

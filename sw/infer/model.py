@@ -5,9 +5,11 @@ One code path serves both: an encoder is post-LayerNorm and bidirectional
 linear layer's weight matrix (out, in) is asked of a `WeightSource` at the
 moment the layer runs (see `sw/infer/weights.py`), so the same model runs on full
 precision weights, on the golden store at a precision plan, or on weights
-rebuilt from lines an RTL simulation returned.  An optional `observe(name, x)`
-hook sees each linear layer's input first: the precision policy reads the
-activations seen so far through it.
+rebuilt from lines an RTL simulation returned.  A weight the source hands out
+rotated (W·H, `WeightSource.rotation`) gets its input multiplied by H first:
+y = x Wᵀ = (x H)(W H)ᵀ.  An optional `observe(name, x)` hook sees each linear
+layer's input (rotated, in the stored weight's coordinates) first: the precision
+policy reads the activations seen so far through it.
 
 Tensor names follow the BERT safetensors layout for both styles
 (`encoder.layer.{i}.attention.self.query.weight`, ...); the LayerNorm of each
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from ...errors import SmartquantError
+from ..quantize.rotation import Rotation
 
 #: the packaged model(s) this stack can load by name
 KNOWN_MODELS = ("minilm",)
@@ -97,6 +100,9 @@ class WeightSource(Protocol):
     def tensor(self, name: str) -> torch.Tensor:
         """Any other parameter (embedding, bias, LayerNorm) as float32."""
 
+    def rotation(self, name: str) -> Rotation | None:
+        """H if `linear(name)` is stored rotated (W·H), else None."""
+
 
 Observer = Callable[[str, torch.Tensor], None]
 
@@ -131,6 +137,9 @@ class Transformer:
 
     def _linear(self, prefix: str, x: torch.Tensor, observe: Observer | None) -> torch.Tensor:
         name = f"{prefix}.weight"
+        rotation = self.source.rotation(name)
+        if rotation is not None:
+            x = rotation.rotate_inputs(x)
         if observe is not None:
             observe(name, x)
         return x @ self.source.linear(name).T + self.source.tensor(f"{prefix}.bias")

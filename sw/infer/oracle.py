@@ -52,6 +52,8 @@ class _SliceProbe(Transformer):
     def _linear(self, prefix, x, observe):
         y = super()._linear(prefix, x, observe)
         if f"{prefix}.weight" == self.target:
+            rotation = self.source.rotation(self.target)      # the store holds W·H: inputs x·H
+            pass
             for b, (rows, delta) in enumerate(self.deltas):
                 y[b, :, rows] += x[b] @ delta.T
         return y
