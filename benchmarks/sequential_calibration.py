@@ -19,7 +19,7 @@ import torch
 
 from smartquant.report import format_table, write_json
 from smartquant.sw.infer.evalset import load_calibration
-from smartquant.sw.infer.ptq_model import SequentialCalibration, quality_bench, quantize_model
+from smartquant.sw.infer.ptq_model import calibration_for, quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
 
 
@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     bench = quality_bench("minilm")
-    calibrations = {"one-pass": bench.calibration,
-                    "sequential": SequentialCalibration(bench.encoder, load_calibration())}
+    calibrations = {mode: calibration_for(bench.encoder, load_calibration(), sequential)
+                    for mode, sequential in (("one-pass", False), ("sequential", True))}
     grid = NestedRTN(StoreFormat(symmetric=True))
 
     rows = []
