@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 
 from smartquant.atomic import atomic_file
 from smartquant.errors import SmartquantError
-from smartquant.report import format_table, write_json
+from smartquant.report import print_rows
 from smartquant.sw.image.image import Image
 from smartquant.sw.infer.evalset import load_calibration, load_pairs
 from smartquant.sw.infer.experiment import prepare
@@ -40,10 +41,14 @@ class CostCache:
         self.tag = f"{hashlib.sha256(manifest).hexdigest()[:16]} ks={list(ks)}"
         self.path, self.costs = path, {}
         if path and Path(path).exists():
-            with np.load(path) as data:
-                if "tag" not in data or str(data["tag"]) != self.tag:
-                    raise SmartquantError(f"{path}: not a cost cache of this image and these ks")
-                self.costs = {key: data[key] for key in data.files if key != "tag"}
+            try:
+                with np.load(path) as data:
+                    tag = str(data["tag"]) if "tag" in data.files else None
+                    self.costs = {key: data[key] for key in data.files if key != "tag"}
+            except (OSError, ValueError, zipfile.BadZipFile, AttributeError):
+                tag = None
+            if tag != self.tag:
+                raise SmartquantError(f"{path}: not a cost cache of this image and these ks")
 
     def get(self, text: str, measure) -> np.ndarray:
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -85,9 +90,7 @@ def main(argv=None) -> int:
     headers = ["plan", "avg_bits", "vs_int8", "cosine_mean", "cosine_min", "spearman"]
     print(f"{len(ev.sentences)} held-out sentences ({len(ev.pairs)} pairs), "
           f"{len(calibration)} calibration sentences for the measured static plan")
-    print(format_table(headers, [[r[h] for h in headers] for r in rows]))
-    if args.json:
-        write_json(args.json, rows)
+    print_rows(headers, rows, args.json)
     return 0
 
 

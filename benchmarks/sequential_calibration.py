@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from smartquant.report import format_table, write_json
+from smartquant.report import print_rows
 from smartquant.sw.infer.evalset import load_calibration
 from smartquant.sw.infer.ptq_model import calibration_for, quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
@@ -47,9 +47,7 @@ def main(argv=None) -> int:
                          "seconds": round(seconds, 1)})
             print(f"{k}-bit {args.algorithm} {mode}: {metrics} {seconds:.1f}s", file=sys.stderr)
     headers = ["bits", "algorithm", "calibration", "cosine_mean", "cosine_min", "spearman", "seconds"]
-    print(format_table(headers, [[r[h] for h in headers] for r in rows]))
-    if args.json:
-        write_json(args.json, rows)
+    print_rows(headers, rows, args.json)
     return 0
 
 
