@@ -53,7 +53,7 @@ class _SliceProbe(Transformer):
         y = super()._linear(prefix, x, observe)
         if f"{prefix}.weight" == self.target:
             rotation = self.source.rotation(self.target)      # the store holds W·H: inputs x·H
-            pass
+            x = x if rotation is None else rotation.rotate_inputs(x)
             for b, (rows, delta) in enumerate(self.deltas):
                 y[b, :, rows] += x[b] @ delta.T
         return y

@@ -79,7 +79,7 @@ class SequentialCalibration:
                 self._views[(n, k)] = q.dequantize(k).astype(np.float32)
             current[n] = self._views[(n, k)]
         encoder = SentenceEncoder(self.encoder.config, self.encoder.tokenizer, FullPrecision(current, {
-            n: r for n, r in (rotations or {}).items() }))
+            n: r for n, r in (rotations or {}).items() if n in quantized}))
         chunks = []
         for text in self.texts:
             encoder.embed([text], observe=lambda n, x: chunks.append(x.reshape(-1, x.shape[-1]).clone())
