@@ -249,7 +249,7 @@ def test_rotated_image_runs_close_to_the_float_model():
     assert error(unrotated) > 0.3
     # the observer sees each layer's input in the stored (rotated) coordinates
     first = names[0]
-    x = Transformer(TINY, FullPrecision(tensors))._embed(ids)
+    x = Transformer(TINY, FullPrecision(tensors)).embed_tokens(ids)
     torch.testing.assert_close(seen[first], source.rotations[first].rotate_inputs(x))
 
 

@@ -163,7 +163,8 @@ class Transformer:
         h = _gelu(self._linear(names["ffn_in"], x, observe), self.config.activation)
         return self._linear(names["ffn_out"], h, observe)
 
-    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """The first layer's input (batch, seq, hidden) for token ids (batch, seq)."""
         c = self.config
         positions = torch.arange(ids.shape[1])
         x = (self.source.tensor("embeddings.word_embeddings.weight")[ids]
@@ -185,20 +186,25 @@ class Transformer:
                                   f"of {self.config.max_positions}")
         mask = torch.ones_like(ids) if mask is None else mask
         with one_thread():
-            return self._layers(self._embed(ids), mask, observe)
+            return self._layers(self.embed_tokens(ids), mask, observe)
+
+    def layer(self, i: int, x: torch.Tensor, mask: torch.Tensor, observe: Observer | None = None) -> torch.Tensor:
+        """Layer i's output for its input x (batch, seq, hidden); call under torch.no_grad."""
+        names = layer_names(i)
+        if self.config.pre_layer_norm:
+            x = x + self._attention(names, self._norm(names["attn_norm"], x), mask, observe)
+            return x + self._ffn(names, self._norm(names["ffn_norm"], x), observe)
+        x = self._norm(names["attn_norm"], x + self._attention(names, x, mask, observe))
+        return self._norm(names["ffn_norm"], x + self._ffn(names, x, observe))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Last hidden states from the last layer's output (a decoder's final LayerNorm)."""
+        return self._norm("encoder.final_layer_norm", x) if self.config.pre_layer_norm else x
 
     def _layers(self, x: torch.Tensor, mask: torch.Tensor, observe: Observer | None) -> torch.Tensor:
         for i in range(self.config.num_layers):
-            names = layer_names(i)
-            if self.config.pre_layer_norm:
-                x = x + self._attention(names, self._norm(names["attn_norm"], x), mask, observe)
-                x = x + self._ffn(names, self._norm(names["ffn_norm"], x), observe)
-            else:
-                x = self._norm(names["attn_norm"], x + self._attention(names, x, mask, observe))
-                x = self._norm(names["ffn_norm"], x + self._ffn(names, x, observe))
-        if self.config.pre_layer_norm:
-            x = self._norm("encoder.final_layer_norm", x)
-        return x
+            x = self.layer(i, x, mask, observe)
+        return self.head(x)
 
     def lm_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits (batch, seq, vocab) of a decoder, embeddings tied."""
