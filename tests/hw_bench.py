@@ -253,15 +253,6 @@ def interleaved(requests: list, streams: int) -> list:
     return [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]
 
 
-def windowed(requests: list, window: int, rng) -> list:
-    """`requests` shuffled within consecutive windows of `window` requests."""
-    out = []
-    for start in range(0, len(requests), window):
-        part = requests[start:start + window]
-        out += [part[i] for i in rng.permutation(len(part))]
-    return out
-
-
 def check_against_golden(image, requests, result):
     """Every response in request order, tag, kind and data/poison as the golden decoder says."""
     assert len(result.responses) == len(requests)
