@@ -4,9 +4,10 @@ host reads (docs/BENCH.md, "Block cache").
     python benchmarks/cache_streams.py [--streams 1 2 4 16] [--window 128] [--slots 128]
                                        [--blocks 256] [--latency 64] [--json FILE]
 
-Orders of a whole-tensor read (`bench_image`): S hosts each reading a contiguous range of
-lines, their requests taken one from each in turn (`streams:S`); the sequential order
-shuffled within windows of W requests (`window:W`).  Every point runs in the `smartquant
+Orders of a whole-tensor read (`bench_image`), as `smartquant trace --order` makes them
+(sw/image/trace.py): S hosts each reading a contiguous range of lines, their requests
+taken one from each in turn (`streams:S`); a random order within each window of W blocks
+(`window:W`; W = 128, the cache size).  Every point runs in the `smartquant
 bench` Verilator simulation (each response compared bit for bit), DRAM latency 64, no
 stalls; per point DRAM bytes / ideal, host lines per cycle against the bound (packed:
 read-bus utilisation against 1), and the cache's hit rate from the lookup counters.
@@ -19,47 +20,25 @@ simulation.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from smartquant.report import format_table, write_json
 from smartquant.sim.bench import DRAM_OUTSTANDING, bench_image, point_metrics, run_points
 from smartquant.sim.perf_bench import PerfPoint
 from smartquant.sim import runner
-from smartquant.spec import PLANE_SLOTS, PLANES, View, lines_per_block
+from smartquant.spec import PLANE_SLOTS, View, lines_per_block
 from smartquant.sw.image.dram_errors import SlotModel, meta_line_of
 from smartquant.sw.image.trace import make_trace, region_of, save_trace
 
 POINTS = [(View.PACKED, 1), (View.PACKED, 3), (View.PACKED, 8), (View.FP16, 1), (View.FP16, 3), (View.FP16, 8)]
 
 
-def stream_order(n: int, streams: int) -> np.ndarray:
-    """Request indices: `streams` contiguous ranges of 0..n-1, one from each in turn."""
-    bounds = np.linspace(0, n, streams + 1).astype(int)
-    parts = [np.arange(a, b) for a, b in zip(bounds, bounds[1:])]
-    return np.array([p[i] for i in range(max(map(len, parts))) for p in parts if i < len(p)], np.int64)
-
-
-def window_order(n: int, window: int, rng) -> np.ndarray:
-    """0..n-1 shuffled within consecutive windows of `window`."""
-    return np.concatenate([start + rng.permutation(min(window, n - start)) for start in range(0, n, window)])
-
-
-def reordered(trace, order: np.ndarray):
-    """`trace`'s requests in `order`, tags renumbered in the new order."""
-    fields = {name: getattr(trace, name)[order] for name in ("opcode", "addr", "line", "poison")}
-    return dataclasses.replace(trace, **fields, tag=(np.arange(len(order)) % 256).astype(np.uint8))
-
-
-def orders(n: int, streams: list[int], window: int) -> dict[str, np.ndarray]:
-    """order name -> request indices of a sequential trace of `n` requests."""
-    rng = np.random.default_rng(0)
-    return {**{f"streams:{s}": stream_order(n, s) for s in streams},
-            f"window:{window}": window_order(n, window, rng)}
+def orders(streams: list[int], window: int) -> list[str]:
+    """The `smartquant trace --order` names measured."""
+    return [f"streams:{s}" for s in streams] + [f"window:{window}"]
 
 
 def model_rows(slots_list: list[int], streams: list[int], window: int, blocks: int) -> list[dict]:
@@ -70,15 +49,15 @@ def model_rows(slots_list: list[int], streams: list[int], window: int, blocks: i
     for view, k in POINTS:
         lpb = lines_per_block(view, k)
         n = region["blocks"] * lpb
-        first = region["plane_base"] // PLANES * lpb
         fp = view == View.FP16
         ideal = region["blocks"] * k + (region["meta_lines"] if fp else 0)
-        for order, index in orders(n, streams, window).items():
+        traces = {order: make_trace(image, "unsaved", None, [(view, k)], order) for order in orders(streams, window)}
+        for order, trace in traces.items():
             for slots in slots_list:
                 model = SlotModel(slots, slots // 4)
                 plane_misses = meta_misses = 0
-                for i in index:
-                    block = (first + int(i)) // lpb
+                for addr in trace.addr:
+                    block = int(addr & 0xFFFFFFFF) // lpb
                     plane_misses += not model.plane_lookup(block, k)[1]
                     if fp:
                         meta_misses += not model.meta_lookup(meta_line_of(region, block))[1]
@@ -102,10 +81,9 @@ def measure(slots: int, streams: list[int], window: int, blocks: int, latency: i
         image.save(work / "image")
         points, keys = [], []
         for view, k in POINTS:
-            trace = make_trace(image, work / "image", None, [(view, k)], "sequential")
-            for order, index in orders(len(trace.addr), streams, window).items():
+            for order in orders(streams, window):
                 path = work / f"{view.name}_{k}_{order.replace(':', '_')}"
-                save_trace(reordered(trace, index), path)
+                save_trace(make_trace(image, work / "image", None, [(view, k)], order), path)
                 points.append(PerfPoint(str(path), latency, 0.0, 0, dram_outstanding=DRAM_OUTSTANDING))
                 keys.append((view, k, order))
         # (the default size: the runner's cached Verilog, shared with the other co-verification runs)
@@ -129,7 +107,7 @@ def measure(slots: int, streams: list[int], window: int, blocks: int, latency: i
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 16])
-    parser.add_argument("--window", type=int, default=128)
+    parser.add_argument("--window", type=int, default=128, help="blocks per shuffled window")
     parser.add_argument("--slots", type=int, nargs="*", default=[128], help="sizes simulated (none: model only)")
     parser.add_argument("--blocks", type=int, default=256)
     parser.add_argument("--latency", type=int, default=64)
