@@ -1,8 +1,9 @@
 """Response stage: jobs in request order -> DRS / NDR lines.
 
 A sequencer takes the oldest job once its data is there (its plane slot filled, and its
-metadata slot for fp16/bf16, told by the DRAM port's in-order burst counts; its write
-response for a write) and feeds one step per cycle into a pipeline of `PIPELINE_DEPTH` register stages:
+metadata slot for fp16/bf16, told by the block cache's `landed`; its write response for
+a write); the cache learns when a job that allocated a slot starts (`started`) and when a
+job's last step starts, so that it no longer refers to its slots (`release`) and feeds one step per cycle into a pipeline of `PIPELINE_DEPTH` register stages:
   1. the step's buffer addresses;
   2. the block buffers' registered read ports;
   3. a register after the plane buffer's banks (block RAM's clk-to-q is half a 100 MHz
