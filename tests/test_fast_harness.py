@@ -79,8 +79,12 @@ def test_icarus_runs_the_fast_harness(iverilog, tiny_image, tiny_image_dir, tmp_
 def test_the_harness_choice():
     assert choose_harness(SimOptions()) == "fast"
     assert choose_harness(SimOptions(simulator="amaranth")) == "python"
-    assert choose_harness(SimOptions(waves="w.vcd")) == "python"
-    with pytest.raises(SmartquantError, match="--waves needs --harness python"):
-        choose_harness(SimOptions(waves="w.vcd", harness="fast"))
+    assert choose_harness(SimOptions(waves="w.vcd")) == "fast"
+    assert choose_harness(SimOptions(waves="w.vcd", waves_around=0)) == "fast"
+    assert choose_harness(SimOptions(responses="r.npy")) == "python"
+    with pytest.raises(SmartquantError, match="--waves-around-mismatch needs the fast harness"):
+        choose_harness(SimOptions(waves="w.vcd", waves_around=8, harness="python"))
+    with pytest.raises(SmartquantError, match="--waves-around-mismatch needs --waves FILE"):
+        choose_harness(SimOptions(waves_around=8))
     with pytest.raises(SmartquantError, match="--sim amaranth needs --harness python"):
         choose_harness(SimOptions(simulator="amaranth", harness="fast"))
