@@ -78,12 +78,12 @@ int main(int argc, char** argv) {
         top->clk = 1;
         top->eval();
 #if VM_TRACE
-        if (vcd && cycle >= dump_from && cycle <= dump_to) vcd->dump(2 * cycle - 1);
+        if (vcd && cycle >= dump_from && cycle <= dump_to) vcd->dump(static_cast<uint64_t>(2 * cycle - 1));
 #endif
         top->clk = 0;
         top->eval();
 #if VM_TRACE
-        if (vcd && cycle >= dump_from && cycle <= dump_to) vcd->dump(2 * cycle);
+        if (vcd && cycle >= dump_from && cycle <= dump_to) vcd->dump(static_cast<uint64_t>(2 * cycle));
 #endif
     }
     const auto ended = clock::now();
@@ -375,7 +375,8 @@ def _window_around(results: Results, cycles: int) -> tuple[int, int] | None:
     None when the run passed."""
     v = results.values
     if v["mismatches"]:
-        return max(1, v["first_mismatch_clock"] - cycles), v["first_mismatch_clock"] + cycles
+        edge = v["first_mismatch_clock"] + 1    # the checker reads the cycle count before the edge counts it
+        return max(1, edge - cycles), edge + cycles
     if v["hang"]:
         return max(1, v["clock_cycles"] - cycles), v["clock_cycles"]
     return None
