@@ -76,6 +76,18 @@ def test_icarus_runs_the_fast_harness(iverilog, tiny_image, tiny_image_dir, tmp_
     assert f"request {index} tag" in run_trace(tmp_path / "corrupt", icarus)["error"]
 
 
+@pytest.mark.slow     # Icarus runs the controller at hundreds of cycles per second, twice here
+def test_icarus_writes_a_window_around_the_first_mismatch(iverilog, stressed_trace, tmp_path, corrupt_expected_line):
+    source, trace = stressed_trace
+    index = corrupt_expected_line(source, trace, tmp_path / "corrupt")
+    windowed = SimOptions(simulator="icarus", seed=2, harness="fast", waves=str(tmp_path / "w.fst"), waves_around=10,
+                          **STALLY)
+    failed = run_trace(tmp_path / "corrupt", windowed)
+    assert f"request {index} tag" in failed["error"]
+    first, last = failed["waves_cycles"]
+    assert last - first == 20 and (tmp_path / "w.fst").stat().st_size > 100
+
+
 def test_the_harness_choice():
     assert choose_harness(SimOptions()) == "fast"
     assert choose_harness(SimOptions(simulator="amaranth")) == "python"
