@@ -62,27 +62,35 @@ def test_both_harnesses_name_a_corrupted_expected_line_alike(stressed_trace, tmp
     assert fast["error"].split(": ", 1)[1] == python["error"].split(": ", 1)[1]
 
 
-def test_icarus_runs_the_fast_harness(iverilog, tiny_image, tiny_image_dir, tmp_path, corrupt_expected_line):
-    # a symmetric tensor at int8 and bf16, with a bad request and a DRAM error
+@pytest.fixture(scope="module")
+def icarus_trace(tiny_image, tiny_image_dir, tmp_path_factory):
+    """A symmetric tensor at int8 and bf16, with a bad request and a DRAM error: small, as Icarus
+    runs the controller at hundreds of cycles per second."""
+    path = tmp_path_factory.mktemp("icarus") / "t"
     trace = make_trace(tiny_image, tiny_image_dir, ["sym_pow2_g256"], [(View.INT8, 5), (View.BF16, 3)], "strided",
                        errors=1, seed=12, dram_errors=1)
-    save_trace(trace, tmp_path / "t")
-    icarus = SimOptions(simulator="icarus", seed=12, harness="fast", **STALLY)
-    stats = run_trace(tmp_path / "t", icarus)
+    save_trace(trace, path)
+    return path, trace
+
+
+ICARUS = dict(simulator="icarus", seed=12, harness="fast", **STALLY)
+
+
+def test_icarus_runs_the_fast_harness(iverilog, icarus_trace, tmp_path, corrupt_expected_line):
+    path, trace = icarus_trace
+    stats = run_trace(path, SimOptions(**ICARUS))
     assert stats["passed"], stats["error"]
     assert stats["lines_compared"] == len(trace) and stats["poisoned"] == int(trace.poison.sum())
     assert stats["counters"]["errors_dram_error"] > 0
-    index = corrupt_expected_line(tmp_path / "t", trace, tmp_path / "corrupt")
-    assert f"request {index} tag" in run_trace(tmp_path / "corrupt", icarus)["error"]
+    index = corrupt_expected_line(path, trace, tmp_path / "corrupt")
+    assert f"request {index} tag" in run_trace(tmp_path / "corrupt", SimOptions(**ICARUS))["error"]
 
 
-@pytest.mark.slow     # Icarus runs the controller at hundreds of cycles per second, twice here
-def test_icarus_writes_a_window_around_the_first_mismatch(iverilog, stressed_trace, tmp_path, corrupt_expected_line):
-    source, trace = stressed_trace
-    index = corrupt_expected_line(source, trace, tmp_path / "corrupt")
-    windowed = SimOptions(simulator="icarus", seed=2, harness="fast", waves=str(tmp_path / "w.fst"), waves_around=10,
-                          **STALLY)
-    failed = run_trace(tmp_path / "corrupt", windowed)
+@pytest.mark.slow     # the failing Icarus run twice (the second dumping the window)
+def test_icarus_writes_a_window_around_the_first_mismatch(iverilog, icarus_trace, tmp_path, corrupt_expected_line):
+    path, trace = icarus_trace
+    index = corrupt_expected_line(path, trace, tmp_path / "corrupt")
+    failed = run_trace(tmp_path / "corrupt", SimOptions(waves=str(tmp_path / "w.fst"), waves_around=10, **ICARUS))
     assert f"request {index} tag" in failed["error"]
     first, last = failed["waves_cycles"]
     assert last - first == 20 and (tmp_path / "w.fst").stat().st_size > 100
