@@ -20,12 +20,8 @@ import torch
 from smartquant.errors import SmartquantError
 from smartquant.report import format_table, write_json
 from smartquant.sw.quantize.axe import AccumulatorSpec, worst_case_check
-from smartquant.sw.infer.evalset import load_calibration, load_pairs, unique_sentences
-from smartquant.sw.infer.model import linear_weight_names, load_encoder, model_dir
-from smartquant.sw.infer.ptq_model import calibration_inputs, encoder_at_view, quantize_model
-from smartquant.sw.infer.quality import quality
+from smartquant.sw.infer.ptq_model import quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
-from smartquant.sw.infer.weights import read_safetensors
 
 
 def main(argv=None) -> int:
@@ -40,13 +36,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    encoder = load_encoder("minilm")
-    tensors = read_safetensors(model_dir("minilm") / "model.safetensors")
-    names = linear_weight_names(encoder.config)
-    calibration = calibration_inputs(encoder, load_calibration())
-    pairs = load_pairs()
-    sentences = unique_sentences(pairs)
-    reference = dict(zip(sentences, encoder.embed(sentences)))
+    bench = quality_bench("minilm")
+    tensors, names, calibration = bench.tensors, bench.names, bench.calibration
     grid = NestedRTN(StoreFormat(symmetric=True))
 
     rows = []
@@ -65,8 +56,7 @@ def main(argv=None) -> int:
                     rows.append({**row, "note": f"infeasible: {exc}"})
                     print(f"{k}-bit {algorithm} P={p}: infeasible", file=sys.stderr)
                     continue
-                model = encoder_at_view("minilm", tensors, quantized, k)
-                metrics = quality(dict(zip(sentences, model.embed(sentences))), reference, pairs)
+                metrics = bench.quality({n: q.dequantize(k) for n, q in quantized.items()})
                 narrowest = min(p_ for p_ in range(args.input_bits + 1, 48)
                                 if all(worst_case_check(q, AccumulatorSpec(p_, args.input_bits, True), (k,)).ok
                                        for q in quantized.values()))

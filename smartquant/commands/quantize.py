@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 
 from ..atomic import check_output
+from ..errors import SmartquantError
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
 from ..sw.quantize.quantizer import StoreFormat
 from ..sw.store.recipe_store import quantize_with_recipe
+from ..sw.quantize.rotation import parse_rotate
 from ..sw.store.model_store import parse_views, quantize_source
 from .common import source_input
 
@@ -28,18 +30,23 @@ def register(subparsers) -> None:
                    help="bit widths the clipping search optimises, e.g. 3,4,8 (default %(default)s)")
     p.add_argument("--method", choices=("mse", "rtn"), default="mse",
                    help="mse: clipping search over the views (default); rtn: plain min/max")
+    p.add_argument("--rotate", default="none", metavar="none|hadamard[:SEED]",
+                   help="store every weight as W*H for a signed block Hadamard H over its inputs, "
+                        "declared in the manifest (default %(default)s; docs/FORMATS.md)")
     p.add_argument("--recipe", metavar="RECIPE",
                    help="per-tensor options from `smartquant recipe` (overrides the format options)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if parse_rotate(args.rotate) is not None and args.recipe:
+        raise SmartquantError("--rotate does not combine with --recipe (a recipe sets every tensor's format)")
     check_output(args.output, "image", inputs=[source_input(args.source), args.recipe])
     views = parse_views(args.views)
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     start = time.perf_counter()
     image = (quantize_with_recipe(args.source, args.recipe) if args.recipe
-             else quantize_source(args.source, fmt, views=views, method=args.method))
+             else quantize_source(args.source, fmt, views=views, method=args.method, rotate=args.rotate))
     image.save(args.output)
     print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
           f"{len(image.side)} side tensors ({time.perf_counter() - start:.1f} s)")

@@ -22,8 +22,10 @@ def register(subparsers) -> None:
     p.add_argument("--all-views", action="store_true",
                    help="every quantized view at every k the image was quantized for (int8 of its symmetric "
                    "tensors only); prints the combinations covered")
-    p.add_argument("--order", default="sequential", choices=traces.ORDERS,
-                   help="sequential lines; strided: line j of every block, then j+1; random permutation")
+    p.add_argument("--order", default="sequential",
+                   help="sequential lines; strided: line j of every block, then j+1; random: a permutation; "
+                        "streams:S: S hosts each reading its own contiguous range, round robin; "
+                        "window:W: a random order inside each window of W blocks")
     p.add_argument("--errors", type=int_at_least(0), default=0, help="bad requests to mix in (expected poison)")
     p.add_argument("--dram-errors", type=int_at_least(0), default=0, metavar="N",
                    help="DRAM lines the reads fetch that answer AXI SLVERR (expected poison, docs/COVERIFY.md)")
@@ -37,6 +39,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.all_views and args.views:
         raise SmartquantError("give --views or --all-views, not both")
+    traces.parse_order(args.order)
     check_output(args.output, "trace", inputs=[args.image])
     image = Image.load(args.image)
     tensors = [t for t in args.tensors.split(",") if t] or None

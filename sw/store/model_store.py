@@ -15,6 +15,8 @@ from ...spec import CODE_BITS, LINE_BYTES
 from ..image.image import Image, TensorEntry
 from ..quantize.quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
                         row_chunks)
+from ..quantize.rotation import Rotation
+from .rotated import rotated_source
 from .sources import load_source
 
 
@@ -48,8 +50,10 @@ def view_errors(weight: np.ndarray, qt: QuantizedTensor,
 
 
 def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None = None,
-                   info: dict | None = None, warn: Callable[[str], None] = _warn_stderr) -> Image:
+                   info: dict | None = None, warn: Callable[[str], None] = _warn_stderr,
+                   rotations: dict[str, Rotation] | None = None) -> Image:
     """Quantize every weight (in order) with `quantizer`; record its relative error per k (1..8).
+    `weights` named in `rotations` are already rotated (W·H); the image declares their H.
 
     Every weight's scale range is checked before the first is quantized; errors name the tensor.
     Progress goes to stderr: a bar over the tensors, and one over the row chunks of a large tensor."""
@@ -65,7 +69,7 @@ def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None 
             qt = quantizer.quantize(weight, progress=name)
         errors[name], norms[name] = view_errors(weight, qt, progress=f"{name} (errors)")
         tensors.append((name, qt))
-    return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info)
+    return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info, rotations=rotations)
 
 
 def parse_views(text: str) -> tuple[int, ...]:
@@ -80,13 +84,15 @@ def parse_views(text: str) -> tuple[int, ...]:
 
 
 def quantize_source(spec: str, fmt: StoreFormat, views=(3, 4, 8), method: str = "mse",
-                    warn: Callable[[str], None] = _warn_stderr) -> Image:
-    """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image."""
-    source = load_source(spec)
+                    warn: Callable[[str], None] = _warn_stderr, rotate: str | None = None) -> Image:
+    """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image
+    (rotated first when `rotate` is `hadamard[:SEED]`, `sw/store/rotated.py`)."""
+    source = rotated_source(load_source(spec), rotate)
     quantizer = NestedMSEClip(fmt, views=views) if method == "mse" else NestedRTN(fmt)
     info = {"source": source.name, "quantizer": type(quantizer).__name__, "views": list(views) if method == "mse" else None,
             "group_size": fmt.group_size, "symmetric": fmt.symmetric, "scale_format": fmt.scale_format.name.lower()}
-    return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn)
+    return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn,
+                          rotations=source.rotations)
 
 
 def bytes_read(entry: TensorEntry, k: int) -> int:
@@ -100,11 +106,14 @@ def metadata_bits_per_weight(entry: TensorEntry) -> float:
 
 
 def summarize(image: Image) -> dict:
-    """Per-tensor and whole-image figures for `inspect`: sizes, bytes read per k, metadata
-    overhead, relative Frobenius error per k (recorded at quantize time; None if absent)."""
+    """Per-tensor and whole-image figures for `inspect`: sizes, format (`/H<block>` for a
+    rotated tensor), bytes read per k, metadata overhead, relative Frobenius error per k
+    (recorded at quantize time; None if absent)."""
     ks = range(1, CODE_BITS + 1)
     tensors = [{"name": e.name, "shape": list(e.shape), "group_size": e.group_size,
-                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower(),
+                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower()
+                + ("" if e.rotation is None else f"/H{e.rotation.block}"),
+                "rotation": None if e.rotation is None else e.rotation.to_json(),
                 "blocks": e.blocks, "metadata_bits_per_weight": metadata_bits_per_weight(e),
                 "bytes_read": {k: bytes_read(e, k) for k in ks},
                 "rel_error": None if e.rel_error is None else {k: e.rel_error[k] for k in ks}}
