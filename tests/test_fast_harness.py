@@ -86,7 +86,6 @@ def test_icarus_runs_the_fast_harness(iverilog, icarus_trace, tmp_path, corrupt_
     assert f"request {index} tag" in run_trace(tmp_path / "corrupt", SimOptions(**ICARUS))["error"]
 
 
-@pytest.mark.slow     # the failing Icarus run twice (the second dumping the window)
 def test_icarus_writes_a_window_around_the_first_mismatch(iverilog, icarus_trace, tmp_path, corrupt_expected_line):
     path, trace = icarus_trace
     index = corrupt_expected_line(path, trace, tmp_path / "corrupt")
