@@ -13,8 +13,8 @@ from tqdm import tqdm
 from ...errors import SmartquantError, about_tensor
 from ...spec import CODE_BITS, LINE_BYTES
 from ..image.image import Image, TensorEntry
-from ..quantize.quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
-                        row_chunks)
+from ..quantize.quantizer import QuantizedTensor, check_scale_range, chunk_progress, row_chunks
+from .methods import MethodSettings, load_calibration_for, make_quantizer
 from .sources import load_source
 
 
@@ -49,7 +49,8 @@ def view_errors(weight: np.ndarray, qt: QuantizedTensor,
 
 def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None = None,
                    info: dict | None = None, warn: Callable[[str], None] = _warn_stderr) -> Image:
-    """Quantize every weight (in order) with `quantizer`; record its relative error per k (1..8).
+    """Quantize every weight (in order) with `quantizer` (a grid quantizer's `quantize`, or
+    `quantize_named(name, weight)` of a calibrated one); record its relative error per k (1..8).
 
     Every weight's scale range is checked before the first is quantized; errors name the tensor.
     Progress goes to stderr: a bar over the tensors, and one over the row chunks of a large tensor."""
@@ -62,7 +63,8 @@ def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None 
         if note:
             warn(note)
         with about_tensor(name):
-            qt = quantizer.quantize(weight, progress=name)
+            named = getattr(quantizer, "quantize_named", None)
+            qt = named(name, weight) if named else quantizer.quantize(weight, progress=name)
         errors[name], norms[name] = view_errors(weight, qt, progress=f"{name} (errors)")
         tensors.append((name, qt))
     return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info)
@@ -79,13 +81,21 @@ def parse_views(text: str) -> tuple[int, ...]:
     return views
 
 
-def quantize_source(spec: str, fmt: StoreFormat, views=(3, 4, 8), method: str = "mse",
+def quantize_source(spec: str, settings: MethodSettings = MethodSettings(), calibration: int | None = None,
+                    calibration_inputs: str | None = None,
                     warn: Callable[[str], None] = _warn_stderr) -> Image:
-    """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image."""
+    """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image
+    by `settings.method`; `calibration` (minilm sentences) or `calibration_inputs` (a file
+    for a .safetensors source) feed the PTQ methods.  Every check runs before any work."""
     source = load_source(spec)
-    quantizer = NestedMSEClip(fmt, views=views) if method == "mse" else NestedRTN(fmt)
-    info = {"source": source.name, "quantizer": type(quantizer).__name__, "views": list(views) if method == "mse" else None,
+    settings.check_feasible(source.weights)
+    data, calibration_info = load_calibration_for(spec, settings, source.weights, calibration, calibration_inputs)
+    quantizer = make_quantizer(settings, data)
+    fmt = settings.fmt
+    info = {"source": source.name, "quantizer": type(quantizer).__name__, **settings.info(),
             "group_size": fmt.group_size, "symmetric": fmt.symmetric, "scale_format": fmt.scale_format.name.lower()}
+    if calibration_info is not None:
+        info["calibration"] = calibration_info
     return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn)
 
 

@@ -1,0 +1,174 @@
+"""Joint multi-view quantization (after MatGPTQ, "Matryoshka GPTQ", arXiv 2602.03537):
+one 8-bit code per weight chosen for all the views k a policy reads at once.
+
+Objective, per weight w of a group with scale s and zero z, over the target views K
+with weights lambda_k:
+    J(q) = sum_k lambda_k (w - s (r_k(q) - z))^2,     r_k = `codes.view_code(q, k)`.
+In code units t = w / s + z it is  s^2 [ L t^2 - 2 t A(q) + B(q) ]  with
+    L = sum_k lambda_k,  A(q) = sum_k lambda_k r_k(q),  B(q) = sum_k lambda_k r_k(q)^2,
+so the best code is the lowest of 256 lines B(q) - 2 t A(q) at t: `JointCodes` keeps
+their lower envelope (a step function of t) and looks the code up by binary search.
+
+* `JointClip`: per-group scale/zero search under J (range multipliers p as GPTQ's
+  clipping search), codes chosen by J, in place of the 8-bit min/max grid;
+* `JointGPTQ`: GPTQ's column loop (Frantar et al. 2023, Alg. 1) with each column's
+  codes chosen by J and the error fed back averaged over the views,
+      e_j = (w'_j - sum_k lambda_k w_k,j / L) / U_jj,
+  i.e. the error of the lambda-weighted mean reconstruction (MatGPTQ, Eq. 4-5).
+
+    joint = JointGPTQ(in_features)
+    for x in calibration_inputs: joint.add_batch(x)
+    q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 1))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...errors import SmartquantError
+from ...spec import CODE_BITS
+from ..codes import view_code
+from .gptq import GPTQ
+from .quantizer import (CODE_LEVELS, CHUNK_WEIGHTS, DEFAULT_SHRINK_GRID, GroupQuantizer, QuantizedTensor, StoreFormat,
+                        minmax_params)
+from .sequential import sequential_round
+
+#: target views and their weights lambda_k when the caller names none
+DEFAULT_VIEWS = (3, 4, 8)
+
+
+def check_view_weights(views, view_weights) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(views, weights) sorted by view: bit widths in 1..8, one finite weight > 0 each
+    (all 1 when `view_weights` is None)."""
+    views = tuple(int(k) for k in views)
+    if not views or len(set(views)) != len(views) or not all(1 <= k <= CODE_BITS for k in views):
+        raise SmartquantError(f"views {list(views)} must be distinct bit widths in 1..{CODE_BITS}")
+    weights = (1.0,) * len(views) if view_weights is None else tuple(float(w) for w in view_weights)
+    if len(weights) != len(views):
+        raise SmartquantError(f"{len(weights)} view weights for {len(views)} views {list(views)}")
+    if not all(np.isfinite(w) and w > 0 for w in weights):
+        raise SmartquantError(f"view weights {list(weights)} must be finite numbers > 0")
+    pairs = sorted(zip(views, weights))
+    return tuple(k for k, _ in pairs), tuple(w for _, w in pairs)
+
+
+class JointCodes:
+    """The code minimising J for any t (code units), and the weighted-mean reconstruction."""
+
+    def __init__(self, views=DEFAULT_VIEWS, view_weights=None):
+        self.views, self.view_weights = check_view_weights(views, view_weights)
+        q = np.arange(CODE_LEVELS + 1, dtype=np.uint8)
+        # codes that agree on every named view are the same point: keep the finest view's middle
+        candidates = np.unique(view_code(q, self.views[-1])).astype(np.int64)
+        points = np.stack([view_code(candidates.astype(np.uint8), k).astype(np.float64) for k in self.views])
+        lam = np.asarray(self.view_weights)[:, None]
+        self.total = float(lam.sum())
+        slope, offset = (lam * points).sum(0), (lam * points ** 2).sum(0)     # A(q), B(q); A rises with q
+        hull, breaks = [], []
+        for i in range(len(candidates)):          # lower envelope of B - 2 t A, A increasing
+            while hull:
+                start = (offset[i] - offset[hull[-1]]) / (2 * (slope[i] - slope[hull[-1]]))
+                if breaks and start <= breaks[-1]:
+                    hull.pop()
+                    breaks.pop()
+                    continue
+                breaks.append(start)
+                break
+            hull.append(i)
+        self.codes = candidates[hull]             #: envelope codes, left to right
+        self.breaks = np.asarray(breaks)          #: t where the next envelope code takes over
+        self.slope, self.offset = slope[hull], offset[hull]    #: A(q), B(q) of each envelope code
+        self.mean_point = self.slope / self.total    #: sum_k lambda_k r_k / L of each envelope code
+
+        # lookup by unit cell: the envelope index at the cell's floor, then the few breaks inside it
+        cells = np.arange(-1, CODE_LEVELS + 2, dtype=np.float64)
+        self._cell_start = np.searchsorted(self.breaks, cells, side="right")
+        self._steps = int(np.diff(np.append(self._cell_start, len(self.breaks))).max(initial=0))
+        self._padded_breaks = np.append(self.breaks, np.inf)
+
+    def best(self, t: np.ndarray) -> np.ndarray:
+        """Index into `codes` of the best code for each t (any shape): the number of breaks <= t."""
+        cell = np.clip(np.floor(t), -1, CODE_LEVELS + 1).astype(np.int64) + 1
+        index = self._cell_start[cell]
+        below, above = t < -1, t >= CODE_LEVELS + 2     # outside the cells: the envelope's ends
+        for _ in range(self._steps):
+            index += self._padded_breaks[index] <= t
+        return np.where(below, 0, np.where(above, len(self.breaks), index))
+
+    def objective(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """J / s^2 = L t^2 - 2 t A(q) + B(q) of the codes `codes[index]` at t (code units)."""
+        return (self.total * t - 2 * self.slope[index]) * t + self.offset[index]
+
+
+class JointClip(GroupQuantizer):
+    """Per-group scale/zero by the clipping search (range multiplier p per group) under J:
+    for each p, min/max parameters of the shrunk range, codes by J, and each group keeps
+    the p with the least summed J (a p whose scale overflows the format is never kept)."""
+
+    def __init__(self, fmt: StoreFormat = StoreFormat(), views=DEFAULT_VIEWS, view_weights=None,
+                 grid=DEFAULT_SHRINK_GRID, chunk_weights: int = CHUNK_WEIGHTS):
+        super().__init__(fmt, chunk_weights)
+        self.joint = JointCodes(views, view_weights)
+        self.grid = tuple(grid)
+
+    def group_params(self, groups: np.ndarray):
+        best = None
+        for shrink in self.grid:
+            bits, stored, zero = minmax_params(groups, CODE_LEVELS, self.fmt, shrink)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                safe = np.where(stored > 0, stored, 1.0)[:, None]
+                t = groups / safe + zero[:, None]
+                error = (self.joint.objective(t, self.joint.best(t)) * np.square(safe)).sum(1)
+            error = np.where(np.isfinite(stored), error, np.inf)
+            if best is None:
+                best = [error, bits, stored, zero]
+                continue
+            better = error < best[0]
+            for i, new in enumerate((error, bits, stored, zero)):
+                best[i] = np.where(better, new, best[i])
+        return tuple(best[1:])
+
+    def encode_groups(self, groups: np.ndarray, stored: np.ndarray, zero: np.ndarray) -> np.ndarray:
+        """Codes by J (z where s = 0), float64 like `quantizer.encode`."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = groups / np.where(stored > 0, stored, 1.0)[:, None] + zero[:, None]
+        codes = self.joint.codes[self.joint.best(t)].astype(np.float64)
+        return np.where(stored[:, None] > 0, codes, zero[:, None])
+
+
+class JointRounder:
+    """`sequential.sequential_round`'s rounder: column codes by J; returns the weighted-mean
+    reconstruction s (sum_k lambda_k r_k / L - z), whose error is fed back."""
+
+    def __init__(self, joint: JointCodes, scale: torch.Tensor, zero: torch.Tensor):
+        self.joint = joint
+        self.scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.zero = zero.to(torch.float64)
+        self.codes = torch.zeros(scale.shape, dtype=torch.int64)
+        self.breaks = torch.from_numpy(self.joint.breaks)
+        self.envelope = torch.from_numpy(self.joint.codes)
+        self.mean_point = torch.from_numpy(self.joint.mean_point)
+
+    def __call__(self, j: int, w: torch.Tensor) -> torch.Tensor:
+        s, z = self.scale[:, j], self.zero[:, j]
+        index = torch.searchsorted(self.breaks, (w / s + z).contiguous(), right=True)
+        self.codes[:, j] = self.envelope[index]
+        return s * (self.mean_point[index] - z)
+
+
+class JointGPTQ(GPTQ):
+    """GPTQ with one pass choosing every code by J over the target views (module docstring)."""
+
+    def quantize(self, weight, views=DEFAULT_VIEWS, view_weights=None, grid=None, act_order: bool = False,
+                 percdamp: float = 0.01, block_size: int = 128) -> QuantizedTensor:
+        """Nested codes for `weight` (out x in); `grid` picks the group scales and zeros
+        (default: `JointClip` with the same views and weights on the default format)."""
+        joint = JointCodes(views, view_weights)
+        grid = grid or JointClip(views=joint.views, view_weights=joint.view_weights)
+        setup = self.prepare(weight, grid, percdamp, block_size)
+        order = setup.order(act_order)
+        feedback, divisor, from_original = self.feedback(setup.hessian[order][:, order])
+        rounder = JointRounder(joint, setup.scale, setup.zero)
+        sequential_round(setup.weights[:, order], feedback, divisor, rounder, order, block_size, from_original)
+        return setup.tensor(rounder.codes.numpy().astype(np.uint8))
