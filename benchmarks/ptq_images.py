@@ -39,7 +39,7 @@ from smartquant.sw.store.model_store import quantize_source
 
 KS = tuple(range(2, 9))
 #: variant name -> MethodSettings fields it sets
-VARIANTS = {"plain": {}}
+VARIANTS = {"plain": {}, "mean-feedback": {"joint_feedback": "mean"}}
 
 
 class Evaluator:
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=["rtn", "mse", "gptq", "joint"])
     parser.add_argument("--dedicated", nargs="*", default=["gptq", "joint"],
                         help="methods that also get a dedicated image per k")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["plain"], choices=list(VARIANTS))
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
     parser.add_argument("--views", type=int, nargs="+", default=[3, 4, 8])
     parser.add_argument("--view-weights", type=float, nargs="+", help="joint: lambda_k per view")

@@ -157,18 +157,51 @@ class JointRounder:
         return s * (self.mean_point[index] - z)
 
 
+class PerViewRounder:
+    """The rounder of per-view feedback: the working weights hold one copy per view
+    (stacked rows, view-major), each carrying its own GPTQ error; the column's code
+    minimises sum_k lambda_k (w'_k - s (r_k(q) - z))^2 over all 256 codes, and each copy
+    gets its own view's reconstruction back."""
+
+    def __init__(self, joint: JointCodes, scale: torch.Tensor, zero: torch.Tensor):
+        self.joint = joint
+        self.scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.zero = zero.to(torch.float64)
+        self.codes = torch.zeros(scale.shape, dtype=torch.int64)
+        q = np.arange(CODE_LEVELS + 1, dtype=np.uint8)
+        points = np.stack([view_code(q, k).astype(np.float64) for k in joint.views])        # (V, 256)
+        lam = np.asarray(joint.view_weights)[:, None]
+        self.points = torch.from_numpy(points)
+        self.weighted = torch.from_numpy(2 * lam * points)                                   # 2 lambda_k r_k(q)
+        self.offset = torch.from_numpy((lam * points ** 2).sum(0))                           # B(q)
+
+    def __call__(self, j: int, w: torch.Tensor) -> torch.Tensor:
+        s, z = self.scale[:, j], self.zero[:, j]
+        t = w.reshape(len(self.joint.views), -1) / s + z                                     # (V, rows)
+        q = torch.argmin(self.offset[None, :] - t.T @ self.weighted, dim=1)
+        self.codes[:, j] = q
+        return (s * (self.points[:, q] - z)).reshape(-1)
+
+
 class JointGPTQ(GPTQ):
     """GPTQ with one pass choosing every code by J over the target views (module docstring)."""
 
-    def quantize(self, weight, views=DEFAULT_VIEWS, view_weights=None, grid=None, act_order: bool = False,
-                 percdamp: float = 0.01, block_size: int = 128) -> QuantizedTensor:
+    def quantize(self, weight, views=DEFAULT_VIEWS, view_weights=None, grid=None, per_view: bool = False,
+                 act_order: bool = False, percdamp: float = 0.01, block_size: int = 128) -> QuantizedTensor:
         """Nested codes for `weight` (out x in); `grid` picks the group scales and zeros
-        (default: `JointClip` with the same views and weights on the default format)."""
+        (default: `JointClip` with the same views and weights on the default format);
+        `per_view` keeps one working copy of the weights per view (`PerViewRounder`)
+        instead of feeding back the error of the weighted-mean reconstruction."""
         joint = JointCodes(views, view_weights)
         grid = grid or JointClip(views=joint.views, view_weights=joint.view_weights)
         setup = self.prepare(weight, grid, percdamp, block_size)
         order = setup.order(act_order)
         feedback, divisor, from_original = self.feedback(setup.hessian[order][:, order])
-        rounder = JointRounder(joint, setup.scale, setup.zero)
-        sequential_round(setup.weights[:, order], feedback, divisor, rounder, order, block_size, from_original)
+        work = setup.weights[:, order]
+        if per_view:
+            rounder = PerViewRounder(joint, setup.scale, setup.zero)
+            work = work.repeat(len(joint.views), 1)
+        else:
+            rounder = JointRounder(joint, setup.scale, setup.zero)
+        sequential_round(work, feedback, divisor, rounder, order, block_size, from_original)
         return setup.tensor(rounder.codes.numpy().astype(np.uint8))

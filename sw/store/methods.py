@@ -34,7 +34,17 @@ SEQUENTIAL = {"rtn": None, "mse": None, "gptq": GPTQ, "gpfq": GPFQ, "axe-gptq": 
               "joint": JointGPTQ}
 METHODS = tuple(SEQUENTIAL)
 AXE_METHODS = ("axe-gptq", "axe-gpfq")
+#: error feedback of `joint`: one working copy per view, or the weighted-mean reconstruction's error
+JOINT_FEEDBACK = ("per-view", "mean")
+#: the default method where calibration data is at hand (minilm, or --calibration-inputs) ...
 DEFAULT_METHOD = "joint"
+#: ... and where it is not
+UNCALIBRATED_DEFAULT = "mse"
+
+
+def default_method(spec: str, calibration_inputs: str | None) -> str:
+    """The method `smartquant quantize` uses when none is named."""
+    return DEFAULT_METHOD if spec == MINILM or calibration_inputs is not None else UNCALIBRATED_DEFAULT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +55,7 @@ class MethodSettings:
     views: tuple[int, ...] = (3, 4, 8)
     view_weights: tuple[float, ...] | None = None      #: lambda_k of `joint`, one per view
     accumulator: AccumulatorSpec | None = None          #: AXE methods only
+    joint_feedback: str = "per-view"                    #: joint: "per-view" or "mean" error feedback
 
     def __post_init__(self):
         if self.method not in SEQUENTIAL:
@@ -54,6 +65,8 @@ class MethodSettings:
             raise SmartquantError(f"view weights belong to the joint method, not {self.method}")
         object.__setattr__(self, "views", views)
         object.__setattr__(self, "view_weights", weights if self.method == "joint" else None)
+        if self.joint_feedback not in JOINT_FEEDBACK:
+            raise SmartquantError(f"joint feedback {self.joint_feedback!r} is not one of {', '.join(JOINT_FEEDBACK)}")
         if (self.accumulator is not None) != (self.method in AXE_METHODS):
             raise SmartquantError(f"{self.method}: accumulator options (--accumulator-bits, --input-bits) "
                                   + ("are required" if self.method in AXE_METHODS else "belong to the AXE methods"))
@@ -89,6 +102,7 @@ class MethodSettings:
         out = {"method": self.method, "views": list(self.views)}
         if self.view_weights is not None:
             out["view_weights"] = list(self.view_weights)
+            out["joint_feedback"] = self.joint_feedback
         if self.accumulator is not None:
             acc = self.accumulator
             out["accumulator"] = {"bits": acc.accumulator_bits, "input_bits": acc.input_bits,
@@ -109,7 +123,8 @@ class CalibratedQuantizer:
         layer = SEQUENTIAL[s.method](np.shape(weight)[1])
         layer.add_batch(self.calibration[name])
         if s.method == "joint":
-            return layer.quantize(weight, views=s.views, view_weights=s.view_weights, grid=s.grid())
+            return layer.quantize(weight, views=s.views, view_weights=s.view_weights, grid=s.grid(),
+                                  per_view=s.joint_feedback == "per-view")
         return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator)
 
 
