@@ -76,6 +76,7 @@ def main(argv=None) -> int:
                         help="methods that also get a dedicated image per k")
     parser.add_argument("--variants", nargs="+", default=["plain"], choices=list(VARIANTS))
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
+    parser.add_argument("--dedicated-ks", type=int, nargs="+", help="k of the dedicated images (default --ks)")
     parser.add_argument("--views", type=int, nargs="+", default=[3, 4, 8])
     parser.add_argument("--view-weights", type=float, nargs="+", help="joint: lambda_k per view")
     parser.add_argument("--group-size", type=int, default=128)
@@ -102,8 +103,9 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, file=sys.stderr)
         for method in args.dedicated:
-            row = {"method": method, "variant": variant, "image": "dedicated per k", "seconds": 0.0}
-            for k in args.ks:
+            row = {"method": method, "variant": variant, "image": "dedicated per k", "seconds": 0.0,
+                   **dict.fromkeys(args.ks, "")}
+            for k in args.dedicated_ks or args.ks:
                 settings = MethodSettings(method, fmt, (k,), **VARIANTS[variant])
                 image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}-k{k}")
                 row[k] = evaluator.at(image, k)["cosine_mean"]

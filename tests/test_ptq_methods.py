@@ -53,7 +53,7 @@ def test_joint_codes_are_the_exhaustive_minimum(views, lam):
 
 def test_joint_clip_objective_never_worse_than_min_max():
     weight = np.random.default_rng(2).standard_t(4, (32, 256)) * 0.02
-    clip = JointClip(views=(3, 4, 8))
+    clip = JointClip(views=(3, 4, 8), view_weights=(1, 1, 1))
     groups = group_view(pad_columns(weight, 128), 128)
 
     def objective(params):
@@ -79,11 +79,11 @@ def test_joint_with_one_view_is_dedicated_gptq(per_view):
 @pytest.mark.parametrize("per_view", [False, True])
 def test_joint_beats_the_grid_alone_at_the_low_views(per_view):
     weight, x = _layer(cols=256)
-    grid = JointClip(views=(3, 4, 8))
+    grid = JointClip(views=(3, 4, 8), view_weights=(1, 1, 1))
     plain = grid.quantize(weight)
     joint = JointGPTQ(weight.shape[1])
     joint.add_batch(x)
-    q = joint.quantize(weight, views=(3, 4, 8), grid=grid, per_view=per_view)
+    q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 1), grid=grid, per_view=per_view)
     for k in (3, 4):
         assert _output_error(x, weight, q.dequantize(k)) < 0.8 * _output_error(x, weight, plain.dequantize(k))
 

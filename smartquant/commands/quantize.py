@@ -12,7 +12,7 @@ from ..errors import SmartquantError
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
 from ..sw.quantize.axe import AccumulatorSpec
 from ..sw.quantize.quantizer import StoreFormat
-from ..sw.store.methods import DEFAULT_METHOD, JOINT_FEEDBACK, METHODS, UNCALIBRATED_DEFAULT, MethodSettings, default_method
+from ..sw.store.methods import DEFAULT_METHOD, JOINT_FEEDBACK, METHODS, MethodSettings
 from ..sw.store.recipe_store import quantize_with_recipe
 from ..sw.store.model_store import parse_views, quantize_source
 from .common import int_at_least, number_list, source_input
@@ -28,12 +28,10 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("asym", "sym"), default="asym",
                    help="asymmetric (own zero point per group) or symmetric (z = 128; allows the int8 view)")
     p.add_argument("--scale", choices=("fp16", "bf16", "pow2"), default="fp16", help="scale encoding")
-    p.add_argument("--method", choices=METHODS,
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="rtn: min/max; mse: clipping search over the views; gptq, gpfq: error feedback by "
                         "incremental upscaling; joint: one GPTQ pass under the multi-view objective; "
-                        "axe-gptq, axe-gpfq: with an accumulator guarantee (default: "
-                        f"{DEFAULT_METHOD} for minilm or with --calibration-inputs, else {UNCALIBRATED_DEFAULT}; "
-                        "docs/PTQ.md)")
+                        "axe-gptq, axe-gpfq: with an accumulator guarantee (default %(default)s; docs/PTQ.md)")
     p.add_argument("--views", default="3,4,8",
                    help="bit widths the method optimises, e.g. 3,4,8 (default %(default)s)")
     p.add_argument("--view-weights", metavar="L,..",
@@ -69,8 +67,7 @@ def method_settings(args) -> MethodSettings:
     """The --method options as MethodSettings (checked: a one-line error for each misuse)."""
     weights = number_list(float)(args.view_weights) if args.view_weights else None
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
-    method = args.method or default_method(args.source, args.calibration_inputs)
-    return MethodSettings(method, fmt, parse_views(args.views), weights, accumulator_spec(args), args.joint_feedback)
+    return MethodSettings(args.method, fmt, parse_views(args.views), weights, accumulator_spec(args), args.joint_feedback)
 
 
 def run(args) -> int:

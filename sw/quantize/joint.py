@@ -18,7 +18,7 @@ their lower envelope (a step function of t) and looks the code up by binary sear
 
     joint = JointGPTQ(in_features)
     for x in calibration_inputs: joint.add_batch(x)
-    q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 1))
+    q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 64))
 """
 
 from __future__ import annotations
@@ -34,17 +34,22 @@ from .quantizer import (CODE_LEVELS, CHUNK_WEIGHTS, DEFAULT_SHRINK_GRID, GroupQu
                         minmax_params)
 from .sequential import sequential_round
 
-#: target views and their weights lambda_k when the caller names none
+#: target views when the caller names none
 DEFAULT_VIEWS = (3, 4, 8)
+#: default lambda of the 8-bit view (every other view: 1).  A k-bit view's squared error scales
+#: as 4^-k, so equal weights let the coarse views decide; 64 keeps view 8 near its own GPTQ
+#: while views 3 and 4 keep most of their gain (docs/PTQ.md, measured on MiniLM)
+FINE_VIEW_WEIGHT = 64.0
 
 
 def check_view_weights(views, view_weights) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """(views, weights) sorted by view: bit widths in 1..8, one finite weight > 0 each
-    (all 1 when `view_weights` is None)."""
+    (when `view_weights` is None: 1, and FINE_VIEW_WEIGHT for view 8)."""
     views = tuple(int(k) for k in views)
     if not views or len(set(views)) != len(views) or not all(1 <= k <= CODE_BITS for k in views):
         raise SmartquantError(f"views {list(views)} must be distinct bit widths in 1..{CODE_BITS}")
-    weights = (1.0,) * len(views) if view_weights is None else tuple(float(w) for w in view_weights)
+    weights = (tuple(FINE_VIEW_WEIGHT if k == CODE_BITS else 1.0 for k in views) if view_weights is None
+               else tuple(float(w) for w in view_weights))
     if len(weights) != len(views):
         raise SmartquantError(f"{len(weights)} view weights for {len(views)} views {list(views)}")
     if not all(np.isfinite(w) and w > 0 for w in weights):
