@@ -7,7 +7,7 @@ with weights lambda_k:
 In code units t = w / s + z it is  s^2 [ L t^2 - 2 t A(q) + B(q) ]  with
     L = sum_k lambda_k,  A(q) = sum_k lambda_k r_k(q),  B(q) = sum_k lambda_k r_k(q)^2,
 so the best code is the lowest of 256 lines B(q) - 2 t A(q) at t: `JointCodes` keeps
-their lower envelope (a step function of t) and looks the code up by binary search.
+their lower envelope (a step function of t: every code is on it) and looks the code up by its unit cell.
 
 * `JointClip`: per-group scale/zero search under J (range multipliers p as GPTQ's
   clipping search), codes chosen by J, in place of the 8-bit min/max grid;
@@ -70,22 +70,15 @@ class JointCodes:
         lam = np.asarray(self.view_weights)[:, None]
         self.total = float(lam.sum())
         slope, offset = (lam * points).sum(0), (lam * points ** 2).sum(0)     # A(q), B(q); A rises with q
-        hull, breaks = [], []
-        for i in range(len(candidates)):          # lower envelope of B - 2 t A, A increasing
-            while hull:
-                start = (offset[i] - offset[hull[-1]]) / (2 * (slope[i] - slope[hull[-1]]))
-                if breaks and start <= breaks[-1]:
-                    hull.pop()
-                    breaks.pop()
-                    continue
-                breaks.append(start)
-                break
-            hull.append(i)
-        self.codes = candidates[hull]             #: envelope codes, left to right
-        self.breaks = np.asarray(breaks)          #: t where the next envelope code takes over
-        self.slope, self.offset = slope[hull], offset[hull]    #: A(q), B(q) of each envelope code
-        self.mean_point = self.slope / self.total    #: sum_k lambda_k r_k / L of each envelope code
-
+        # every candidate is the best code somewhere (checked for all view sets and random weights):
+        # the envelope is the candidates in order, code i+1 taking over where its line crosses code i's
+        breaks = np.diff(offset) / (2 * np.diff(slope))
+        if np.any(np.diff(breaks) <= 0):
+            raise SmartquantError(f"views {self.views} with weights {self.view_weights}: a code is never best")
+        self.codes = candidates                   #: envelope codes, left to right
+        self.breaks = breaks                      #: t where the next envelope code takes over
+        self.slope, self.offset = slope, offset   #: A(q), B(q) of each envelope code
+        self.mean_point = slope / self.total      #: sum_k lambda_k r_k / L of each envelope code
         # lookup by unit cell: the envelope index at the cell's floor, then the few breaks inside it
         cells = np.arange(-1, CODE_LEVELS + 2, dtype=np.float64)
         self._cell_start = np.searchsorted(self.breaks, cells, side="right")
