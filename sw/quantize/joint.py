@@ -11,14 +11,17 @@ their lower envelope (a step function of t: every code is on it) and looks the c
 
 * `JointClip`: per-group scale/zero search under J (range multipliers p as GPTQ's
   clipping search), codes chosen by J, in place of the 8-bit min/max grid;
-* `JointGPTQ`: GPTQ's column loop (Frantar et al. 2023, Alg. 1) with each column's
-  codes chosen by J and the error fed back averaged over the views,
-      e_j = (w'_j - sum_k lambda_k w_k,j / L) / U_jj,
-  i.e. the error of the lambda-weighted mean reconstruction (MatGPTQ, Eq. 4-5).
+* `JointGPTQ`: GPTQ's column loop (Frantar et al. 2023, Alg. 1) choosing each column's
+  codes by J, with one of two error feedbacks:
+  - mean (MatGPTQ's multi-view error): one working copy W', the error of the lambda-weighted mean
+    reconstruction fed back, e_j = (w'_j - sum_k lambda_k w_k,j / L) / U_jj;
+  - per-view (default): one working copy W'_k per view, each fed its own view's error
+    e_k,j = (w'_k,j - w_k,j) / U_jj, and the code minimising sum_k lambda_k (w'_k,j - w_k,j)^2;
+    a fine view then compensates its own errors instead of carrying the coarse views'.
 
     joint = JointGPTQ(in_features)
     for x in calibration_inputs: joint.add_batch(x)
-    q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 64))
+    q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 64), per_view=True)
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ class PerViewRounder:
 class JointGPTQ(GPTQ):
     """GPTQ with one pass choosing every code by J over the target views (module docstring)."""
 
-    def quantize(self, weight, views=DEFAULT_VIEWS, view_weights=None, grid=None, per_view: bool = False,
+    def quantize(self, weight, views=DEFAULT_VIEWS, view_weights=None, grid=None, per_view: bool = True,
                  act_order: bool = False, percdamp: float = 0.01, block_size: int = 128) -> QuantizedTensor:
         """Nested codes for `weight` (out x in); `grid` picks the group scales and zeros
         (default: `JointClip` with the same views and weights on the default format);
