@@ -33,8 +33,7 @@ from ...errors import SmartquantError
 from ...spec import CODE_BITS
 from ..codes import view_code
 from .gptq import GPTQ
-from .quantizer import (CODE_LEVELS, CHUNK_WEIGHTS, DEFAULT_SHRINK_GRID, GroupQuantizer, QuantizedTensor, StoreFormat,
-                        minmax_params)
+from .quantizer import CODE_LEVELS, CHUNK_WEIGHTS, DEFAULT_SHRINK_GRID, NestedMSEClip, QuantizedTensor, StoreFormat
 from .sequential import sequential_round
 
 #: target views when the caller names none
@@ -102,33 +101,23 @@ class JointCodes:
         return (self.total * t - 2 * self.slope[index]) * t + self.offset[index]
 
 
-class JointClip(GroupQuantizer):
+class JointClip(NestedMSEClip):
     """Per-group scale/zero by the clipping search (range multiplier p per group) under J:
     for each p, min/max parameters of the shrunk range, codes by J, and each group keeps
     the p with the least summed J (a p whose scale overflows the format is never kept)."""
 
     def __init__(self, fmt: StoreFormat = StoreFormat(), views=DEFAULT_VIEWS, view_weights=None,
                  grid=DEFAULT_SHRINK_GRID, chunk_weights: int = CHUNK_WEIGHTS):
-        super().__init__(fmt, chunk_weights)
         self.joint = JointCodes(views, view_weights)
-        self.grid = tuple(grid)
+        super().__init__(fmt, self.joint.views, grid, chunk_weights=chunk_weights)
 
-    def group_params(self, groups: np.ndarray):
-        best = None
-        for shrink in self.grid:
-            bits, stored, zero = minmax_params(groups, CODE_LEVELS, self.fmt, shrink)
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                safe = np.where(stored > 0, stored, 1.0)[:, None]
-                t = groups / safe + zero[:, None]
-                error = (self.joint.objective(t, self.joint.best(t)) * np.square(safe)).sum(1)
-            error = np.where(np.isfinite(stored), error, np.inf)
-            if best is None:
-                best = [error, bits, stored, zero]
-                continue
-            better = error < best[0]
-            for i, new in enumerate((error, bits, stored, zero)):
-                best[i] = np.where(better, new, best[i])
-        return tuple(best[1:])
+    def view_error(self, groups: np.ndarray, stored: np.ndarray, zero: np.ndarray) -> np.ndarray:
+        """Summed J per group (inf where the stored scale overflowed)."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            safe = np.where(stored > 0, stored, 1.0)[:, None]
+            t = groups / safe + zero[:, None]
+            error = (self.joint.objective(t, self.joint.best(t)) * np.square(safe)).sum(1)
+        return np.where(np.isfinite(stored), error, np.inf)
 
     def encode_groups(self, groups: np.ndarray, stored: np.ndarray, zero: np.ndarray) -> np.ndarray:
         """Codes by J (z where s = 0), float64 like `quantizer.encode`."""
