@@ -1,5 +1,6 @@
 """PTQ of a whole encoder: calibration activations of every linear layer, then RTN,
-GPTQ, GPFQ or their AXE variants per layer, and the model rebuilt at a view k.
+GPTQ, GPFQ or their AXE variants per layer (benchmarks/ptq_table.py; `smartquant
+quantize --method` goes through sw/store/methods.py).
 
 Calibration runs the full-precision model once over the calibration sentences
 (`evalset.load_calibration`) and keeps every real token's input to every linear
@@ -18,8 +19,7 @@ from ...errors import SmartquantError
 from ..quantize.axe import AccumulatorSpec
 from ..quantize.gpfq import GPFQ
 from ..quantize.gptq import GPTQ
-from .model import SentenceEncoder, load_encoder
-from .weights import FullPrecision
+from .model import SentenceEncoder
 
 #: algorithm name -> (sequential quantizer class or None for RTN, uses the accumulator spec)
 ALGORITHMS = {"rtn": (None, False), "gptq": (GPTQ, False), "gpfq": (GPFQ, False),
@@ -59,11 +59,3 @@ def quantize_model(tensors: dict[str, np.ndarray], names, algorithm: str, views,
         out[name] = quantizer.quantize(weight, views=views, grid=grid, act_order=act_order,
                                        accumulator=accumulator if uses_accumulator else None)
     return out, time.perf_counter() - started
-
-
-def encoder_at_view(name: str, tensors: dict[str, np.ndarray], quantized: dict, k: int) -> SentenceEncoder:
-    """The encoder with every quantized linear weight replaced by its k-bit view."""
-    replaced = dict(tensors)
-    replaced.update({n: q.dequantize(k).astype(np.float32) for n, q in quantized.items()})
-    return load_encoder(name, lambda _: FullPrecision(replaced))
-
