@@ -10,8 +10,9 @@ sentences), saved, loaded back (`Image.load` checks the manifest) and read at ev
 through `golden.tensor_values` (fp16 view).  Quality is `quality.quality` over the
 shipped sentence pairs, which calibration never sees.  `--dedicated M` adds, per k, an
 image of method M with the single view k (a dedicated model per k: the price of
-nesting is nested minus dedicated).  A variant is a set of `MethodSettings` fields on
-top of the command line's (VARIANTS); rotation adds its own.
+nesting is nested minus dedicated).  A variant (VARIANTS) sets `MethodSettings` fields
+and `quantize_source` options on top of the command line's: `rotated` stores W·H
+(`--rotate hadamard`), `mean-feedback` is `joint --joint-feedback mean`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from smartquant.sw.store.methods import MethodSettings
 from smartquant.sw.store.model_store import quantize_source
 
 KS = tuple(range(2, 9))
-#: variant name -> MethodSettings fields it sets
-VARIANTS = {"plain": {}, "mean-feedback": {"joint_feedback": "mean"}}
+#: variant name -> (MethodSettings fields, `quantize_source` options) it sets
+VARIANTS = {"plain": ({}, {}), "rotated": ({}, {"rotate": "hadamard"}),
+            "mean-feedback": ({"joint_feedback": "mean"}, {})}
 
 
 class Evaluator:
@@ -59,10 +61,11 @@ class Evaluator:
         return quality(dict(zip(self.sentences, encoder.embed(self.sentences))), self.reference, self.pairs)
 
 
-def image_of(settings: MethodSettings, calibration: int | None, folder: Path, label: str) -> tuple[Image, float]:
+def image_of(settings: MethodSettings, calibration: int | None, folder: Path, label: str,
+             **options) -> tuple[Image, float]:
     """(the image loaded back from disk, seconds to quantize) of MiniLM by `settings`."""
     start = time.perf_counter()
-    image = quantize_source("minilm", settings, calibration, warn=lambda _: None)
+    image = quantize_source("minilm", settings, calibration, warn=lambda _: None, **options)
     seconds = time.perf_counter() - start
     path = folder / label
     image.save(path)
@@ -93,11 +96,11 @@ def main(argv=None) -> int:
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ptq-images-"))
     rows = []
     for variant in args.variants:
+        fields, options = VARIANTS[variant]
         for method in args.methods:
             weights = tuple(args.view_weights) if method == "joint" and args.view_weights else None
-            settings = MethodSettings(method, fmt, tuple(args.views), weights, **VARIANTS[variant])
-            label = f"{method}-{variant}"
-            image, seconds = image_of(settings, args.calibration, folder, label)
+            settings = MethodSettings(method, fmt, tuple(args.views), weights, **fields)
+            image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}", **options)
             row = {"method": method, "variant": variant, "image": "nested " + ",".join(map(str, args.views)),
                    "seconds": round(seconds, 1), **{k: evaluator.at(image, k)["cosine_mean"] for k in args.ks}}
             rows.append(row)
@@ -106,8 +109,8 @@ def main(argv=None) -> int:
             row = {"method": method, "variant": variant, "image": "dedicated per k", "seconds": 0.0,
                    **dict.fromkeys(args.ks, "")}
             for k in args.dedicated_ks or args.ks:
-                settings = MethodSettings(method, fmt, (k,), **VARIANTS[variant])
-                image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}-k{k}")
+                settings = MethodSettings(method, fmt, (k,), **fields)
+                image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}-k{k}", **options)
                 row[k] = evaluator.at(image, k)["cosine_mean"]
                 row["seconds"] = round(row["seconds"] + seconds, 1)
             rows.append(row)

@@ -5,9 +5,7 @@
 
 Every algorithm uses the same symmetric fp16 grid (G = 128, `NestedRTN`), a
 dedicated pass for the view k in the row (views=(k,)), the shipped calibration
-sentences, and the shipped sentence pairs for quality (`quality.quality`).  The
-quantized tensors are written as a store image, loaded back and read at k through
-the golden decoder (`ptq_images.Evaluator`), as the device would serve them.
+sentences, and the shipped sentence pairs for quality (`quality.quality`).
 AXE rows use N-bit signed inputs and tiles of one group; "infeasible" marks a P
 too narrow for that view.
 """
@@ -16,21 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 
 from smartquant.errors import SmartquantError
 from smartquant.report import format_table, write_json
 from smartquant.sw.quantize.axe import AccumulatorSpec, worst_case_check
-from smartquant.sw.image.image import Image
-from smartquant.sw.infer.evalset import load_calibration
-from smartquant.sw.infer.model import linear_weight_names, model_dir
-from smartquant.sw.infer.ptq_model import calibration_inputs, quantize_model
+from smartquant.sw.infer.ptq_model import quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
-from smartquant.sw.infer.weights import read_safetensors
-from ptq_images import Evaluator      # this directory: benchmarks/ptq_images.py
 
 
 def main(argv=None) -> int:
@@ -45,11 +36,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    evaluator = Evaluator()
-    tensors = read_safetensors(model_dir("minilm") / "model.safetensors")
-    names = linear_weight_names(evaluator.full.config)
-    calibration = calibration_inputs(evaluator.full, load_calibration())
-    folder = Path(tempfile.mkdtemp(prefix="ptq-table-"))
+    bench = quality_bench("minilm")
+    tensors, names, calibration = bench.tensors, bench.names, bench.calibration
     grid = NestedRTN(StoreFormat(symmetric=True))
 
     rows = []
@@ -68,10 +56,7 @@ def main(argv=None) -> int:
                     rows.append({**row, "note": f"infeasible: {exc}"})
                     print(f"{k}-bit {algorithm} P={p}: infeasible", file=sys.stderr)
                     continue
-                path = folder / f"{k}-{algorithm}-{p}"
-                Image.build(list(quantized.items()), side={n: a for n, a in tensors.items() if n not in quantized}
-                            ).save(path)
-                metrics = evaluator.at(Image.load(path), k)
+                metrics = bench.quality({n: q.dequantize(k) for n, q in quantized.items()})
                 narrowest = min(p_ for p_ in range(args.input_bits + 1, 48)
                                 if all(worst_case_check(q, AccumulatorSpec(p_, args.input_bits, True), (k,)).ok
                                        for q in quantized.values()))

@@ -476,20 +476,51 @@ def synthesize_sweep(design_factory: Callable[[int], object], values, top_name: 
 TOP_NAME = "smartquant_top"
 
 
-#: AXI data width of the FPGA configuration (bits): an FPGA's DRAM controller port is
-#: narrower than the ASIC-style 512-bit default of `SmartQuantTop`.
+#: The FPGA configuration of the controller: an FPGA's DRAM controller port is narrower
+#: than the ASIC-style 512-bit default of `SmartQuantTop`, and 8 dequantizer lanes fit it.
 FPGA_AXI_DATA_WIDTH = 128
+FPGA_LANES = 8
+
+#: Wall time of the controller's flow in the FPGA configuration on the idle 2-core
+#: development machine, minutes (low, high) per tool, per target: yosys, then nextpnr with
+#: its default router (ECP5: placement about 4 min, `router1` routing 28-46 min).
+CONTROLLER_MINUTES = {"ecp5": {"yosys": (3, 5), "nextpnr": (30, 55)}}
+#: another job beside the flow on 2 cores makes a run up to this many times longer
+BUSY_FACTOR = 2
 
 
-def synthesize_top(target: str = "ecp5", *, lanes: int | None = None,
+def controller_timeout_s(target: str) -> float:
+    """Default limit per tool run for the controller on `target`: `BUSY_FACTOR` x its longest
+    measured run (ECP5: 6,600 s), or DEFAULT_TIMEOUT_S where no run was measured."""
+    minutes = CONTROLLER_MINUTES.get(target)
+    if minutes is None:
+        return DEFAULT_TIMEOUT_S
+    return BUSY_FACTOR * 60.0 * max(high for _, high in minutes.values())
+
+
+def controller_estimate(target: str, lanes: int, axi_data_width: int, timeout_s: float,
+                        load: float, cpus: int) -> str:
+    """What to expect before the flow starts, in one line: the measured minutes per tool
+    (FPGA configuration only), a warning when the machine's `load` fills its `cpus`, and the limit."""
+    minutes = CONTROLLER_MINUTES.get(target)
+    limit = f"each tool stops after {timeout_s:g} s (--timeout)"
+    if minutes is None or (lanes, axi_data_width) != (FPGA_LANES, FPGA_AXI_DATA_WIDTH):
+        return f"no measured run time for this configuration on {target}; {limit}"
+    expected = ", ".join(f"{tool} {low}-{high} min" for tool, (low, high) in minutes.items())
+    busy = (f"; the machine is busy (load {load:.1f} on {cpus} CPUs), so up to {BUSY_FACTOR}x that"
+            if load >= cpus - 0.5 else "")
+    return f"expect {expected} on an idle 2-core machine{busy}; {limit}"
+
+
+def synthesize_top(target: str = "ecp5", *, lanes: int = FPGA_LANES,
                    axi_data_width: int = FPGA_AXI_DATA_WIDTH, resource_sharing: bool = False,
                    **kwargs) -> SynthReport:
     """Synthesise the controller, `hw.top.SmartQuantTop(lanes=..., axi_data_width=...)`
-    (its own default lanes where None); other arguments as for `synthesize`, except that
+    (the FPGA configuration by default); other arguments as for `synthesize`, except that
     resource sharing is off by default (see `synthesize`).  The report's `parameters`
     are the controller's."""
     from . import top
-    options = {"axi_data_width": axi_data_width, **({"lanes": lanes} if lanes else {})}
+    options = {"axi_data_width": axi_data_width, "lanes": lanes}
     try:
         controller = top.SmartQuantTop(**options)
     except (ValueError, TypeError) as exc:

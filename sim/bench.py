@@ -1,12 +1,16 @@
 """Performance of the RTL in cycle-level simulation (`smartquant bench`, docs/BENCH.md).
 
-A *point* is a sequential read of a whole synthetic tensor in one view at k bits,
-replayed with the co-verification bench (every response still compared bit for bit)
-at one DRAM read latency, with or without backpressure.  All points run in one
-Verilator simulation (`sim/perf_bench.py`).  Per point:
+A *point* is a read of every line of a synthetic tensor in one view at k bits, in one
+host order (`sequential` for the grid; interleaved streams, a windowed shuffle and a
+random permutation for the traffic points, sw/image/trace.py), replayed with the
+co-verification bench (every response still compared bit for bit) at one DRAM read
+latency, with or without backpressure.  All points run in one Verilator simulation
+(`sim/perf_bench.py`).  Per point:
 
 - DRAM bytes per weight (bytes on the AXI read bus / weights served) against the
-  ideal `k/8` plus, for the dequantized views, `META_BYTES_PER_GROUP / G`;
+  ideal `k/8` plus, for the dequantized views, `META_BYTES_PER_GROUP / G`, and DRAM
+  bytes / ideal (ideal: each plane line and metadata line the tensor needs read once);
+- the block cache's hit rate (`lookup_hit_rate`);
 - host lines per cycle in steady state: `(lines - 1) / (last response - first response)`
   (cycles of the host model);
 - read-bus utilisation in steady state: host lines per cycle x R beats per line
@@ -23,6 +27,8 @@ Verilator simulation (`sim/perf_bench.py`).  Per point:
   smallest queue (host tags, the RTL's job queue and plane slots, the DRAM model's
   outstanding bursts) is named when it holds fewer.
 
+`acceptance` checks the points against `THRESHOLDS` (`smartquant bench --check`).
+
 Simulator speed: one small trace on Verilator, Icarus and Amaranth's simulator.
 """
 
@@ -38,6 +44,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -46,7 +53,7 @@ from ..errors import SmartquantError
 from ..spec import BLOCK_WEIGHTS, LINE_BYTES, META_BYTES_PER_GROUP, ScaleFormat, View
 from ..sw.image.image import Image
 from ..sw.quantize.quantizer import NestedRTN, StoreFormat
-from ..sw.image.trace import make_trace, save_trace, view_label
+from ..sw.image.trace import make_trace, parse_order, save_trace, view_label
 from . import runner
 from .dram import random_pauses
 from .perf_bench import ENV, PerfConfig, PerfPoint
@@ -57,9 +64,11 @@ DEFAULT_KS = (2, 3, 4, 8)
 FULL_KS = tuple(range(1, spec.CODE_BITS + 1))
 LATENCIES = (16, 64, 128)
 BACKPRESSURE_STALL = 0.2        #: stall probability of the "with backpressure" points
-ACCEPT_LATENCY = 64             #: acceptance: DRAM latency 64, no backpressure,
-ACCEPT_EFFICIENCY = 0.95        #: >= 95% of the bound,
-ACCEPT_BYTES = 0.01             #: DRAM bytes per weight within 1% of ideal
+ACCEPT_LATENCY = 64             #: DRAM latency of the acceptance points (and of the traffic points)
+ACCEPT_EFFICIENCY = 0.95        #: the rate every acceptance point reaches: >= 95% of its bound
+#: the traffic points: these (view, k) under each host order of `traffic_orders`
+TRAFFIC_VIEWS_KS = tuple((view, k) for view in (View.PACKED, View.FP16) for k in (1, 3, 8))
+TRAFFIC_STREAMS = (1, 2, 4, 16)     #: interleaved sequential streams (`streams:S`)
 #: read bursts the bench's DRAM model holds at once: enough that only the latency and one
 #: beat per cycle limit it (the co-verification model's default is 16; see docs/BENCH.md)
 DRAM_OUTSTANDING = 256
@@ -76,7 +85,9 @@ class Sweep:
     latencies: tuple = LATENCIES
     stalls: tuple = (0.0, BACKPRESSURE_STALL)
     dram_outstanding: tuple = (DRAM_OUTSTANDING,)
-    blocks: int = 256               #: 512-weight blocks of the synthetic tensor (> the RTL's 64 plane slots)
+    traffic_orders: tuple | None = None     #: host orders of the traffic points (None: `default_traffic_orders`)
+    traffic_views: tuple = TRAFFIC_VIEWS_KS  #: (view, k) of the traffic points
+    blocks: int = 256               #: 512-weight blocks of the synthetic tensor (> the RTL's 128 plane slots)
     group_size: int = spec.DEFAULT_GROUP_SIZE
     rtl: dict = dataclasses.field(default_factory=dict)    #: SmartQuantTop parameters overriding its defaults
     seed: int = 0
@@ -103,6 +114,16 @@ class Sweep:
             raise SmartquantError(f"RTL parameters {self.rtl}: {exc}") from None
 
 
+def cache_blocks(design: dict) -> int:
+    """Blocks the RTL keeps for reuse: its plane slots (the window of the `window:W` point)."""
+    return design["plane_slots"]
+
+
+def default_traffic_orders(design: dict) -> tuple[str, ...]:
+    """Interleaved sequential streams, a shuffle inside windows of the cache's size, and random."""
+    return tuple(f"streams:{s}" for s in TRAFFIC_STREAMS) + (f"window:{cache_blocks(design)}", "random")
+
+
 def bench_image(blocks: int, group_size: int = spec.DEFAULT_GROUP_SIZE, seed: int = 0) -> Image:
     """One symmetric tensor `bench` of `blocks` blocks (one block per row), fp16 scales,
     so every view (int8 included) applies; weights are Gaussian, quantized by NestedRTN."""
@@ -114,7 +135,7 @@ def bench_image(blocks: int, group_size: int = spec.DEFAULT_GROUP_SIZE, seed: in
 
 
 def expected_dram_bytes(region: dict, view: View, k: int) -> int:
-    """DRAM bytes of a sequential read of a whole region in a view: its top k plane lines
+    """DRAM bytes of a read of a whole region in a view, ideally: its top k plane lines
     of every block, plus every metadata line for the dequantized views, each once."""
     meta = region["meta_lines"] if view in DEQUANTIZED else 0
     return (region["blocks"] * k + meta) * LINE_BYTES
@@ -154,7 +175,36 @@ def in_flight_capacity(view: View, k: int, design: dict, dram_outstanding: int, 
             "DRAM outstanding": dram_outstanding * lines_per_block}
 
 
-def point_metrics(stats: dict, view: View, k: int, region: dict, design: dict) -> dict:
+def lookup_hit_rate(stats: dict, view: View) -> float:
+    """Fraction of the block cache's lookups that needed no DRAM read: one plane lookup per
+    quantized read, plus a metadata lookup per fp16/bf16 read.  From the CSR counters
+    `plane_lookups`, `plane_misses`, `meta_lookups`, `meta_misses` where the RTL has them;
+    otherwise estimated from the AXI bus, every read burst a miss (a block's plane lines or
+    one metadata line)."""
+    counters = stats.get("counters", {})
+    if "plane_lookups" in counters:
+        lookups = counters["plane_lookups"] + counters["meta_lookups"]
+        misses = counters["plane_misses"] + counters["meta_misses"]
+    else:
+        lookups = stats["lines_compared"] * (2 if view in DEQUANTIZED else 1)
+        misses = stats["dram_read_bursts"]
+    return 1 - misses / lookups if lookups else 0.0
+
+
+def _limit(bound_name: str, efficiency: float, refetch_bound: float, capacity: dict, needed: float) -> str:
+    """What holds a point below ACCEPT_EFFICIENCY of its bound: the read bus carrying the
+    measured (more than ideal) DRAM bytes when that alone caps the rate (`refetch_bound`, as a
+    fraction of the bound), else the smallest queue holding fewer than `needed` lines; the
+    bound's name at or above it."""
+    if efficiency >= ACCEPT_EFFICIENCY:
+        return bound_name
+    if refetch_bound < ACCEPT_EFFICIENCY:
+        return f"DRAM re-reads (read bus at most {refetch_bound:.2f} of the bound)"
+    smallest = min(capacity, key=capacity.get)
+    return f"{smallest} ({capacity[smallest]} lines)" if capacity[smallest] < needed else bound_name
+
+
+def point_metrics(stats: dict, view: View, k: int, region: dict, design: dict, order: str = "sequential") -> dict:
     """The figures of one point from its bench stats (see the module docstring)."""
     lines = stats["lines_compared"]
     weights = region["blocks"] * BLOCK_WEIGHTS
@@ -164,6 +214,8 @@ def point_metrics(stats: dict, view: View, k: int, region: dict, design: dict) -
     lines_per_cycle = (lines - 1) / window if window else 1.0
     stall = stats["settings"]["stall"]
     bounds = rate_bounds(view, lines, expected, beat_bytes, design["lanes"], stall)
+    read_bus_measured = rate_bounds(view, lines, stats["dram_bytes_read_bus"], beat_bytes, design["lanes"],
+                                    stall)["read bus"]
     bound_name = min(bounds, key=bounds.get)
     bound = bounds[bound_name]
     bytes_per_weight = stats["dram_bytes_read_bus"] / weights
@@ -171,24 +223,23 @@ def point_metrics(stats: dict, view: View, k: int, region: dict, design: dict) -
     latency = stats["settings"]["read_latency"]
     added = stats["first_response_cycle"] - stats["first_accept_cycle"] - latency
     capacity = in_flight_capacity(view, k, design, stats["dram_outstanding"], stats["settings"]["max_in_flight"])
-    smallest = min(capacity, key=capacity.get)
     needed = bound * (latency + added)
     efficiency = lines_per_cycle / bound
     return {
-        "view": view.name.lower(), "k": k, "read_latency": latency, "stall": stall,
+        "view": view.name.lower(), "k": k, "order": order, "read_latency": latency, "stall": stall,
         "dram_outstanding": stats["dram_outstanding"],
         "lines": lines, "weights": weights, "cycles": stats["cycles"],
         "dram_bytes": stats["dram_bytes_read_bus"], "expected_dram_bytes": expected,
         "bytes_per_weight": bytes_per_weight, "ideal_bytes_per_weight": ideal,
-        "bytes_vs_ideal": bytes_per_weight / ideal,
+        "bytes_vs_ideal": stats["dram_bytes_read_bus"] / expected,
+        "hit_rate": lookup_hit_rate(stats, view),
         "host_lines_per_cycle": lines_per_cycle,
         "read_bus_utilisation": lines_per_cycle * stats["read_beats"] / lines,
         "read_bus_utilisation_run": stats["read_bus_utilisation"],
         "bound_lines_per_cycle": bound, "bound": bound_name, "efficiency": efficiency,
         "added_latency": added,
         "in_flight_needed": needed, "in_flight_capacity": capacity,
-        "limit": bound_name if efficiency >= ACCEPT_EFFICIENCY or capacity[smallest] >= needed
-        else f"{smallest} ({capacity[smallest]} lines)",
+        "limit": _limit(bound_name, efficiency, read_bus_measured / bound, capacity, needed),
         "latency_mean": stats["latency_cycles"]["mean"],
         "sim_cycles_per_s": stats["cycles_per_s"],
     }
@@ -248,33 +299,41 @@ def run_points(points: list[PerfPoint], image_dir: str | os.PathLike, verilog: s
     return stats
 
 
-def make_traces(image: Image, image_dir: Path, views_ks: list[tuple[View, int]], out: Path) -> dict:
-    """One sequential whole-tensor trace per (view, k) under `out`; {(view, k): path}."""
+def make_traces(image: Image, image_dir: Path, keys: list[tuple[View, int, str]], out: Path,
+                seed: int = 0) -> dict:
+    """One whole-tensor trace per (view, k, order) under `out`; {(view, k, order): path}."""
     paths = {}
-    for view, k in views_ks:
-        path = out / view_label(view, k).replace(":", "_")
-        save_trace(make_trace(image, image_dir, None, [(view, k)], "sequential"), path)
-        paths[view, k] = path
+    for view, k, order in keys:
+        path = out / f"{view_label(view, k)}_{order}".replace(":", "_")
+        save_trace(make_trace(image, image_dir, None, [(view, k)], order, seed=seed), path)
+        paths[view, k, order] = path
     return paths
 
 
 def run_sweep(sweep: Sweep) -> list[dict]:
-    """Every point of `sweep`, measured; one metrics dict per point (views, k, latency, stall order)."""
-    design, verilog = sweep.design(), sweep.verilog()
+    """Every point of `sweep`, measured; one metrics dict per point: the sequential grid
+    (views, k, latency, DRAM model, stall order), then the traffic points (view and k,
+    then order) at DRAM latency 64 without backpressure."""
+    design = sweep.design()
+    orders = default_traffic_orders(design) if sweep.traffic_orders is None else sweep.traffic_orders
+    for order in orders:
+        parse_order(order)
+    verilog = sweep.verilog()
     image = bench_image(sweep.blocks, sweep.group_size, sweep.seed)
     region = {"blocks": image.entries[0].blocks, "meta_lines": image.entries[0].meta_lines,
               "group_size": image.entries[0].group_size}
+    keys = [(view, k, "sequential", latency, outstanding, stall) for view in sweep.views for k in sweep.ks
+            for latency in sweep.latencies for outstanding in sweep.dram_outstanding for stall in sweep.stalls]
+    keys += [(view, k, order, ACCEPT_LATENCY, max(sweep.dram_outstanding), 0.0)
+             for view, k in sweep.traffic_views for order in orders]
     with tempfile.TemporaryDirectory(prefix="smartquant-bench-") as work:
         work = Path(work)
         image.save(work / "image")
-        views_ks = [(view, k) for view in sweep.views for k in sweep.ks]
-        traces = make_traces(image, work / "image", views_ks, work)
-        keys = [(view, k, latency, outstanding, stall) for view, k in views_ks for latency in sweep.latencies
-                for outstanding in sweep.dram_outstanding for stall in sweep.stalls]
-        points = [PerfPoint(str(traces[view, k]), latency, stall, sweep.seed, dram_outstanding=outstanding)
-                  for view, k, latency, outstanding, stall in keys]
+        traces = make_traces(image, work / "image", list(dict.fromkeys(key[:3] for key in keys)), work, sweep.seed)
+        points = [PerfPoint(str(traces[view, k, order]), latency, stall, sweep.seed, dram_outstanding=outstanding)
+                  for view, k, order, latency, outstanding, stall in keys]
         stats = run_points(points, work / "image", verilog)
-    return [point_metrics(s, key[0], key[1], region, design) for s, key in zip(stats, keys)]
+    return [point_metrics(s, key[0], key[1], region, design, key[2]) for s, key in zip(stats, keys)]
 
 
 def present_simulators(simulators=SPEED_SIMULATORS) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -295,7 +354,7 @@ def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 16, view: View = 
     with tempfile.TemporaryDirectory(prefix="smartquant-speed-") as work:
         work = Path(work)
         image.save(work / "image")
-        trace = make_traces(image, work / "image", [(view, k)], work)[view, k]
+        trace = make_traces(image, work / "image", [(view, k, "sequential")], work)[view, k, "sequential"]
         for simulator in simulators:
             options = runner.SimOptions(simulator=simulator, read_latency=16, max_in_flight=256, harness="python")
             stats = runner.run_trace(trace, options)
@@ -313,23 +372,101 @@ def simulator_speed(simulators=SPEED_SIMULATORS, blocks: int = 16, view: View = 
 
 # --- acceptance -------------------------------------------------------------------
 
-def acceptance(rows: list[dict]) -> list[dict]:
-    """The acceptance check on the points at DRAM latency 64 without backpressure: host lines
-    per cycle (read-bus utilisation for packed) >= 95% of the bound and DRAM bytes per
-    weight within 1% of ideal."""
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    """One acceptance criterion: `figure` (a point metric) of every point `selects` picks is
+    at most (`at_most`) or at least `limit`.  `required(cache blocks)` lists the
+    (view, k, order) points that must have been measured for the criterion to be met."""
+    name: str
+    points: str                                     #: the points it applies to, in words
+    figure: str
+    at_most: bool
+    limit: float
+    selects: Callable[[dict, int], bool]            #: (point, cache blocks) -> applies
+    required: Callable[[int], list] = lambda cache: []
+
+
+def _grid_at(row: dict, views=None, latency=None) -> bool:
+    """A sequential grid point without backpressure, of `views` (any) at `latency` (any)."""
+    return (row["order"] == "sequential" and not row["stall"] and (views is None or row["view"] in views)
+            and (latency is None or row["read_latency"] == latency))
+
+
+def _traffic(row: dict, orders) -> bool:
+    return row["order"] in orders and row["read_latency"] == ACCEPT_LATENCY and not row["stall"]
+
+
+def _traffic_keys(orders) -> list:
+    return [(view.name.lower(), k, order) for view, k in TRAFFIC_VIEWS_KS for order in orders]
+
+
+STREAM_ORDERS = tuple(f"streams:{s}" for s in TRAFFIC_STREAMS)
+
+#: `smartquant bench --check` (the same table is in docs/BENCH.md).
+THRESHOLDS = (
+    Threshold("rate", "sequential, DRAM latency 64, no backpressure", "efficiency", False, ACCEPT_EFFICIENCY,
+              lambda row, cache: _grid_at(row, latency=ACCEPT_LATENCY)),
+    Threshold("DRAM bytes", "sequential, DRAM latency 64, no backpressure", "bytes_vs_ideal", True, 1.01,
+              lambda row, cache: _grid_at(row, latency=ACCEPT_LATENCY)),
+    Threshold("streams: DRAM bytes", "1, 2, 4, 16 interleaved streams; packed, fp16 k = 1, 3, 8; DRAM latency 64",
+              "bytes_vs_ideal", True, 1.02, lambda row, cache: _traffic(row, STREAM_ORDERS),
+              lambda cache: _traffic_keys(STREAM_ORDERS)),
+    Threshold("streams: rate", "1, 2, 4, 16 interleaved streams; packed, fp16 k = 1, 3, 8; DRAM latency 64",
+              "efficiency", False, ACCEPT_EFFICIENCY, lambda row, cache: _traffic(row, STREAM_ORDERS),
+              lambda cache: _traffic_keys(STREAM_ORDERS)),
+    Threshold("window: DRAM bytes", "shuffle in windows of the cache's blocks; packed, fp16 k = 1, 3, 8; "
+              "DRAM latency 64", "bytes_vs_ideal", True, 1.05,
+              lambda row, cache: _traffic(row, (f"window:{cache}",)),
+              lambda cache: _traffic_keys((f"window:{cache}",))),
+    Threshold("added latency", "sequential packed, int8; every DRAM latency, no backpressure", "added_latency",
+              True, 16, lambda row, cache: _grid_at(row, views=("packed", "int8"))),
+    Threshold("added latency", "sequential fp16, bf16; every DRAM latency, no backpressure", "added_latency",
+              True, 20, lambda row, cache: _grid_at(row, views=("fp16", "bf16"))),
+)
+
+
+def acceptance(rows: list[dict], cache: int, thresholds=THRESHOLDS) -> list[dict]:
+    """Every threshold on every point it selects (`cache`: the RTL's cache blocks,
+    `cache_blocks`), one verdict each; a required point that was not measured, or a
+    threshold no point was measured for, is a verdict that did not pass (`value` None)."""
     checks = []
-    for row in rows:
-        if row["read_latency"] != ACCEPT_LATENCY or row["stall"]:
-            continue
-        measure = "read bus" if row["view"] == "packed" else "host lines"
-        value = row["read_bus_utilisation"] if row["view"] == "packed" else row["host_lines_per_cycle"]
-        bound = 1.0 if row["view"] == "packed" else row["bound_lines_per_cycle"]
-        bytes_ok = abs(row["bytes_vs_ideal"] - 1) <= ACCEPT_BYTES
-        checks.append({"view": row["view"], "k": row["k"], "dram_outstanding": row["dram_outstanding"],
-                       "measure": measure, "value": value, "bound": bound, "of_bound": value / bound,
-                       "bytes_vs_ideal": row["bytes_vs_ideal"], "limit": row["limit"],
-                       "passed": value / bound >= ACCEPT_EFFICIENCY and bytes_ok})
+    for threshold in thresholds:
+        picked = [row for row in rows if threshold.selects(row, cache)]
+        measured = {(row["view"], row["k"], row["order"]) for row in picked}
+        missing = [key for key in threshold.required(cache) if key not in measured]
+        if not picked and not missing:
+            missing = [(None, None, None)]
+        limit = f"{'<=' if threshold.at_most else '>='} {threshold.limit:g}"
+        for row in picked:
+            value = row[threshold.figure]
+            passed = value <= threshold.limit if threshold.at_most else value >= threshold.limit
+            checks.append({"check": threshold.name, "view": row["view"], "k": row["k"], "order": row["order"],
+                           "read_latency": row["read_latency"], "dram_outstanding": row["dram_outstanding"],
+                           "figure": threshold.figure, "value": value, "limit": limit, "passed": passed,
+                           "why": row["limit"] if threshold.figure == "efficiency" else ""})
+        checks += [{"check": threshold.name, "view": view, "k": k, "order": order, "read_latency": None,
+                    "figure": threshold.figure, "value": None, "limit": limit, "passed": False,
+                    "why": threshold.points} for view, k, order in missing]
     return checks
+
+
+def missed(checks: list[dict]) -> list[str]:
+    """One line per verdict that did not pass: 'streams: DRAM bytes: fp16 k=3 streams:2 at
+    DRAM latency 64: 9.31 (limit <= 1.02)'."""
+    lines = []
+    for check in checks:
+        if check["passed"]:
+            continue
+        where = f"{check['view']} k={check['k']} {check['order']}"
+        if check["value"] is not None:
+            why = f"; {check['why']}" if check["why"] else ""
+            lines.append(f"{check['check']}: {where} at DRAM latency {check['read_latency']}: "
+                         f"{check['value']:.4g} (limit {check['limit']}{why})")
+        elif check["view"] is None:
+            lines.append(f"{check['check']}: no point measured ({check['why']})")
+        else:
+            lines.append(f"{check['check']}: {where}: not measured")
+    return lines
 
 
 # --- plots -------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class ServedLayer:
     def tensor(self, name: str) -> torch.Tensor:
         return self.rest.tensor(name)
 
+    def rotation(self, name: str):
+        return self.rest.rotation(name)
+
 
 @dataclasses.dataclass
 class EndToEndResult:

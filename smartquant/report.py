@@ -32,3 +32,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def print_rows(headers: Sequence[str], rows: Sequence[dict], json_path: str | os.PathLike | None = None) -> None:
+    """Print the `headers` columns of result rows as a table; write all of them as JSON if asked."""
+    print(format_table(headers, [[r[h] for h in headers] for r in rows]))
+    if json_path:
+        write_json(json_path, list(rows))

@@ -158,3 +158,41 @@ def corrupt_expected_line():
         return index
 
     return corrupt
+
+
+@pytest.fixture(scope="session")
+def toy_encoder():
+    """(config, tokenizer, tensors): a random 2-layer BERT-style encoder (hidden 128, 4 heads,
+    FFN 256, float32) on MiniLM's tokenizer, small enough for per-slice measurements."""
+    from smartquant.sw.infer.model import SentenceTokenizer, TransformerConfig, layer_names, model_dir
+    config = TransformerConfig(vocab_size=30522, hidden_size=128, num_layers=2, num_heads=4,
+                               intermediate_size=256, max_positions=64, type_vocab_size=2)
+    rng = np.random.default_rng(7)
+    h, f = config.hidden_size, config.intermediate_size
+    tensors = {"embeddings.word_embeddings.weight": rng.standard_normal((config.vocab_size, h)),
+               "embeddings.position_embeddings.weight": rng.standard_normal((config.max_positions, h)) * 0.1,
+               "embeddings.token_type_embeddings.weight": rng.standard_normal((2, h)) * 0.1,
+               "embeddings.LayerNorm.weight": np.ones(h), "embeddings.LayerNorm.bias": np.zeros(h)}
+    for i in range(config.num_layers):
+        names = layer_names(i)
+        shapes = {"query": (h, h), "key": (h, h), "value": (h, h), "attn_out": (h, h),
+                  "ffn_in": (f, h), "ffn_out": (h, f)}
+        for role, (rows, cols) in shapes.items():
+            tensors[f"{names[role]}.weight"] = rng.standard_normal((rows, cols)) / np.sqrt(cols)
+            tensors[f"{names[role]}.bias"] = rng.standard_normal(rows) * 0.02
+        for norm in ("attn_norm", "ffn_norm"):
+            tensors[f"{names[norm]}.weight"] = 1 + rng.standard_normal(h) * 0.1
+            tensors[f"{names[norm]}.bias"] = rng.standard_normal(h) * 0.1
+    tensors = {name: t.astype(np.float32) for name, t in tensors.items()}
+    return config, SentenceTokenizer(model_dir("minilm") / "tokenizer.json", config.max_positions), tensors
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A .safetensors of two weights, (16, 100) and (8, 256), and a 1-D bias."""
+    import torch
+    from safetensors.torch import save_file
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_file({"w1": torch.randn(16, 100) * 0.05, "w2": torch.randn(8, 256) * 0.05, "bias": torch.randn(8)}, str(path))
+    return path

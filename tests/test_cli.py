@@ -1,3 +1,5 @@
+import json
+import re
 import subprocess
 import sys
 
@@ -13,3 +15,23 @@ def test_every_subcommand_has_help():
                              capture_output=True, text=True)
         assert out.returncode == 0, (name, out.stderr)
         assert "usage: smartquant" in out.stdout
+
+
+def test_no_help_text_refers_to_issue_numbers():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        assert not re.search(r"\bissue\s*#?\d", command.format_help(), re.IGNORECASE), name
+
+
+def test_trace_order_is_checked_before_anything_is_written(tiny_image_dir, tmp_path):
+    out = tmp_path / "trace"
+    bad = subprocess.run([sys.executable, "-m", "smartquant.cli", "trace", str(tiny_image_dir), "-o", str(out),
+                          "--order", "streams:0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "smartquant trace: error: order 'streams:0': S must be >= 1"]
+    assert not out.exists()
+    good = subprocess.run([sys.executable, "-m", "smartquant.cli", "trace", str(tiny_image_dir), "-o", str(out),
+                           "--order", "window:2", "--views", "packed:2"], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert json.loads((out / "trace.json").read_text())["settings"]["order"] == "window:2"

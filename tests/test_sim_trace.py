@@ -10,8 +10,8 @@ from smartquant import spec
 from smartquant.errors import SmartquantError
 from smartquant.spec import Opcode, View
 from smartquant.sw.image import golden
-from smartquant.sw.image.trace import (ERROR_KINDS, ORDERS, load_trace, make_trace, parse_views,
-                                 save_trace)
+from smartquant.sw.image.trace import (ERROR_KINDS, ORDERS, interleaved_streams, load_trace, make_trace,
+                                       parse_order, parse_views, save_trace, windowed_shuffle)
 
 ALL_VIEWS = "packed:3,fp16:4,bf16:2,raw"
 
@@ -41,7 +41,8 @@ def test_trace_reads_every_line_of_each_tensor_once_per_view(tiny_image, tiny_im
     assert symmetric_names(tiny_image) and len(symmetric_names(tiny_image)) < len(tiny_image.entries)
 
 
-@given(order=st.sampled_from(ORDERS), seed=st.integers(0, 2**16))
+@given(order=st.sampled_from(ORDERS + ("streams:1", "streams:3", "streams:16", "window:1", "window:5")),
+       seed=st.integers(0, 2**16))
 @settings(max_examples=10, deadline=None)
 def test_orders_are_permutations_of_sequential(tiny_image, tiny_image_dir, order, seed):
     views = parse_views("fp16:3,packed:8")
@@ -50,6 +51,54 @@ def test_orders_are_permutations_of_sequential(tiny_image, tiny_image_dir, order
     assert sorted(base.addr.tolist()) == sorted(other.addr.tolist())
     lookup = {int(a): line.tobytes() for a, line in zip(base.addr, base.line)}
     assert all(lookup[int(a)] == line.tobytes() for a, line in zip(other.addr, other.line))
+
+
+def test_streams_read_their_own_ranges_round_robin():
+    assert interleaved_streams(7, 3).tolist() == [0, 3, 5, 1, 4, 6, 2]      # ranges 0-2, 3-4, 5-6
+    assert interleaved_streams(5, 1).tolist() == [0, 1, 2, 3, 4]
+    assert interleaved_streams(2, 4).tolist() == [0, 1]                     # two streams stay empty
+
+
+def test_streams_order_interleaves_contiguous_ranges(tiny_image, tiny_image_dir):
+    views = parse_views("fp16:4")
+    base = make_trace(tiny_image, tiny_image_dir, None, views, "sequential")
+    streams = make_trace(tiny_image, tiny_image_dir, None, views, "streams:4")
+    n = len(base)
+    starts = [len(r) and r[0] for r in np.array_split(np.arange(n), 4)]
+    assert streams.addr[:4].tolist() == base.addr[starts].tolist()         # each stream's first line
+    assert streams.addr[4:8].tolist() == base.addr[[s + 1 for s in starts]].tolist()
+    assert streams.settings["order"] == "streams:4"
+
+
+def test_window_shuffles_only_inside_windows_and_is_seeded(tiny_image, tiny_image_dir):
+    entry = tiny_image.entries[0]
+    views = parse_views("packed:3")
+    lines_per_window = 2 * spec.lines_per_block(View.PACKED, 3)
+    base = make_trace(tiny_image, tiny_image_dir, [entry.name], views, "sequential")
+    shuffled = make_trace(tiny_image, tiny_image_dir, [entry.name], views, "window:2", seed=5)
+    assert not np.array_equal(base.addr, shuffled.addr)
+    for start in range(0, len(base), lines_per_window):
+        window = slice(start, start + lines_per_window)
+        assert sorted(shuffled.addr[window].tolist()) == base.addr[window].tolist()
+    again = make_trace(tiny_image, tiny_image_dir, [entry.name], views, "window:2", seed=5)
+    other = make_trace(tiny_image, tiny_image_dir, [entry.name], views, "window:2", seed=6)
+    assert np.array_equal(again.addr, shuffled.addr) and not np.array_equal(other.addr, shuffled.addr)
+    rng = np.random.default_rng(0)
+    assert windowed_shuffle(10, 4, rng)[8:].tolist() in ([8, 9], [9, 8])   # a short last window
+
+
+@pytest.mark.parametrize("text, message", [
+    ("zigzag", "unknown order 'zigzag'"), ("streams", "needs a whole number"), ("streams:x", "needs a whole number"),
+    ("streams:0", "S must be >= 1"), ("window:-2", "W must be >= 1"), ("random:3", "unknown order"),
+    ("window:", "needs a whole number")])
+def test_bad_orders_are_one_line_errors(text, message):
+    with pytest.raises(SmartquantError, match=message):
+        parse_order(text)
+
+
+def test_orders_parse():
+    assert [parse_order(t) for t in ("sequential", "random", "streams:16", "window:128")] == [
+        ("sequential", 0), ("random", 0), ("streams", 16), ("window", 128)]
 
 
 def test_strided_visits_line_j_of_every_block_first(tiny_image, tiny_image_dir):

@@ -16,14 +16,6 @@ from smartquant.sw.image.image import Image
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "m.safetensors"
-    torch.manual_seed(0)
-    save_file({"w1": torch.randn(16, 100) * 0.05, "w2": torch.randn(8, 256) * 0.05, "bias": torch.randn(8)}, str(path))
-    return path
-
-
-@pytest.fixture
 def image_dir(model_file, tmp_path):
     out = tmp_path / "img"
     assert main(["quantize", str(model_file), "-o", str(out), "--format", "sym", "--scale", "bf16",

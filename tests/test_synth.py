@@ -160,3 +160,44 @@ def test_cli_rejects_a_bad_controller_configuration(capsys):
     from smartquant.cli import main
     assert main(["synth", "--lanes", "3"]) == 2
     assert "cannot build the controller" in capsys.readouterr().err
+
+
+def test_the_fpga_configuration_is_the_cli_default():
+    from smartquant.cli import build_parser
+    args = build_parser().parse_args(["synth"])
+    assert (args.target, args.lanes, args.axi_data_width) == ("ecp5", 8, 128) == \
+        ("ecp5", synth.FPGA_LANES, synth.FPGA_AXI_DATA_WIDTH)
+    assert args.timeout is None                 # chosen per target when the run starts
+
+
+def test_default_timeout_covers_the_measured_run_twice_over():
+    longest = max(high for _, high in synth.CONTROLLER_MINUTES["ecp5"].values())
+    assert longest >= 50                        # routing alone took up to 46 min (docs/SYNTH.md)
+    assert synth.controller_timeout_s("ecp5") == 2 * 60 * longest > synth.DEFAULT_TIMEOUT_S
+    assert synth.controller_timeout_s("gowin") == synth.DEFAULT_TIMEOUT_S     # nothing measured
+
+
+def test_estimate_names_the_minutes_the_busy_machine_and_the_limit():
+    idle = synth.controller_estimate("ecp5", 8, 128, 6600, load=0.2, cpus=2)
+    assert idle == ("expect yosys 3-5 min, nextpnr 30-55 min on an idle 2-core machine; "
+                    "each tool stops after 6600 s (--timeout)")
+    busy = synth.controller_estimate("ecp5", 8, 128, 6600, load=2.1, cpus=2)
+    assert "the machine is busy (load 2.1 on 2 CPUs), so up to 2x that" in busy
+    other = synth.controller_estimate("ecp5", 32, 512, 1800, load=0.0, cpus=2)
+    assert other == "no measured run time for this configuration on ecp5; each tool stops after 1800 s (--timeout)"
+
+
+def test_cli_prints_the_estimate_before_it_starts(monkeypatch, capsys):
+    from smartquant.cli import main
+    seen = {}
+
+    def stop_before_the_tools(target, **kwargs):
+        seen.update(kwargs, target=target, said=capsys.readouterr().err)
+        raise SmartquantError("stopped by the test")
+
+    monkeypatch.setattr(synth, "synthesize_top", stop_before_the_tools)
+    assert main(["synth"]) == 2
+    assert seen["said"].startswith("smartquant synth: expect yosys")
+    assert (seen["target"], seen["lanes"], seen["axi_data_width"], seen["timeout_s"]) == \
+        ("ecp5", 8, 128, synth.controller_timeout_s("ecp5"))
+    assert main(["synth", "--timeout", "60"]) == 2 and seen["timeout_s"] == 60

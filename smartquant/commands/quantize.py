@@ -14,6 +14,7 @@ from ..sw.quantize.axe import AccumulatorSpec
 from ..sw.quantize.quantizer import StoreFormat
 from ..sw.store.methods import DEFAULT_METHOD, JOINT_FEEDBACK, METHODS, MethodSettings
 from ..sw.store.recipe_store import quantize_with_recipe
+from ..sw.quantize.rotation import parse_rotate
 from ..sw.store.model_store import parse_views, quantize_source
 from .common import int_at_least, number_list, source_input
 
@@ -35,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--views", default="3,4,8",
                    help="bit widths the method optimises, e.g. 3,4,8 (default %(default)s)")
     p.add_argument("--view-weights", metavar="L,..",
-                   help="joint: weight lambda_k of each view's squared error (default all 1)")
+                   help="joint: weight lambda_k of each view's squared error (default 1, and 64 for view 8)")
     p.add_argument("--joint-feedback", choices=JOINT_FEEDBACK, default=JOINT_FEEDBACK[0],
                    help="joint: feed back each view's error to its own copy of the weights (per-view, "
                         "default) or the error of the weighted-mean reconstruction (mean)")
@@ -48,6 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--input-bits", type=int, metavar="N", help="AXE: input width N")
     p.add_argument("--signed-inputs", action="store_true", help="AXE: inputs are signed N-bit integers")
     p.add_argument("--tile", type=int, metavar="T", help="AXE: inputs per inner accumulation (default: the group)")
+    p.add_argument("--rotate", default="none", metavar="none|hadamard[:SEED]",
+                   help="store every weight as W*H for a signed block Hadamard H over its inputs, "
+                        "declared in the manifest (default %(default)s; docs/FORMATS.md)")
     p.add_argument("--recipe", metavar="RECIPE",
                    help="per-tensor options from `smartquant recipe` (overrides the format options)")
     p.set_defaults(func=run)
@@ -71,12 +75,15 @@ def method_settings(args) -> MethodSettings:
 
 
 def run(args) -> int:
+    if parse_rotate(args.rotate) is not None and args.recipe:
+        raise SmartquantError("--rotate does not combine with --recipe (a recipe sets every tensor's format)")
     check_output(args.output, "image", inputs=[source_input(args.source), args.recipe, args.calibration_inputs])
     start = time.perf_counter()
     if args.recipe:
         image = quantize_with_recipe(args.source, args.recipe)
     else:
-        image = quantize_source(args.source, method_settings(args), args.calibration, args.calibration_inputs)
+        image = quantize_source(args.source, method_settings(args), args.calibration, args.calibration_inputs,
+                                rotate=args.rotate)
     image.save(args.output)
     print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
           f"{len(image.side)} side tensors, method {image.info.get('method', 'recipe')} "

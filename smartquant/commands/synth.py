@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from .. import report
 from ..hw import synth
 from .common import check_output_options
@@ -15,7 +18,8 @@ def register(subparsers) -> None:
                     "achieved Fmax and the critical path.  See docs/SYNTH.md.")
     parser.add_argument("--target", choices=sorted(synth.TARGETS), default="ecp5",
                         help="FPGA family (default device per family in docs/SYNTH.md)")
-    parser.add_argument("--lanes", type=int, metavar="N", help="dequantizer lanes (default: the top's)")
+    parser.add_argument("--lanes", type=int, metavar="N", default=synth.FPGA_LANES,
+                        help="dequantizer lanes (default %(default)s, the FPGA configuration)")
     parser.add_argument("--axi-width", type=int, dest="axi_data_width", metavar="W",
                         default=synth.FPGA_AXI_DATA_WIDTH,
                         help="AXI data width in bits (default %(default)s, the FPGA configuration)")
@@ -26,8 +30,10 @@ def register(subparsers) -> None:
                         help="nextpnr router (default: nextpnr's own for the family, router1 on "
                              "ECP5 and iCE40; router2 is faster but does not converge on the "
                              "full ECP5 controller)")
-    parser.add_argument("--timeout", type=float, default=synth.DEFAULT_TIMEOUT_S,
-                        metavar="S", help="limit per tool run in seconds")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="limit per tool run in seconds (default: twice the longest measured run, "
+                             f"{synth.controller_timeout_s('ecp5'):g} on ECP5; {synth.DEFAULT_TIMEOUT_S:g} "
+                             "where none was measured)")
     parser.add_argument("--share", action="store_true",
                         help="run yosys's SAT resource sharing (slow: tens of minutes at 32 lanes)")
     parser.add_argument("--workdir", help="keep the tools' files (netlist, logs) here")
@@ -37,9 +43,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     check_output_options(args)
+    timeout = args.timeout if args.timeout is not None else synth.controller_timeout_s(args.target)
+    print("smartquant synth: " + synth.controller_estimate(args.target, args.lanes, args.axi_data_width, timeout,
+                                                            os.getloadavg()[0], os.cpu_count() or 1),
+          file=sys.stderr, flush=True)
     result = synth.synthesize_top(
         args.target, lanes=args.lanes, axi_data_width=args.axi_data_width,
-        freq_mhz=args.freq, seed=args.seed, router=args.router, timeout_s=args.timeout, workdir=args.workdir,
+        freq_mhz=args.freq, seed=args.seed, router=args.router, timeout_s=timeout, workdir=args.workdir,
         resource_sharing=args.share, progress=True)
     print(report.format_table(["quantity", "value"], result.table_rows()))
     print(f"\ncritical path ({result.critical_path_ns} ns):\n{result.critical_path}")

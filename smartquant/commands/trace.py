@@ -18,8 +18,10 @@ def register(subparsers) -> None:
                    help="trace directory to write (replaces only an earlier trace)")
     p.add_argument("--tensors", default="", help="comma-separated tensor names (default: all)")
     p.add_argument("--views", default="fp16:4", help="views to read, e.g. fp16:4,packed:3,int8:8,raw")
-    p.add_argument("--order", default="sequential", choices=traces.ORDERS,
-                   help="sequential lines; strided: line j of every block, then j+1; random permutation")
+    p.add_argument("--order", default="sequential",
+                   help="sequential lines; strided: line j of every block, then j+1; random: a permutation; "
+                        "streams:S: S hosts each reading its own contiguous range, round robin; "
+                        "window:W: a random order inside each window of W blocks")
     p.add_argument("--errors", type=int_at_least(0), default=0, help="bad requests to mix in (expected poison)")
     p.add_argument("--dram-errors", type=int_at_least(0), default=0, metavar="N",
                    help="DRAM lines the reads fetch that answer AXI SLVERR (expected poison, docs/COVERIFY.md)")
@@ -31,6 +33,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    traces.parse_order(args.order)
     check_output(args.output, "trace", inputs=[args.image])
     image = Image.load(args.image)
     tensors = [t for t in args.tensors.split(",") if t] or None

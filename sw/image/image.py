@@ -27,6 +27,7 @@ from ...atomic import atomic_dir
 from ...errors import SmartquantError
 from ...spec import (BLOCK_WEIGHTS, CODEBOOK_ENTRIES, CODEBOOK_LINES, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES,
                     META_BYTES_PER_GROUP, PLANES, SYMMETRIC_ZERO, ScaleFormat)
+from ..quantize.rotation import Rotation
 from .validate import IMAGE_FORMAT, IMAGE_VERSION, check_manifest, check_side
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class TensorEntry:
     rel_error: dict[int, float] | None = None   #: k -> ||W_k - W||_F / ||W||_F at quantize time
     norm: float | None = None                   #: ||W||_F of the source weight
     codebook_base: int | None = None            #: first line of the table set (LUT tensor), else None
+    rotation: Rotation | None = None            #: the store holds W·H; the host applies H to the inputs
 
     @property
     def groups(self) -> int:
@@ -80,6 +82,8 @@ class TensorEntry:
             out["norm"] = self.norm
         if self.codebook_base is not None:
             out["codebook_base"] = self.codebook_base
+        if self.rotation is not None:
+            out["rotation"] = self.rotation.to_json()
         return out
 
     @classmethod
@@ -92,7 +96,8 @@ class TensorEntry:
                    meta_lines=d["meta_lines"],
                    rel_error=None if rel is None else {int(k): float(v) for k, v in rel.items()},
                    norm=None if d.get("norm") is None else float(d["norm"]),
-                   codebook_base=d.get("codebook_base"))
+                   codebook_base=d.get("codebook_base"),
+                   rotation=None if d.get("rotation") is None else Rotation.from_json(d["rotation"]))
 
 
 # --- bit-planes ------------------------------------------------------------------
@@ -177,18 +182,22 @@ class Image:
     @classmethod
     def build(cls, tensors: Iterable[tuple[str, "QuantizedTensor"]], side: dict | None = None,
               rel_errors: dict[str, dict[int, float]] | None = None, norms: dict[str, float] | None = None,
-              info: dict | None = None) -> "Image":
+              info: dict | None = None, rotations: dict[str, Rotation] | None = None) -> "Image":
         """Lay quantized tensors out in DRAM in the given order (planes, then metadata, 8-line aligned).
 
         `rel_errors` (name -> k -> relative error) and `norms` (name -> ||W||_F) are recorded
-        in the manifest for `inspect`.  Tensors with a `table_bits` array (codebook tensors,
-        `sw.codebook.CodebookTensor`) get their table set after the last tensor."""
+        in the manifest for `inspect`; `rotations` (name -> H) declares the tensors stored as W·H.
+        Tensors with a `table_bits` array (codebook tensors, `sw.codebook.CodebookTensor`) get
+        their table set after the last tensor."""
         entries, chunks, line = [], [], 0
         tensors = list(tensors)
-        rel_errors, norms = rel_errors or {}, norms or {}
+        rel_errors, norms, rotations = rel_errors or {}, norms or {}, rotations or {}
         for name, qt in tensors:
             if any(e.name == name for e in entries):
                 raise SmartquantError(f"tensor {name!r} appears twice")
+            if name in rotations and rotations[name].size != qt.shape[1]:
+                raise SmartquantError(f"tensor {name!r}: rotation of size {rotations[name].size} "
+                                      f"does not match in={qt.shape[1]}")
             if qt.group_size not in GROUP_SIZES:
                 raise SmartquantError(f"tensor {name!r}: group size {qt.group_size} not one of {GROUP_SIZES}")
             flat = qt.codes.reshape(-1)
@@ -206,7 +215,7 @@ class Image:
                                 scale_format=ScaleFormat(qt.scale_format), plane_base=line,
                                 meta_base=line + blocks * PLANES, blocks=blocks,
                                 meta_lines=len(meta) // LINE_BYTES, rel_error=rel_errors.get(name),
-                                norm=norms.get(name))
+                                norm=norms.get(name), rotation=rotations.get(name))
             entries.append(entry)
             chunks += [planes, meta]
             end = entry.meta_base + entry.meta_lines

@@ -35,7 +35,9 @@ from .image import Image
 from .plan import plan_requests
 from .validate import TRACE_FORMAT, TRACE_VERSION, check_trace_json, load_requests
 
+#: orders without a parameter; `streams:S` and `window:W` take one (`parse_order`)
 ORDERS = ("sequential", "strided", "random")
+PARAMETER_ORDERS = ("streams", "window")
 #: kinds of bad request `--errors` mixes in, used in turn
 ERROR_KINDS = ("unmapped", "past_end", "write_quantized", "int8_asymmetric", "bad_k")
 TAGS = 1 << spec.TAG_BITS
@@ -142,6 +144,43 @@ def _tensor_lines(image: Image, region: dict, view: View, k: int):
     return base + np.arange(count, dtype=np.uint64), data.reshape(count, LINE_BYTES)
 
 
+# --- orders ---------------------------------------------------------------------
+
+def parse_order(text: str) -> tuple[str, int]:
+    """'random' -> ('random', 0); 'streams:4' -> ('streams', 4); 'window:128' -> ('window', 128).
+    `streams:S`: S hosts each read their own contiguous range of the lines, round robin;
+    `window:W`: a random order inside each window of W blocks."""
+    name, colon, value = text.partition(":")
+    if name in ORDERS and not colon:
+        return name, 0
+    if name not in PARAMETER_ORDERS:
+        raise SmartquantError(f"unknown order {text!r} (one of {', '.join(ORDERS)}, streams:S, window:W)")
+    try:
+        count = int(value)
+    except ValueError:
+        raise SmartquantError(f"order {text!r} needs a whole number, e.g. {name}:4") from None
+    if count < 1:
+        raise SmartquantError(f"order {text!r}: {'S' if name == 'streams' else 'W'} must be >= 1")
+    return name, count
+
+
+def interleaved_streams(count: int, streams: int) -> np.ndarray:
+    """The permutation of `count` lines read by `streams` hosts, each its own contiguous range
+    (near-equal lengths, `np.array_split`), one line of each in turn; a finished stream drops out."""
+    ranges = np.array_split(np.arange(count), streams)
+    table = np.full((streams, max(len(r) for r in ranges)), -1)
+    for row, lines in zip(table, ranges):
+        row[:len(lines)] = lines
+    order = table.T.reshape(-1)
+    return order[order >= 0]
+
+
+def windowed_shuffle(count: int, window_lines: int, rng: np.random.Generator) -> np.ndarray:
+    """The permutation of `count` lines that shuffles each run of `window_lines` lines in place."""
+    windows = [start + rng.permutation(min(window_lines, count - start)) for start in range(0, count, window_lines)]
+    return np.concatenate(windows) if windows else np.arange(0)
+
+
 def _strided(count: int, lines_per_block: int) -> np.ndarray:
     """Line j of every block, then line j+1 of every block: no output line reuses a fetch."""
     return np.arange(count).reshape(-1, lines_per_block).T.reshape(-1)
@@ -201,15 +240,16 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
                views: list[tuple[View, int]], order: str = "sequential", errors: int = 0,
                seed: int = 0, load_via_host: bool = False, int8_symmetric_only: bool = False,
                dram_errors: int = 0) -> Trace:
-    """Requests reading every line of each tensor at each view, in `order`, with `errors`
+    """Requests reading every line of each tensor at each view, in `order` (`parse_order`;
+    `streams` and `random` across all of a segment's reads, `strided` and `window` within
+    each tensor's view), with `errors`
     bad requests mixed in at random places (expected poison) and, with `load_via_host`,
     a prologue writing every DRAM line of the image through the raw view.  `dram_errors`
     DRAM lines the reads are served from answer SLVERR; the responses they poison
     (sw/image/dram_errors.py) expect poison and zero data.  Tensors are
     served in segments of at most spec.MAX_REGIONS regions.  An int8 view of an
     asymmetric tensor is an error, or skipped with `int8_symmetric_only`."""
-    if order not in ORDERS:
-        raise SmartquantError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
+    order_name, order_count = parse_order(order)
     by_name = {e.name: e for e in image.entries}
     names = list(tensors) if tensors else list(by_name)
     unknown = [n for n in names if n not in by_name]
@@ -236,14 +276,19 @@ def make_trace(image: Image, image_path: str | os.PathLike, tensors: list[str] |
                 if view == View.INT8 and int8_symmetric_only and not region["symmetric"]:
                     continue
                 addr, data = _tensor_lines(image, region, view, k)
-                if order == "strided" and view != View.RAW:
-                    perm = _strided(len(addr), spec.lines_per_block(view, k))
+                lines_per_block = spec.PLANES if view == View.RAW else spec.lines_per_block(view, k)
+                if order_name == "strided" and view != View.RAW:
+                    perm = _strided(len(addr), lines_per_block)
+                    addr, data = addr[perm], data[perm]
+                elif order_name == "window":
+                    perm = windowed_shuffle(len(addr), order_count * lines_per_block, rng)
                     addr, data = addr[perm], data[perm]
                 reads.append((addr, data))
         addr = np.concatenate([a for a, _ in reads])
         data = np.concatenate([d for _, d in reads])
-        if order == "random":
-            perm = rng.permutation(len(addr))
+        if order_name in ("random", "streams"):
+            perm = (rng.permutation(len(addr)) if order_name == "random"
+                    else interleaved_streams(len(addr), order_count))
             addr, data = addr[perm], data[perm]
         opcode = np.full(len(addr), Opcode.MEM_RD, np.uint8)
         poison = np.zeros(len(addr), np.uint8)

@@ -17,6 +17,7 @@ import numpy as np
 from ... import spec
 from ...errors import SmartquantError
 from ..quantize.accumulator_model import MAX_ACCUMULATOR_BITS, MAX_INPUT_BITS
+from ..quantize.rotation import ROTATION_KINDS, SEED_LIMIT, SIGN_RULE, is_hadamard_order
 from ...spec import (BLOCK_WEIGHTS, CODEBOOK_LINES, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES, PLANES,
                     ScaleFormat)
 
@@ -41,7 +42,8 @@ MANIFEST_OPTIONAL = ("info", "side")
 REGION_FIELDS = ("name", "plane_base", "meta_base", "blocks", "meta_lines", "group_size", "symmetric",
                  "scale_format")
 ENTRY_FIELDS = REGION_FIELDS + ("shape", "padded_in")
-ENTRY_OPTIONAL = ("rel_error", "norm", "codebook_base")
+ENTRY_OPTIONAL = ("rel_error", "norm", "codebook_base", "rotation")
+ROTATION_FIELDS = ("kind", "size", "block", "seed", "signs")
 REGION_OPTIONAL = ("codebook_base",)
 TRACE_FIELDS = ("format", "version", "image", "dram_bytes", "requests", "settings", "segments")
 TRACE_OPTIONAL = ("dram_errors",)
@@ -211,7 +213,24 @@ def _check_entry(entry: dict, where: str, lines: int) -> list[tuple[str, int, in
             _finite(value, where, f"rel_error[{k}]")
     if entry.get("norm") is not None:
         _finite(entry["norm"], where, "norm")
+    if entry.get("rotation") is not None:
+        check_rotation(entry["rotation"], where, cols)
     return spans
+
+
+def check_rotation(rotation, where: str, cols: int) -> None:
+    """A tensor's `rotation` (docs/FORMATS.md, "Rotation") over its `cols` inputs."""
+    _fields(rotation, f"{where}: rotation", ROTATION_FIELDS)
+    if rotation["kind"] not in ROTATION_KINDS:
+        _fail(where, f"rotation kind {_show(rotation['kind'])} is not one of {', '.join(ROTATION_KINDS)}")
+    if rotation["signs"] != SIGN_RULE:
+        _fail(where, f"rotation signs {_show(rotation['signs'])} is not {SIGN_RULE!r}")
+    if type(rotation["size"]) is not int or rotation["size"] != cols:
+        _fail(where, f"rotation size {_show(rotation['size'])} is not the tensor's in={cols}")
+    block = _int(rotation["block"], where, "rotation block", low=2, high=cols + 1)
+    if not is_hadamard_order(block) or cols % block:
+        _fail(where, f"rotation block {block} is not 2^a or 12*2^a dividing in={cols}")
+    _int(rotation["seed"], where, "rotation seed", high=SEED_LIMIT)
 
 
 def _legacy_codebooks(info: dict, names: list, where: str) -> dict:

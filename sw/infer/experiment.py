@@ -73,7 +73,7 @@ def prepare(image, model: str = "minilm", pairs: Sequence[SentencePair] | None =
                       plan_dram_bytes(image, uniform_plan(image, 8, names)))
 
 
-def _row(ev: Evaluation, kind: str, setting: float, bits: float, dram: float, embeddings) -> dict:
+def result_row(ev: Evaluation, kind: str, setting: float, bits: float, dram: float, embeddings) -> dict:
     """A result row; `setting` is the plan kind's parameter (k for uniform, the budget otherwise)."""
     return {"plan": f"{kind} {setting:g}", "kind": kind, "setting": setting,
             "avg_bits": float(bits), "dram_bytes": float(dram),
@@ -84,7 +84,7 @@ def _row(ev: Evaluation, kind: str, setting: float, bits: float, dram: float, em
 def fixed_plan_row(ev: Evaluation, kind: str, setting: float, plan) -> dict:
     """A plan used for every sentence."""
     embeddings = ev.encoder(StorePlan(ev.image, plan, ev.policy.values)).embed(ev.sentences)
-    return _row(ev, kind, setting, plan_average_bits(ev.image, plan), plan_dram_bytes(ev.image, plan), embeddings)
+    return result_row(ev, kind, setting, plan_average_bits(ev.image, plan), plan_dram_bytes(ev.image, plan), embeddings)
 
 
 def uniform_row(ev: Evaluation, k: int) -> dict:
@@ -103,7 +103,7 @@ def dynamic_row(ev: Evaluation, budget: float) -> dict:
         embeddings.append(ev.encoder(planner).embed([text], observe=planner)[0])
         bits.append(plan_average_bits(ev.image, planner.plan))
         dram.append(plan_dram_bytes(ev.image, planner.plan))
-    return _row(ev, "dynamic", budget, np.mean(bits), np.mean(dram), embeddings)
+    return result_row(ev, "dynamic", budget, np.mean(bits), np.mean(dram), embeddings)
 
 
 def check_settings(static_ks: Sequence[int], budgets: Sequence[float], ks: Sequence[int] = DEFAULT_KS) -> None:

@@ -5,9 +5,11 @@ One code path serves both: an encoder is post-LayerNorm and bidirectional
 linear layer's weight matrix (out, in) is asked of a `WeightSource` at the
 moment the layer runs (see `sw/infer/weights.py`), so the same model runs on full
 precision weights, on the golden store at a precision plan, or on weights
-rebuilt from lines an RTL simulation returned.  An optional `observe(name, x)`
-hook sees each linear layer's input first: the precision policy reads the
-activations seen so far through it.
+rebuilt from lines an RTL simulation returned.  A weight the source hands out
+rotated (W·H, `WeightSource.rotation`) gets its input multiplied by H first:
+y = x Wᵀ = (x H)(W H)ᵀ.  An optional `observe(name, x)` hook sees each linear
+layer's input (rotated, in the stored weight's coordinates) first: the precision
+policy reads the activations seen so far through it.
 
 Tensor names follow the BERT safetensors layout for both styles
 (`encoder.layer.{i}.attention.self.query.weight`, ...); the LayerNorm of each
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from ...errors import SmartquantError
+from ..quantize.rotation import Rotation
 
 #: the packaged model(s) this stack can load by name
 KNOWN_MODELS = ("minilm",)
@@ -97,6 +100,9 @@ class WeightSource(Protocol):
     def tensor(self, name: str) -> torch.Tensor:
         """Any other parameter (embedding, bias, LayerNorm) as float32."""
 
+    def rotation(self, name: str) -> Rotation | None:
+        """H if `linear(name)` is stored rotated (W·H), else None."""
+
 
 Observer = Callable[[str, torch.Tensor], None]
 
@@ -131,6 +137,9 @@ class Transformer:
 
     def _linear(self, prefix: str, x: torch.Tensor, observe: Observer | None) -> torch.Tensor:
         name = f"{prefix}.weight"
+        rotation = self.source.rotation(name)
+        if rotation is not None:
+            x = rotation.rotate_inputs(x)
         if observe is not None:
             observe(name, x)
         return x @ self.source.linear(name).T + self.source.tensor(f"{prefix}.bias")
@@ -154,7 +163,8 @@ class Transformer:
         h = _gelu(self._linear(names["ffn_in"], x, observe), self.config.activation)
         return self._linear(names["ffn_out"], h, observe)
 
-    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """The first layer's input (batch, seq, hidden) for token ids (batch, seq)."""
         c = self.config
         positions = torch.arange(ids.shape[1])
         x = (self.source.tensor("embeddings.word_embeddings.weight")[ids]
@@ -176,20 +186,25 @@ class Transformer:
                                   f"of {self.config.max_positions}")
         mask = torch.ones_like(ids) if mask is None else mask
         with one_thread():
-            return self._layers(self._embed(ids), mask, observe)
+            return self._layers(self.embed_tokens(ids), mask, observe)
+
+    def layer(self, i: int, x: torch.Tensor, mask: torch.Tensor, observe: Observer | None = None) -> torch.Tensor:
+        """Layer i's output for its input x (batch, seq, hidden); call under torch.no_grad."""
+        names = layer_names(i)
+        if self.config.pre_layer_norm:
+            x = x + self._attention(names, self._norm(names["attn_norm"], x), mask, observe)
+            return x + self._ffn(names, self._norm(names["ffn_norm"], x), observe)
+        x = self._norm(names["attn_norm"], x + self._attention(names, x, mask, observe))
+        return self._norm(names["ffn_norm"], x + self._ffn(names, x, observe))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Last hidden states from the last layer's output (a decoder's final LayerNorm)."""
+        return self._norm("encoder.final_layer_norm", x) if self.config.pre_layer_norm else x
 
     def _layers(self, x: torch.Tensor, mask: torch.Tensor, observe: Observer | None) -> torch.Tensor:
         for i in range(self.config.num_layers):
-            names = layer_names(i)
-            if self.config.pre_layer_norm:
-                x = x + self._attention(names, self._norm(names["attn_norm"], x), mask, observe)
-                x = x + self._ffn(names, self._norm(names["ffn_norm"], x), observe)
-            else:
-                x = self._norm(names["attn_norm"], x + self._attention(names, x, mask, observe))
-                x = self._norm(names["ffn_norm"], x + self._ffn(names, x, observe))
-        if self.config.pre_layer_norm:
-            x = self._norm("encoder.final_layer_norm", x)
-        return x
+            x = self.layer(i, x, mask, observe)
+        return self.head(x)
 
     def lm_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits (batch, seq, vocab) of a decoder, embeddings tied."""

@@ -40,7 +40,7 @@ from ...errors import SmartquantError
 from ...spec import BLOCK_WEIGHTS, PLANES
 from .model import SentenceEncoder, TransformerConfig, linear_weight_names
 from ..image.plan import PlanEntry, check_plan
-from .weights import StorePlan, StoreValues, plan_rows, side_tensor
+from .weights import StorePlan, StoreValues, image_rotation, plan_rows, side_tensor
 
 DEFAULT_KS = (2, 3, 4, 5, 6, 8)
 K_REF = 4      #: precision whose measured view error is the slice sensitivity
@@ -246,3 +246,6 @@ class DynamicPlanner:
 
     def tensor(self, name: str) -> torch.Tensor:
         return side_tensor(self.policy.image, name)
+
+    def rotation(self, name: str):
+        return image_rotation(self.policy.image, name)

@@ -5,7 +5,9 @@
 - `LineSource`: the same rows rebuilt from host response lines (64 bytes each, keyed by
   host line address) that a simulation of the device returned for the plan's requests.
 Non-linear parameters (embeddings, biases, LayerNorm) come from the safetensors or from
-the image's side data; they are never quantized.
+the image's side data; they are never quantized.  A source also names the rotation H of
+each linear weight it hands out as W·H (the image manifest's `rotation`, else None): the
+model multiplies that layer's inputs by H.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from ...errors import SmartquantError
 from ...spec import BLOCK_WEIGHTS, LINE_BYTES, View, host_line_address, lines_per_block
 from ..image.golden import tensor_values, view_offset
+from ..quantize.rotation import Rotation
 from ..image.plan import PlanEntry, check_plan, entry_blocks
 
 
@@ -34,16 +37,20 @@ def _lookup(tensors: Mapping[str, np.ndarray], name: str, where: str) -> torch.T
 
 
 class FullPrecision:
-    """Every parameter as stored in the safetensors (float32)."""
+    """Every parameter as given (float32); the weights named in `rotations` are W·H."""
 
-    def __init__(self, tensors: Mapping[str, np.ndarray]):
+    def __init__(self, tensors: Mapping[str, np.ndarray], rotations: Mapping[str, Rotation] | None = None):
         self.tensors = tensors
+        self.rotations = dict(rotations or {})
 
     def linear(self, name: str) -> torch.Tensor:
         return _lookup(self.tensors, name, "model")
 
     def tensor(self, name: str) -> torch.Tensor:
         return _lookup(self.tensors, name, "model")
+
+    def rotation(self, name: str) -> Rotation | None:
+        return self.rotations.get(name)
 
 
 class StoreValues:
@@ -66,6 +73,11 @@ def plan_rows(values: StoreValues, name: str, entries: Iterable[PlanEntry]) -> t
     for p in entries:
         out[p.row_start:p.row_stop] = values.get(name, p.k)[p.row_start:p.row_stop]
     return torch.from_numpy(out)
+
+
+def image_rotation(image, name: str) -> Rotation | None:
+    """The rotation H the image declares for linear weight `name` (stored as W·H), or None."""
+    return image.entry(name).rotation
 
 
 def side_tensor(image, name: str) -> torch.Tensor:
@@ -95,6 +107,9 @@ class StorePlan:
 
     def tensor(self, name: str) -> torch.Tensor:
         return side_tensor(self.image, name)
+
+    def rotation(self, name: str) -> Rotation | None:
+        return image_rotation(self.image, name)
 
 
 class LineSource(StorePlan):

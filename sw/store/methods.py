@@ -194,3 +194,11 @@ def load_calibration_for(spec: str, settings: MethodSettings, weights: dict, sen
         raise SmartquantError(f"method {settings.method} needs calibration data: --calibration-inputs FILE "
                               f"(per weight name a (tokens, in) matrix of its inputs)")
     return read_calibration_inputs(inputs_file, weights), {"inputs": str(inputs_file)}
+
+
+def rotate_calibration(calibration: dict | None, rotations: dict) -> dict | None:
+    """Calibration inputs of rotated weights as their layers see them: x·H (y = (W·H)(x·H)ᵀ)."""
+    if calibration is None:
+        return None
+    return {name: rotations[name].rotate_inputs(np.asarray(x)) if name in rotations else x
+            for name, x in calibration.items()}

@@ -14,7 +14,9 @@ from ...errors import SmartquantError, about_tensor
 from ...spec import CODE_BITS, LINE_BYTES
 from ..image.image import Image, TensorEntry
 from ..quantize.quantizer import QuantizedTensor, check_scale_range, chunk_progress, row_chunks
-from .methods import MethodSettings, load_calibration_for, make_quantizer
+from ..quantize.rotation import Rotation
+from .methods import MethodSettings, load_calibration_for, make_quantizer, rotate_calibration
+from .rotated import rotated_source
 from .sources import load_source
 
 
@@ -48,9 +50,11 @@ def view_errors(weight: np.ndarray, qt: QuantizedTensor,
 
 
 def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None = None,
-                   info: dict | None = None, warn: Callable[[str], None] = _warn_stderr) -> Image:
+                   info: dict | None = None, warn: Callable[[str], None] = _warn_stderr,
+                   rotations: dict[str, Rotation] | None = None) -> Image:
     """Quantize every weight (in order) with `quantizer` (a grid quantizer's `quantize`, or
     `quantize_named(name, weight)` of a calibrated one); record its relative error per k (1..8).
+    `weights` named in `rotations` are already rotated (W·H); the image declares their H.
 
     Every weight's scale range is checked before the first is quantized; errors name the tensor.
     Progress goes to stderr: a bar over the tensors, and one over the row chunks of a large tensor."""
@@ -67,7 +71,7 @@ def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None 
             qt = named(name, weight) if named else quantizer.quantize(weight, progress=name)
         errors[name], norms[name] = view_errors(weight, qt, progress=f"{name} (errors)")
         tensors.append((name, qt))
-    return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info)
+    return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info, rotations=rotations)
 
 
 def parse_views(text: str) -> tuple[int, ...]:
@@ -82,21 +86,24 @@ def parse_views(text: str) -> tuple[int, ...]:
 
 
 def quantize_source(spec: str, settings: MethodSettings = MethodSettings(), calibration: int | None = None,
-                    calibration_inputs: str | None = None,
-                    warn: Callable[[str], None] = _warn_stderr) -> Image:
+                    calibration_inputs: str | None = None, warn: Callable[[str], None] = _warn_stderr,
+                    rotate: str | None = None) -> Image:
     """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image
-    by `settings.method`; `calibration` (minilm sentences) or `calibration_inputs` (a file
-    for a .safetensors source) feed the PTQ methods.  Every check runs before any work."""
-    source = load_source(spec)
-    settings.check_feasible(source.weights)
-    data, calibration_info = load_calibration_for(spec, settings, source.weights, calibration, calibration_inputs)
-    quantizer = make_quantizer(settings, data)
+    by `settings.method` (rotated first when `rotate` is `hadamard[:SEED]`, `sw/store/rotated.py`);
+    `calibration` (minilm sentences) or `calibration_inputs` (a file for a .safetensors
+    source) feed the PTQ methods, rotated with their weights.  Every check runs before any work."""
+    plain = load_source(spec)
+    settings.check_feasible(plain.weights)
+    data, calibration_info = load_calibration_for(spec, settings, plain.weights, calibration, calibration_inputs)
+    source = rotated_source(plain, rotate)
+    quantizer = make_quantizer(settings, rotate_calibration(data, source.rotations))
     fmt = settings.fmt
     info = {"source": source.name, "quantizer": type(quantizer).__name__, **settings.info(),
             "group_size": fmt.group_size, "symmetric": fmt.symmetric, "scale_format": fmt.scale_format.name.lower()}
     if calibration_info is not None:
         info["calibration"] = calibration_info
-    return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn)
+    return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn,
+                          rotations=source.rotations)
 
 
 def bytes_read(entry: TensorEntry, k: int) -> int:
@@ -110,11 +117,14 @@ def metadata_bits_per_weight(entry: TensorEntry) -> float:
 
 
 def summarize(image: Image) -> dict:
-    """Per-tensor and whole-image figures for `inspect`: sizes, bytes read per k, metadata
-    overhead, relative Frobenius error per k (recorded at quantize time; None if absent)."""
+    """Per-tensor and whole-image figures for `inspect`: sizes, format (`/H<block>` for a
+    rotated tensor), bytes read per k, metadata overhead, relative Frobenius error per k
+    (recorded at quantize time; None if absent)."""
     ks = range(1, CODE_BITS + 1)
     tensors = [{"name": e.name, "shape": list(e.shape), "group_size": e.group_size,
-                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower(),
+                "format": ("sym" if e.symmetric else "asym") + "/" + e.scale_format.name.lower()
+                + ("" if e.rotation is None else f"/H{e.rotation.block}"),
+                "rotation": None if e.rotation is None else e.rotation.to_json(),
                 "blocks": e.blocks, "metadata_bits_per_weight": metadata_bits_per_weight(e),
                 "bytes_read": {k: bytes_read(e, k) for k in ks},
                 "rel_error": None if e.rel_error is None else {k: e.rel_error[k] for k in ks}}
