@@ -207,3 +207,21 @@ def test_minilm_calibration_reaches_every_layer_but_the_pooler():
     assert info["sentences"] == 2 and info["tokens"] > 10
     assert check_minilm_calibration(inputs, weights) == ["pooler.dense.weight"]
     assert inputs["encoder.layer.0.output.dense.weight"].shape == (info["tokens"], 1536)
+
+
+def test_rotated_weights_calibrate_on_rotated_inputs():
+    from smartquant.sw.quantize.rotation import Rotation
+    from smartquant.sw.store.methods import rotate_calibration
+    weight, x = _layer(rows=6, cols=96)
+    rotation = Rotation.for_size(96, seed=3)
+    inputs = rotate_calibration({"w": x.numpy(), "plain": x.numpy()}, {"w": rotation})
+    np.testing.assert_allclose(inputs["w"] @ rotation.rotate_weight(weight).T, x.numpy() @ weight.T, atol=1e-9)
+    assert inputs["plain"] is not None and np.array_equal(inputs["plain"], x.numpy())
+
+
+def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_file, tmp_path):
+    out = tmp_path / "img"
+    assert main(["quantize", str(model_file), "-o", str(out), "--rotate", "hadamard"]
+                + _method_args("joint", inputs_file)) == 0
+    image = Image.load(out)
+    assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
