@@ -150,7 +150,8 @@ def sim_command(job: Job, config: RegressConfig, trace_dir: str) -> str:
 
 def kept_trace_dir(keep: str | os.PathLike, job: Job) -> Path:
     """Where `--keep` puts the trace of `job`."""
-    return Path(keep) / (f"{job.config}-seed{job.seed}" + (f"-{job.views[0].replace(':', '')}" if job.view_given else ""))
+    view = f"-{job.views[0].replace(':', '')}" if job.view_given else ""
+    return Path(keep) / f"{job.config}-seed{job.seed}{view}"
 
 
 def run_job(job: Job, image_dir: str, verilog: str | None = None, keep: str | None = None) -> dict:
