@@ -5,12 +5,10 @@ import dataclasses
 import json
 import re
 
-import numpy as np
-
 from smartquant import cli, spec
 from smartquant.spec import View
 from smartquant.sim import regress
-from smartquant.sw.image.trace import all_views, load_trace, view_label
+from smartquant.sw.image.trace import all_views, load_trace
 
 
 def test_all_views_are_the_quantized_views_at_the_image_ks(tiny_image):
