@@ -5,7 +5,8 @@
 
 Every algorithm uses the same symmetric fp16 grid (G = 128, `NestedRTN`), a
 dedicated pass for the view k in the row (views=(k,)), the shipped calibration
-sentences, and the shipped sentence pairs for quality (`quality.quality`).
+sentences, and the shipped sentence pairs for quality (`quality.quality`), with the
+weights written as a store image and read back through the golden decoder.
 AXE rows use N-bit signed inputs and tiles of one group; "infeasible" marks a P
 too narrow for that view.
 """
@@ -14,14 +15,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
 from smartquant.errors import SmartquantError
 from smartquant.report import format_table, write_json
 from smartquant.sw.quantize.axe import AccumulatorSpec, worst_case_check
+from smartquant.sw.image.golden import tensor_values
+from smartquant.sw.image.image import Image
 from smartquant.sw.infer.ptq_model import quality_bench, quantize_model
 from smartquant.sw.quantize.quantizer import NestedRTN, StoreFormat
+
+
+def image_round_trip(quantized: dict, path: Path) -> Image:
+    """The quantized tensors written as a store image and loaded back (manifest checked):
+    the table reads them through the golden decoder's fp16 view, as the device serves them."""
+    Image.build(list(quantized.items())).save(path)
+    return Image.load(path)
 
 
 def main(argv=None) -> int:
@@ -37,6 +49,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     bench = quality_bench("minilm")
+    folder = Path(tempfile.mkdtemp(prefix="ptq-table-"))
     tensors, names, calibration = bench.tensors, bench.names, bench.calibration
     grid = NestedRTN(StoreFormat(symmetric=True))
 
@@ -56,7 +69,8 @@ def main(argv=None) -> int:
                     rows.append({**row, "note": f"infeasible: {exc}"})
                     print(f"{k}-bit {algorithm} P={p}: infeasible", file=sys.stderr)
                     continue
-                metrics = bench.quality({n: q.dequantize(k) for n, q in quantized.items()})
+                image = image_round_trip(quantized, folder / f"{k}-{algorithm}-{p}")
+                metrics = bench.quality({n: tensor_values(image, n, k) for n in quantized})
                 narrowest = min(p_ for p_ in range(args.input_bits + 1, 48)
                                 if all(worst_case_check(q, AccumulatorSpec(p_, args.input_bits, True), (k,)).ok
                                        for q in quantized.values()))

@@ -1,7 +1,7 @@
 """Verilog of the fast harness: trace replay inside the simulation (docs/COVERIFY.md).
 
 `harness_verilog(design, capacity)` writes module `sq_harness` (one input, `clk`) around the
-unchanged `smartquant_top` of `design`: memories loaded by `$readmemh` from the files
+unchanged `smartquant_top` of `design`: memories loaded by binary `$fread` from the files
 `sim/fast_harness.py` writes (request stream, expected lines, CSR writes per segment,
 DRAM image and error lines, run settings), a host driver and response checker, an AXI4
 DRAM model, a CSR sequencer and the counters; at the end it writes `results.txt` and
@@ -9,7 +9,7 @@ calls `$finish`.  Verilog-2005, no DPI/VPI, so Verilator (`--exe`, a bare C++ cl
 loop) and Icarus (`sq_icarus_tb`, an `initial` clock) both run it at full speed.
 
 Memory depths are powers of two (at least the `MIN_*` below), so traces of similar size
-share one build; the run-time sizes come from `config.hex`.
+share one build; the run-time sizes come from `config.bin`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ MIN_SEGMENTS = 16
 MIN_CSR_WRITES = 1 << 10
 MIN_DRAM_LINES = 1 << 14
 
-#: config.hex words (64-bit), in order
+#: run file -> the memory `$fread` fills from it: raw bytes, each word most significant byte first
+RUN_FILES = {"config.bin": "cfg", "requests.bin": "req_mem", "lines.bin": "line_mem", "segments.bin": "seg_mem",
+             "csr.bin": "csr_mem", "dram.bin": "dram", "dram_errors.bin": "derr"}
+
+#: config.bin words (64-bit), in order
 CONFIG_FIELDS = ("segments", "requests", "dram_lines", "stall_threshold", "read_latency", "max_in_flight",
                  "watchdog_cycles", "cycles_after_mismatch", "seed_gap", "seed_drs", "seed_ndr",
                  "seed_aw", "seed_w", "seed_b", "seed_ar", "seed_r", "csr_writes")
@@ -50,6 +54,22 @@ class Capacity:
     def fitting(cls, requests: int, segments: int, csr_writes: int, dram_lines: int) -> "Capacity":
         return cls(_pow2(requests, MIN_REQUESTS), _pow2(segments, MIN_SEGMENTS),
                    _pow2(csr_writes, MIN_CSR_WRITES), _pow2(dram_lines, MIN_DRAM_LINES))
+
+    def label(self) -> str:
+        """'r8192-s16-c1024-d16384': the build directory's suffix."""
+        return f"r{self.requests}-s{self.segments}-c{self.csr_writes}-d{self.dram_lines}"
+
+    @classmethod
+    def from_label(cls, label: str) -> "Capacity | None":
+        found = re.fullmatch(r"r(\d+)-s(\d+)-c(\d+)-d(\d+)", label)
+        return cls(*map(int, found.groups())) if found else None
+
+    def holds(self, other: "Capacity") -> bool:
+        return all(mine >= theirs for mine, theirs in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
+
+    def words(self) -> int:
+        """Memory words of a build (requests twice: the request and its line): smaller starts faster."""
+        return 2 * self.requests + self.segments + self.csr_writes + self.dram_lines
 
 
 def _pow2(n: int, least: int) -> int:
@@ -85,15 +105,35 @@ def harness_verilog(design: str, capacity: Capacity) -> str:
         LINE_BITS=spec.LINE_BITS, TAG_BITS=spec.TAG_BITS, ADDR_BITS=spec.LINE_ADDR_BITS,
     )
     header = "\n".join(f"  localparam {name} = {value};" for name, value in params.items())
-    return _RANDOM + _HARNESS.replace("//PARAMS", header)
+    return _RANDOM + _HARNESS.replace("//PARAMS", header).replace("//LOADS", _loads())
+
+
+def _loads() -> str:
+    """`$fread` of every run file into its memory; a missing file ends the run without results."""
+    return "\n".join(
+        f'    fd = $fopen("{name}", "rb");\n'
+        f'    if (fd == 0) begin $display("sq_harness: cannot open {name}"); $finish; end\n'
+        f'    got = $fread({memory}, fd);\n'
+        f'    $fclose(fd);' for name, memory in RUN_FILES.items())
 
 
 #: Icarus's top level: a clock for `sq_harness` (Verilator's is the C++ loop of fast_harness.py)
 ICARUS_TOP_VERILOG = """
 module sq_icarus_tb;
   reg clk = 0;
+  reg [63:0] dump_from, dump_to;
   always #1 clk = ~clk;
   sq_harness harness(.clk(clk));
+  // +dump_from=F +dump_to=T: waves.fst holds clock cycles F..T (cycle c rises at time 2c-1)
+  initial if ($value$plusargs("dump_from=%d", dump_from) && $value$plusargs("dump_to=%d", dump_to)) begin
+    $dumpfile("waves.fst");
+    $dumpvars(0, harness);
+    if (dump_from > 1) begin
+      $dumpoff;
+      #(2 * dump_from - 2) $dumpon;
+    end
+    #(2 * (dump_to - dump_from) + 2) $dumpoff;
+  end
 endmodule
 """
 
@@ -128,7 +168,7 @@ module sq_harness(input clk);
 //PARAMS
   localparam P_BOOT = 0, P_CSR = 1, P_REPLAY = 2, P_COUNTERS = 3, P_DONE = 4;
 
-  // ---- memories loaded from the run directory ----
+  // ---- memories loaded from the run directory (RUN_FILES) ----
   reg [63:0] cfg [0:NCONFIG-1];
   reg [63:0] req_mem [0:REQ_CAP-1];        // {poison, opcode, tag[7:0], addr[39:0]}
   reg [LINE_BITS-1:0] line_mem [0:REQ_CAP-1];
@@ -140,23 +180,15 @@ module sq_harness(input clk);
 
   // ---- run settings ----
   reg [63:0] n_segments, stall_threshold, read_latency, max_in_flight, watchdog, after_mismatch;
-  integer fd, b, j;
+  integer fd, got, b, j;
   initial begin
-    $readmemh("config.hex", cfg);
+//LOADS
     n_segments = cfg[0];
     stall_threshold = cfg[3];
     read_latency = cfg[4];
     max_in_flight = cfg[5];
     watchdog = cfg[6];
     after_mismatch = cfg[7];
-    if (cfg[1] != 0) begin
-      $readmemh("requests.hex", req_mem, 0, cfg[1] - 1);
-      $readmemh("lines.hex", line_mem, 0, cfg[1] - 1);
-    end
-    $readmemh("segments.hex", seg_mem, 0, n_segments - 1);
-    $readmemh("csr.hex", csr_mem, 0, cfg[16] - 1);
-    $readmemh("dram.hex", dram, 0, cfg[2] * (LINE_BITS / BW) - 1);
-    $readmemh("dram_errors.hex", derr, 0, cfg[2] - 1);
   end
 
   // ---- DUT ----
@@ -298,7 +330,7 @@ module sq_harness(input clk);
   reg [63:0] tag_cycle [0:255];
   reg [63:0] outstanding = 0, last_progress = 0, compared = 0, poisoned = 0;
   reg [63:0] latency_sum = 0, latency_max = 0, latency_min = ~64'd0;
-  reg [63:0] mismatches = 0, first_mismatch_cycle = 0;
+  reg [63:0] mismatches = 0, first_mismatch_cycle = 0, first_mismatch_clock = 0;
   reg [2:0] mis_kind [0:KEEP-1];
   reg mis_ndr [0:KEEP-1];
   reg [7:0] mis_tag [0:KEEP-1];
@@ -342,7 +374,10 @@ module sq_harness(input clk);
           mis_poison[mismatches] = poison;
           mis_data[mismatches] = data;
         end
-        if (mismatches == 0) first_mismatch_cycle = cycle;
+        if (mismatches == 0) begin
+          first_mismatch_cycle = cycle;
+          first_mismatch_clock = clock_cycles;
+        end
         mismatches = mismatches + 1;
       end
       last_progress = cycle;
@@ -449,6 +484,7 @@ module sq_harness(input clk);
                 clock_cycles, next, stop);
         $fwrite(fd, "compared %0d\\npoisoned %0d\\nmismatches %0d\\noutstanding %0d\\n", compared, poisoned,
                 mismatches, outstanding);
+        $fwrite(fd, "first_mismatch_clock %0d\\n", first_mismatch_clock);
         $fwrite(fd, "latency_sum %0d\\nlatency_max %0d\\nlatency_min %0d\\n", latency_sum, latency_max,
                 latency_min);
         $fwrite(fd, "read_beats %0d\\nread_bursts %0d\\nwrite_beats %0d\\n", read_beats, read_bursts, write_beats);

@@ -27,12 +27,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import SmartquantError
-from ..spec import CODE_BITS, Opcode, View
+from ..spec import CODE_BITS, MAX_REGIONS, Opcode, View
 from ..sw.image.image import Image
-from ..sw.image.trace import ORDERS, make_trace, save_trace, view_label
-from . import ray_cluster, runner
+from ..sw.image.trace import (ORDERS, QUANTIZED_VIEWS, make_trace, parse_views, readable_tensors, region_of,
+                              save_trace, view_label)
+from . import fast_harness, ray_cluster, runner
+from .testbench import region_writes
 
-QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 STALLS = (0.0, 0.1, 0.25, 0.4)
 READ_LATENCIES = (0, 16, 64, 128)
 MAX_IN_FLIGHT = (4, 64, 256)
@@ -78,6 +79,10 @@ class Job:
     read_latency: int
     max_in_flight: int
     load_via_host: bool
+    view_given: bool = False        #: one (view, k) named on the command line, every tensor read
+
+    def key(self) -> tuple:
+        return self.config, self.seed, tuple(self.views)
 
 
 def draw_job(config: str, seed: int, image: Image, tensors_per_job: int) -> Job:
@@ -85,20 +90,29 @@ def draw_job(config: str, seed: int, image: Image, tensors_per_job: int) -> Job:
     rng = random.Random(seed)
     names = sorted(e.name for e in image.entries)
     tensors = sorted(rng.sample(names, min(tensors_per_job, len(names))))
-    views = [(view, rng.randint(1, CODE_BITS)) for view in QUANTIZED if rng.random() < 0.75]
-    views = views or [(rng.choice(QUANTIZED), rng.randint(1, CODE_BITS))]
+    views = [(view, rng.randint(1, CODE_BITS)) for view in QUANTIZED_VIEWS if rng.random() < 0.75]
+    views = views or [(rng.choice(QUANTIZED_VIEWS), rng.randint(1, CODE_BITS))]
     return Job(config, seed, tensors, [view_label(v, k) for v, k in views], rng.choice(ORDERS),
                rng.randint(0, MAX_ERRORS), rng.choice(STALLS), rng.choice(READ_LATENCIES),
                rng.choice(MAX_IN_FLIGHT), image.dram_lines <= LOAD_VIA_HOST_LINES and rng.random() < 0.25)
 
 
-def make_jobs(image: Image, configs: list[str], seeds: list[int], tensors_per_job: int = 2) -> list[Job]:
+def make_jobs(image: Image, configs: list[str], seeds: list[int], tensors_per_job: int = 2,
+              views: list[tuple[View, int]] | None = None) -> list[Job]:
+    """A job per configuration and seed; with `views`, one per (view, k) of them instead, each
+    reading every tensor the view can read (trace.readable_tensors; a view reading none has no
+    job), the rest of its workload drawn by the seed."""
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise SmartquantError(f"unknown configuration {unknown[0]!r} (one of {', '.join(CONFIGS)})")
     if tensors_per_job < 1:
         raise SmartquantError(f"--tensors-per-job must be >= 1, got {tensors_per_job}")
-    return [draw_job(config, seed, image, tensors_per_job) for config in configs for seed in seeds]
+    if views is None:
+        return [draw_job(config, seed, image, tensors_per_job) for config in configs for seed in seeds]
+    names = sorted(e.name for e in image.entries)
+    return [dataclasses.replace(draw_job(config, seed, image, tensors_per_job), views=[view_label(view, k)],
+                                tensors=readable_tensors(image, names, view), view_given=True)
+            for config in configs for seed in seeds for view, k in views if readable_tensors(image, names, view)]
 
 
 def corrupt_one_line(trace, seed: int) -> int:
@@ -116,11 +130,11 @@ def sim_options(job: Job, config: RegressConfig) -> runner.SimOptions:
                              lanes=config.lanes, axi_data_width=config.axi_data_width)
 
 
-def replay_command(config: str, seed: int, image_dir: str, tensors_per_job: int, keep: str = "regress-replay") -> str:
+def replay_command(job: Job, image_dir: str, tensors_per_job: int, keep: str = "regress-replay") -> str:
     """The command that runs one job again, keeping its trace for `smartquant sim --waves`."""
-    words = ["smartquant", "regress", str(image_dir), "--configs", config, "--seed", str(seed),
+    words = ["smartquant", "regress", str(image_dir), "--configs", job.config, "--seed", str(job.seed),
              "--tensors-per-job", str(tensors_per_job), "--keep", keep]
-    return shlex.join(words)
+    return shlex.join(words + (["--views", job.views[0]] if job.view_given else []))
 
 
 def sim_command(job: Job, config: RegressConfig, trace_dir: str) -> str:
@@ -136,7 +150,8 @@ def sim_command(job: Job, config: RegressConfig, trace_dir: str) -> str:
 
 def kept_trace_dir(keep: str | os.PathLike, job: Job) -> Path:
     """Where `--keep` puts the trace of `job`."""
-    return Path(keep) / f"{job.config}-seed{job.seed}"
+    view = f"-{job.views[0].replace(':', '')}" if job.view_given else ""
+    return Path(keep) / f"{job.config}-seed{job.seed}{view}"
 
 
 def run_job(job: Job, image_dir: str, verilog: str | None = None, keep: str | None = None) -> dict:
@@ -146,7 +161,7 @@ def run_job(job: Job, image_dir: str, verilog: str | None = None, keep: str | No
     result = {**dataclasses.asdict(job), "passed": False, "error": None}
     try:
         image = Image.load(image_dir)
-        views = [(View[label.split(":")[0].upper()], int(label.split(":")[1])) for label in job.views]
+        views = parse_views(",".join(job.views))
         trace = make_trace(image, image_dir, job.tensors, views, job.order, job.errors, job.seed,
                            job.load_via_host, int8_symmetric_only=True)
         if config.corrupt:
@@ -168,14 +183,33 @@ def run_job(job: Job, image_dir: str, verilog: str | None = None, keep: str | No
 
 # --- running many -------------------------------------------------------------------
 
-def prepare(jobs: list[Job]) -> dict[str, str | None]:
-    """Verilog per configuration, each built once here so parallel jobs find the build cached."""
+def harness_capacity(image: Image, jobs: list[Job]) -> fast_harness.Capacity:
+    """Memories that hold the trace of every job (a bound: per view 16 lines a block and every
+    metadata line, the bad requests, a load through the host), so one fast-harness build serves all."""
+    entries = {e.name: e for e in image.entries}
+    requests = max(len(job.views) * sum(16 * entries[t].blocks + entries[t].meta_lines for t in job.tensors)
+                   + job.errors
+                   + (image.dram_lines if job.load_via_host else 0) for job in jobs)
+    segments = max(-(-len(job.tensors) // MAX_REGIONS) for job in jobs)
+    csr_writes = max(_csr_writes([region_of(entries[t]) for t in job.tensors]) for job in jobs)
+    return fast_harness.Capacity.fitting(requests, segments, csr_writes, image.dram_lines)
+
+
+def _csr_writes(regions: list[dict]) -> int:
+    """CSR writes of a trace over `regions`: DRAM size and counter clear, each segment's region table."""
+    return 2 + sum(len(region_writes(regions[i:i + MAX_REGIONS])) for i in range(0, len(regions), MAX_REGIONS))
+
+
+def prepare(jobs: list[Job], image: Image) -> dict[str, str | None]:
+    """Verilog per configuration, each design built here in the fast harness (which the jobs
+    run) large enough for every job, so parallel jobs find the build cached."""
     verilogs = {}
+    capacity = harness_capacity(image, jobs)
     for name in dict.fromkeys(job.config for job in jobs):
         config = CONFIGS[name]
         verilogs[name] = config.verilog()
         if verilogs[name] is not None:
-            runner.build(config.simulator, verilogs[name])
+            fast_harness.build_harness(config.simulator, verilogs[name], capacity)
     return verilogs
 
 
@@ -228,7 +262,7 @@ def run_regress(jobs: list[Job], image_dir: str | os.PathLike, workers: int | No
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise SmartquantError(f"--jobs must be >= 1, got {workers}")
-        stream = _local(jobs, image_dir, prepare(jobs), workers, keep)
+        stream = _local(jobs, image_dir, prepare(jobs, Image.load(image_dir)), workers, keep)
     else:
         ray = ray_cluster.connect(ray_address)      # before minutes of Verilog generation
         verilogs = {name: CONFIGS[name].verilog() for name in dict.fromkeys(job.config for job in jobs)}
@@ -237,11 +271,11 @@ def run_regress(jobs: list[Job], image_dir: str | os.PathLike, workers: int | No
     try:
         for result in stream:
             on_result(result)
-            results[result["config"], result["seed"]] = result
+            results[result["config"], result["seed"], tuple(result["views"])] = result
     except ray_cluster.ClusterLost as lost:
-        lost.results = [results[key] for key in ((j.config, j.seed) for j in jobs) if key in results]
+        lost.results = [results[job.key()] for job in jobs if job.key() in results]
         raise
-    return [results[job.config, job.seed] for job in jobs]
+    return [results[job.key()] for job in jobs]
 
 
 def summary(results: list[dict]) -> list[dict]:

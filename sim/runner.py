@@ -193,6 +193,7 @@ class SimOptions:
     max_in_flight: int = 64
     watchdog_cycles: int = 20000
     waves: str | None = None         #: copy the waveform here (VCD from Verilator, FST from Icarus)
+    waves_around: int | None = None  #: fast harness: dump only this many cycles either side of the first mismatch
     lanes: int | None = None
     axi_data_width: int | None = None
     responses: str | None = None     #: save the received DRS lines here (.npy, request order)
@@ -250,7 +251,8 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
         verilog = design_verilog(options.lanes, options.axi_data_width)
     if harness == "fast":
         from .fast_harness import run_trace_fast
-        stats = run_trace_fast(trace, _bench_config(trace_path, options), options.simulator, verilog)
+        stats = run_trace_fast(trace, _bench_config(trace_path, options), options.simulator, verilog,
+                               options.waves, options.waves_around)
         stats["simulator"] = options.simulator
         return stats
     runner, build_dir = build(options.simulator, verilog, waves=bool(options.waves))
@@ -283,12 +285,20 @@ def run_trace(trace_path: str | os.PathLike, options: SimOptions = SimOptions(),
 
 def choose_harness(options: SimOptions) -> str:
     """The harness a run uses: the fast one unless the options need the cocotb bench (the
-    amaranth simulator, --waves, saved responses); asking for fast there is an error."""
+    amaranth simulator, saved responses); asking for fast there is an error, and so is a
+    waveform window (--waves-around-mismatch) on the cocotb bench."""
     needs_python = [why for why, needed in (("--sim amaranth", options.simulator == "amaranth"),
-                                             ("--waves", bool(options.waves)),
                                              ("saved responses", bool(options.responses))) if needed]
     if options.harness not in (None,) + HARNESSES:
         raise SmartquantError(f"unknown harness {options.harness!r} (one of {', '.join(HARNESSES)})")
     if options.harness == "fast" and needs_python:
         raise SmartquantError(f"--harness fast: {needs_python[0]} needs --harness python")
-    return options.harness or ("python" if needs_python else "fast")
+    harness = options.harness or ("python" if needs_python else "fast")
+    if options.waves_around is not None:
+        if not options.waves:
+            raise SmartquantError("--waves-around-mismatch needs --waves FILE")
+        if options.waves_around < 0:
+            raise SmartquantError(f"--waves-around-mismatch must be >= 0, got {options.waves_around}")
+        if harness != "fast":
+            raise SmartquantError("--waves-around-mismatch needs the fast harness (--sim verilator or icarus)")
+    return harness

@@ -62,25 +62,92 @@ def test_both_harnesses_name_a_corrupted_expected_line_alike(stressed_trace, tmp
     assert fast["error"].split(": ", 1)[1] == python["error"].split(": ", 1)[1]
 
 
-def test_icarus_runs_the_fast_harness(iverilog, tiny_image, tiny_image_dir, tmp_path, corrupt_expected_line):
-    # a symmetric tensor at int8 and bf16, with a bad request and a DRAM error
+@pytest.fixture(scope="module")
+def icarus_trace(tiny_image, tiny_image_dir, tmp_path_factory):
+    """A symmetric tensor at int8 and bf16, with a bad request and a DRAM error: small, as Icarus
+    runs the controller at hundreds of cycles per second."""
+    path = tmp_path_factory.mktemp("icarus") / "t"
     trace = make_trace(tiny_image, tiny_image_dir, ["sym_pow2_g256"], [(View.INT8, 5), (View.BF16, 3)], "strided",
                        errors=1, seed=12, dram_errors=1)
-    save_trace(trace, tmp_path / "t")
-    icarus = SimOptions(simulator="icarus", seed=12, harness="fast", **STALLY)
-    stats = run_trace(tmp_path / "t", icarus)
+    save_trace(trace, path)
+    return path, trace
+
+
+ICARUS = dict(simulator="icarus", seed=12, harness="fast", **STALLY)
+
+
+def test_icarus_runs_the_fast_harness(iverilog, icarus_trace, tmp_path, corrupt_expected_line):
+    path, trace = icarus_trace
+    stats = run_trace(path, SimOptions(**ICARUS))
     assert stats["passed"], stats["error"]
     assert stats["lines_compared"] == len(trace) and stats["poisoned"] == int(trace.poison.sum())
     assert stats["counters"]["errors_dram_error"] > 0
-    index = corrupt_expected_line(tmp_path / "t", trace, tmp_path / "corrupt")
-    assert f"request {index} tag" in run_trace(tmp_path / "corrupt", icarus)["error"]
+    index = corrupt_expected_line(path, trace, tmp_path / "corrupt")
+    assert f"request {index} tag" in run_trace(tmp_path / "corrupt", SimOptions(**ICARUS))["error"]
+
+
+def test_icarus_writes_a_window_around_the_first_mismatch(iverilog, icarus_trace, tmp_path, corrupt_expected_line):
+    path, trace = icarus_trace
+    index = corrupt_expected_line(path, trace, tmp_path / "corrupt")
+    failed = run_trace(tmp_path / "corrupt", SimOptions(waves=str(tmp_path / "w.fst"), waves_around=10, **ICARUS))
+    assert f"request {index} tag" in failed["error"]
+    first, last = failed["waves_cycles"]
+    assert last - first == 20 and (tmp_path / "w.fst").stat().st_size > 100
 
 
 def test_the_harness_choice():
     assert choose_harness(SimOptions()) == "fast"
     assert choose_harness(SimOptions(simulator="amaranth")) == "python"
-    assert choose_harness(SimOptions(waves="w.vcd")) == "python"
-    with pytest.raises(SmartquantError, match="--waves needs --harness python"):
-        choose_harness(SimOptions(waves="w.vcd", harness="fast"))
+    assert choose_harness(SimOptions(waves="w.vcd")) == "fast"
+    assert choose_harness(SimOptions(waves="w.vcd", waves_around=0)) == "fast"
+    assert choose_harness(SimOptions(responses="r.npy")) == "python"
+    with pytest.raises(SmartquantError, match="--waves-around-mismatch needs the fast harness"):
+        choose_harness(SimOptions(waves="w.vcd", waves_around=8, harness="python"))
+    with pytest.raises(SmartquantError, match="--waves-around-mismatch needs --waves FILE"):
+        choose_harness(SimOptions(waves_around=8))
     with pytest.raises(SmartquantError, match="--sim amaranth needs --harness python"):
         choose_harness(SimOptions(simulator="amaranth", harness="fast"))
+
+
+def vcd_changes(path, name):
+    """(timestamps, [(time, value)] of the first variable called `name`) of a VCD file."""
+    times, changes, code, now = [], [], None, 0
+    for line in open(path):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "$var" and words[4] == name and code is None:
+            code = words[3]
+        elif words[0].startswith("#"):
+            now = int(words[0][1:])
+            times.append(now)
+        elif code is not None and len(words) == 2 and words[1] == code:
+            changes.append((now, int(words[0][1:], 2)))
+    return times, changes
+
+
+@pytest.mark.slow     # a second Verilator build (with tracing): minutes on a cold cache
+def test_a_waveform_around_the_first_mismatch_holds_it_and_little_else(stressed_trace, tmp_path,
+                                                                        corrupt_expected_line):
+    source, trace = stressed_trace
+    corrupt_expected_line(source, trace, tmp_path / "corrupt")
+    around = 20
+    options = dict(seed=2, harness="fast", **STALLY)
+    window = run_trace(tmp_path / "corrupt", SimOptions(waves=str(tmp_path / "w.vcd"), waves_around=around, **options))
+    whole = run_trace(tmp_path / "corrupt", SimOptions(waves=str(tmp_path / "all.vcd"), **options))
+    assert not window["passed"] and window["error"] == whole["error"] and window["cycles"] == whole["cycles"]
+    first, last = window["waves_cycles"]
+    assert last - first == 2 * around and whole["waves_cycles"][0] == 1
+    times, mismatches = vcd_changes(tmp_path / "w.vcd", "mismatches")
+    # cycle c rises at time 2c - 1: the checker counts the mismatch at the middle cycle's edge
+    assert (2 * (first + around) - 1, 1) in mismatches
+    assert min(times) >= 2 * first - 1 and max(times) <= 2 * last
+    all_times, _ = vcd_changes(tmp_path / "all.vcd", "mismatches")
+    assert len(all_times) > 10 * len(times)
+    assert (tmp_path / "w.vcd").stat().st_size * 5 < (tmp_path / "all.vcd").stat().st_size
+
+
+def test_a_passing_run_writes_no_windowed_waveform(stressed_trace, tmp_path):
+    path, _ = stressed_trace
+    stats = run_trace(path, SimOptions(seed=1, harness="fast", waves=str(tmp_path / "w.vcd"), waves_around=10))
+    assert stats["passed"] and "waves" not in stats and not (tmp_path / "w.vcd").exists()

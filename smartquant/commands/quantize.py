@@ -1,6 +1,7 @@
 """`smartquant quantize SRC -o IMAGE`: quantize a model's weights into a store image
 (SRC: a .safetensors file, every 2-D floating-point tensor stored under its name, or
-`minilm`, the packaged all-MiniLM-L6-v2's linear layers).  docs/FORMATS.md."""
+`minilm`, the packaged all-MiniLM-L6-v2's linear layers) by one of the methods of
+docs/PTQ.md.  docs/FORMATS.md."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import time
 from ..atomic import check_output
 from ..errors import SmartquantError
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
+from ..sw.quantize.axe import AccumulatorSpec
 from ..sw.quantize.quantizer import StoreFormat
+from ..sw.store.methods import DEFAULT_METHOD, JOINT_FEEDBACK, METHODS, MethodSettings
 from ..sw.store.recipe_store import quantize_with_recipe
 from ..sw.quantize.rotation import parse_rotate
 from ..sw.store.model_store import parse_views, quantize_source
-from .common import source_input
+from .common import int_at_least, number_list, source_input
 
 
 def register(subparsers) -> None:
@@ -26,10 +29,26 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("asym", "sym"), default="asym",
                    help="asymmetric (own zero point per group) or symmetric (z = 128; allows the int8 view)")
     p.add_argument("--scale", choices=("fp16", "bf16", "pow2"), default="fp16", help="scale encoding")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help="rtn: min/max; mse: clipping search over the views; gptq, gpfq: error feedback by "
+                        "incremental upscaling; joint: one GPTQ pass under the multi-view objective; "
+                        "axe-gptq, axe-gpfq: with an accumulator guarantee (default %(default)s; docs/PTQ.md)")
     p.add_argument("--views", default="3,4,8",
-                   help="bit widths the clipping search optimises, e.g. 3,4,8 (default %(default)s)")
-    p.add_argument("--method", choices=("mse", "rtn"), default="mse",
-                   help="mse: clipping search over the views (default); rtn: plain min/max")
+                   help="bit widths the method optimises, e.g. 3,4,8 (default %(default)s)")
+    p.add_argument("--view-weights", metavar="L,..",
+                   help="joint: weight lambda_k of each view's squared error (default 1, and 64 for view 8)")
+    p.add_argument("--joint-feedback", choices=JOINT_FEEDBACK, default=JOINT_FEEDBACK[0],
+                   help="joint: feed back each view's error to its own copy of the weights (per-view, "
+                        "default) or the error of the weighted-mean reconstruction (mean)")
+    p.add_argument("--calibration", type=int_at_least(1), metavar="N",
+                   help="minilm, PTQ methods: calibrate on N of the shipped calibration sentences (default all)")
+    p.add_argument("--calibration-inputs", metavar="FILE",
+                   help=".safetensors source, PTQ methods: a .safetensors file with, per weight name, "
+                        "a (tokens, in) matrix of that layer's inputs")
+    p.add_argument("--accumulator-bits", type=int, metavar="P", help="AXE: signed accumulator width P")
+    p.add_argument("--input-bits", type=int, metavar="N", help="AXE: input width N")
+    p.add_argument("--signed-inputs", action="store_true", help="AXE: inputs are signed N-bit integers")
+    p.add_argument("--tile", type=int, metavar="T", help="AXE: inputs per inner accumulation (default: the group)")
     p.add_argument("--rotate", default="none", metavar="none|hadamard[:SEED]",
                    help="store every weight as W*H for a signed block Hadamard H over its inputs, "
                         "declared in the manifest (default %(default)s; docs/FORMATS.md)")
@@ -38,16 +57,35 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def accumulator_spec(args) -> AccumulatorSpec | None:
+    """The AXE options as a spec (None when none is given; P and N go together)."""
+    given = [args.accumulator_bits, args.input_bits]
+    if all(v is None for v in given) and not args.signed_inputs and args.tile is None:
+        return None
+    if any(v is None for v in given):
+        raise SmartquantError("--accumulator-bits P and --input-bits N go together")
+    return AccumulatorSpec(args.accumulator_bits, args.input_bits, args.signed_inputs, args.tile)
+
+
+def method_settings(args) -> MethodSettings:
+    """The --method options as MethodSettings (checked: a one-line error for each misuse)."""
+    weights = number_list(float)(args.view_weights) if args.view_weights else None
+    fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
+    return MethodSettings(args.method, fmt, parse_views(args.views), weights, accumulator_spec(args), args.joint_feedback)
+
+
 def run(args) -> int:
     if parse_rotate(args.rotate) is not None and args.recipe:
         raise SmartquantError("--rotate does not combine with --recipe (a recipe sets every tensor's format)")
-    check_output(args.output, "image", inputs=[source_input(args.source), args.recipe])
-    views = parse_views(args.views)
-    fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
+    check_output(args.output, "image", inputs=[source_input(args.source), args.recipe, args.calibration_inputs])
     start = time.perf_counter()
-    image = (quantize_with_recipe(args.source, args.recipe) if args.recipe
-             else quantize_source(args.source, fmt, views=views, method=args.method, rotate=args.rotate))
+    if args.recipe:
+        image = quantize_with_recipe(args.source, args.recipe)
+    else:
+        image = quantize_source(args.source, method_settings(args), args.calibration, args.calibration_inputs,
+                                rotate=args.rotate)
     image.save(args.output)
     print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
-          f"{len(image.side)} side tensors ({time.perf_counter() - start:.1f} s)")
+          f"{len(image.side)} side tensors, method {image.info.get('method', 'recipe')} "
+          f"({time.perf_counter() - start:.1f} s)")
     return 0

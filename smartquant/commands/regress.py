@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..atomic import check_output
 from ..report import format_table, write_json
 from ..sim import ray_cluster, regress
+from ..sw.image import trace as traces
 from ..sw.image.image import Image
 from .common import check_output_options, int_at_least
 
@@ -31,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--first-seed", type=int_at_least(0), default=0)
     p.add_argument("--seed", type=int_at_least(0), help="run this one seed only (replay)")
     p.add_argument("--tensors-per-job", type=int_at_least(1), default=2, help="tensors each job reads")
+    p.add_argument("--views", metavar="LIST|all",
+                   help="instead of views drawn by the seed: one job per (view, k) listed (e.g. fp16:4,packed:3), "
+                   "or 'all' of them the image serves, each reading every tensor (int8: the symmetric ones)")
     p.add_argument("--jobs", type=int_at_least(1), help="parallel processes (default: CPU count)")
     p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001', "
                    "'local'; needs smartquant[cluster] and the image at the same path on every node; "
@@ -43,7 +47,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     seeds = [args.seed] if args.seed is not None else list(range(args.first_seed, args.first_seed + args.seeds))
     image = Image.load(args.image)
-    jobs = regress.make_jobs(image, [c for c in args.configs.split(",") if c], seeds, args.tensors_per_job)
+    views = None if args.views is None else (
+        traces.all_views(image) if args.views == "all" else traces.parse_views(args.views))
+    jobs = regress.make_jobs(image, [c for c in args.configs.split(",") if c], seeds, args.tensors_per_job, views)
+    if views is not None:
+        covered = {job.views[0] for job in jobs}
+        uncovered = [label for label in (traces.view_label(*v) for v in views) if label not in covered]
+        print(f"{len(covered)} (view, k) combinations, one job each per seed" + (
+            f"; none in {', '.join(uncovered)}: no tensor readable (int8 needs a symmetric one)" if uncovered else ""))
     check_output_options(args, inputs=[args.image])
     for job in jobs if args.keep else ():
         check_output(regress.kept_trace_dir(args.keep, job), "trace", inputs=[args.image], outputs=[args.json])
@@ -59,8 +70,10 @@ def run(args) -> int:
                        [[r["config"], r["jobs"], r["passed"], r["failed"],
                          " ".join(map(str, r["failing_seeds"])) or "-"] for r in rows]))
     failures = [r for r in results if not r["passed"]]
+    job_of = {job.key(): job for job in jobs}
     for result in failures:
-        result["replay"] = regress.replay_command(result["config"], result["seed"], args.image, args.tensors_per_job)
+        result["replay"] = regress.replay_command(job_of[result["config"], result["seed"], tuple(result["views"])],
+                                                  args.image, args.tensors_per_job)
     if failures:
         print("\nfailures")
         print(format_table(["config", "seed", "error", "replay"],

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                    help="verilator (default), icarus, or amaranth (Amaranth's simulator: slow, small traces)")
     p.add_argument("--harness", choices=runner.HARNESSES,
                    help="fast: trace replay inside the simulation (default for verilator and icarus); "
-                   "python: the cocotb bench (always for amaranth, --waves)")
+                   "python: the cocotb bench (always for amaranth)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the stall patterns")
     p.add_argument("--stall", type=probability, default=0.2,
                    help="pause probability per cycle on every AXI channel and host stream (0: none)")
@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--axi-width", type=int, help="AXI data width in bits (default: the RTL's)")
     p.add_argument("--waves", metavar="FILE", help="waveform of the run (.vcd for verilator, .fst for icarus); "
                    "a failing run stops shortly after the first mismatch, so the file ends around it")
+    p.add_argument("--waves-around-mismatch", type=int_at_least(0), metavar="N",
+                   help="fast harness: only N cycles either side of the first mismatch (or the watchdog) in --waves, "
+                   "from a second run of the same seed; a passing run writes no waveform")
     p.add_argument("--json", metavar="STATS", help="write the stats as JSON")
     p.set_defaults(func=run)
 
@@ -36,7 +39,8 @@ def run(args) -> int:
     check_output_options(args, inputs=[args.trace])
     options = runner.SimOptions(simulator=args.sim, seed=args.seed, stall=args.stall,
                                 read_latency=args.read_latency, max_in_flight=args.max_in_flight,
-                                waves=args.waves, lanes=args.lanes, axi_data_width=args.axi_width,
+                                waves=args.waves, waves_around=args.waves_around_mismatch, lanes=args.lanes,
+                                axi_data_width=args.axi_width,
                                 harness=args.harness)
     stats = runner.run_trace(args.trace, options)
     if args.json:
@@ -48,9 +52,14 @@ def run(args) -> int:
         [["PASS" if stats["passed"] else "FAIL", stats["simulator"], stats["lines_compared"],
           stats["poisoned"], stats["cycles"], stats["dram_bytes_read_bus"], stats["read_bus_utilisation"],
           latency["mean"], latency["max"], stats["cycles_per_s"]]]))
+    if stats.get("waves_cycles"):
+        first, last = stats["waves_cycles"]
+        print(f"smartquant sim: waveform in {stats['waves']} (clock cycles {first}..{last})", file=sys.stderr)
+    elif args.waves and args.waves_around_mismatch is not None:
+        print("smartquant sim: no mismatch, so no waveform written (--waves-around-mismatch)", file=sys.stderr)
     if not stats["passed"]:
         print(f"smartquant sim: {stats['error']}", file=sys.stderr)
-        if stats.get("waves"):
+        if stats.get("waves") and not stats.get("waves_cycles"):
             print(f"smartquant sim: waveform in {stats['waves']}", file=sys.stderr)
         return 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..atomic import check_output
+from ..errors import SmartquantError
 from ..report import format_table
 from ..spec import Opcode
 from ..sw.image import trace as traces
@@ -17,7 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="trace directory to write (replaces only an earlier trace)")
     p.add_argument("--tensors", default="", help="comma-separated tensor names (default: all)")
-    p.add_argument("--views", default="fp16:4", help="views to read, e.g. fp16:4,packed:3,int8:8,raw")
+    p.add_argument("--views", help="views to read, e.g. fp16:4,packed:3,int8:8,raw (default fp16:4)")
+    p.add_argument("--all-views", action="store_true",
+                   help="every quantized view at every k the image was quantized for (int8 of its symmetric "
+                   "tensors only); prints the combinations covered")
     p.add_argument("--order", default="sequential",
                    help="sequential lines; strided: line j of every block, then j+1; random: a permutation; "
                         "streams:S: S hosts each reading its own contiguous range, round robin; "
@@ -33,15 +37,23 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.all_views and args.views:
+        raise SmartquantError("give --views or --all-views, not both")
     traces.parse_order(args.order)
     check_output(args.output, "trace", inputs=[args.image])
     image = Image.load(args.image)
     tensors = [t for t in args.tensors.split(",") if t] or None
-    trace = traces.make_trace(image, args.image, tensors, traces.parse_views(args.views), args.order,
-                              args.errors, args.seed, args.load_via_host, dram_errors=args.dram_errors)
+    views = traces.all_views(image) if args.all_views else traces.parse_views(args.views or "fp16:4")
+    trace = traces.make_trace(image, args.image, tensors, views, args.order, args.errors, args.seed,
+                              args.load_via_host, int8_symmetric_only=args.all_views, dram_errors=args.dram_errors)
     traces.save_trace(trace, args.output, embed_image=args.embed_image)
     reads = int((trace.opcode == Opcode.MEM_RD).sum())
     print(format_table(["trace", "requests", "reads", "writes", "expected poison", "DRAM error lines", "segments"],
                        [[args.output, len(trace), reads, len(trace) - reads, int(trace.poison.sum()),
                          len(trace.dram_errors), len(trace.segments)]]))
+    if args.all_views:
+        names = tensors or [e.name for e in image.entries]
+        print(format_table(["view", "tensors read"], [[traces.view_label(view, k),
+                                                      len(traces.readable_tensors(image, names, view))]
+                                                     for view, k in views]))
     return 0

@@ -41,6 +41,7 @@ PARAMETER_ORDERS = ("streams", "window")
 #: kinds of bad request `--errors` mixes in, used in turn
 ERROR_KINDS = ("unmapped", "past_end", "write_quantized", "int8_asymmetric", "bad_k")
 TAGS = 1 << spec.TAG_BITS
+QUANTIZED_VIEWS = (View.PACKED, View.INT8, View.FP16, View.BF16)
 
 
 @dataclasses.dataclass
@@ -110,6 +111,19 @@ def parse_views(text: str) -> list[tuple[View, int]]:
 
 def view_label(view: View, k: int) -> str:
     return "raw" if view == View.RAW else f"{View(view).name.lower()}:{k}"
+
+
+def all_views(image: Image) -> list[tuple[View, int]]:
+    """Every (view, k) `image` serves: each quantized view at each k it was quantized for (its
+    info's `views`), else at every k 1..CODE_BITS."""
+    ks = sorted({k for k in image.info.get("views", ()) if isinstance(k, int) and 1 <= k <= spec.CODE_BITS})
+    return [(view, k) for view in QUANTIZED_VIEWS for k in ks or range(1, spec.CODE_BITS + 1)]
+
+
+def readable_tensors(image: Image, names: list[str], view: View) -> list[str]:
+    """Those of `names` a trace reads in `view`: all but the asymmetric ones in int8 (a bad
+    request there, which `--errors` covers as kind int8_asymmetric)."""
+    return [n for n in names if view != View.INT8 or image.entry(n).symmetric]
 
 
 def region_of(entry) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import spec
 from ...errors import SmartquantError
+from ..quantize.accumulator_model import MAX_ACCUMULATOR_BITS, MAX_INPUT_BITS
 from ..quantize.rotation import ROTATION_KINDS, SEED_LIMIT, SIGN_RULE, is_hadamard_order
 from ...spec import (BLOCK_WEIGHTS, CODEBOOK_LINES, CODE_BITS, GROUP_SIZES, GROUPS_PER_META_LINE, LINE_BYTES, PLANES,
                     ScaleFormat)
@@ -47,6 +48,8 @@ REGION_OPTIONAL = ("codebook_base",)
 TRACE_FIELDS = ("format", "version", "image", "dram_bytes", "requests", "settings", "segments")
 TRACE_OPTIONAL = ("dram_errors",)
 SEGMENT_FIELDS = ("regions", "start", "stop")
+#: info.accumulator of an AXE image: P, N, signed inputs, tile (null = the group), guaranteed views
+ACCUMULATOR_FIELDS = ("bits", "input_bits", "signed_inputs", "tile", "views")
 #: requests.npz columns: (dtype, shape after the request count)
 REQUEST_COLUMNS = {"opcode": (np.dtype(np.uint8), ()), "tag": (np.dtype(np.uint8), ()),
                    "addr": (np.dtype(np.uint64), ()), "line": (np.dtype(np.uint8), (LINE_BYTES,)),
@@ -243,6 +246,59 @@ def _legacy_codebooks(info: dict, names: list, where: str) -> dict:
     return {name: base for name, base in legacy.items() if base is not None}
 
 
+def _views(value, where: str, field: str) -> list[int]:
+    """A non-empty JSON list of distinct bit widths 1..8."""
+    if not isinstance(value, list) or not value:
+        _fail(where, f"{field} must be a non-empty list of bit widths, not {_show(value)}")
+    for k in value:
+        _int(k, where, f"{field} entry", low=1, high=CODE_BITS + 1)
+    if len(set(value)) != len(value):
+        _fail(where, f"{field} {_show(value)} lists a bit width twice")
+    return value
+
+
+def _check_accumulator(acc, entries: list[dict], where: str) -> None:
+    """info.accumulator: the AXE guarantee of the image (P, N, signed inputs, tile T, views),
+    on symmetric affine tensors whose groups and inputs the tile divides."""
+    here = f"{where}: info.accumulator"
+    _fields(acc, here, ACCUMULATOR_FIELDS)
+    _int(acc["bits"], here, "bits", low=2, high=MAX_ACCUMULATOR_BITS + 1)
+    _int(acc["input_bits"], here, "input_bits", low=1, high=MAX_INPUT_BITS + 1)
+    if acc["bits"] <= acc["input_bits"]:
+        _fail(here, f"bits {acc['bits']} must exceed input_bits {acc['input_bits']}")
+    _bool(acc["signed_inputs"], here, "signed_inputs")
+    if acc["tile"] is not None:
+        _int(acc["tile"], here, "tile", low=1)
+    _views(acc["views"], here, "views")
+    for entry in entries:
+        tile = acc["tile"] or entry["group_size"]
+        if not entry["symmetric"] or entry.get("codebook_base") is not None:
+            _fail(here, f"tensor {entry['name']!r} is not a symmetric affine tensor: no integer guarantee")
+        if entry["group_size"] % tile or entry["padded_in"] % tile:
+            _fail(here, f"tile {tile} does not divide tensor {entry['name']!r}'s group size "
+                        f"{entry['group_size']} and input size {entry['padded_in']}")
+
+
+def _check_info(info, entries: list[dict], where: str) -> None:
+    """The fields of `info` a reader relies on: views, view_weights, method and accumulator."""
+    if not isinstance(info, dict):
+        _fail(where, f"info must be a JSON object, not {_show(info)}")
+    if info.get("method") is not None and (type(info["method"]) is not str or not info["method"]):
+        _fail(where, f"info.method must be a method name, not {_show(info['method'])}")
+    views = info.get("views")
+    if views is not None:
+        _views(views, where, "info.views")
+    weights = info.get("view_weights")
+    if weights is not None:
+        if views is None or not isinstance(weights, list) or len(weights) != len(views):
+            _fail(where, f"info.view_weights must give one weight per entry of info.views, not {_show(weights)}")
+        for value in weights:
+            if _finite(value, where, "info.view_weights entry") == 0:
+                _fail(where, "info.view_weights entries must be > 0")
+    if info.get("accumulator") is not None:
+        _check_accumulator(info["accumulator"], entries, where)
+
+
 def check_manifest(manifest, dram_bytes: int, where: str | os.PathLike) -> list[dict]:
     """Check a parsed manifest.json against a dram.bin of `dram_bytes` bytes; its tensor
     entries, with table sets listed only in info (older images) moved into `codebook_base`."""
@@ -277,6 +333,7 @@ def check_manifest(manifest, dram_bytes: int, where: str | os.PathLike) -> list[
         owned = [(f"tensor {e['name']!r}", _region_spans(e, f"{where}: tensor {e['name']!r}", lines))
                  for e in entries]
     _check_disjoint(owned, where)
+    _check_info(info, entries, where)
     return entries
 
 

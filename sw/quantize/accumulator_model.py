@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: widest accumulator and input the checks accept (bits)
+MAX_ACCUMULATOR_BITS = 64
+MAX_INPUT_BITS = 32
+
 
 def wrap(value: int, bits: int) -> int:
     """`value` reduced to a `bits`-bit two's-complement number."""

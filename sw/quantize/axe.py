@@ -42,10 +42,8 @@ import torch
 
 from ...errors import SmartquantError
 from ..codes import view_code
+from .accumulator_model import MAX_ACCUMULATOR_BITS, MAX_INPUT_BITS
 
-#: widest accumulator and input the checks accept (bits)
-MAX_ACCUMULATOR_BITS = 64
-MAX_INPUT_BITS = 32
 
 
 @dataclass(frozen=True)

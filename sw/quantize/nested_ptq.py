@@ -20,6 +20,8 @@ every pass (see `axe.AccumulatorClamp`), so every named view is within budget.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -31,12 +33,59 @@ from .sequential import ViewRounder, sequential_round
 from .quantizer import NestedRTN, QuantizedTensor
 
 
+@dataclasses.dataclass
+class LayerSetup:
+    """What every sequential pass over one weight shares: the group grid `base` (scales and
+    zeros from a grid quantizer), per-weight scale and zero, the padded float64 weights
+    with dead inputs zeroed, and the damped Hessian."""
+    base: QuantizedTensor
+    scale: torch.Tensor          #: (out, padded_in) float64 stored scale of each weight's group
+    zero: torch.Tensor           #: (out, padded_in) int64 zero point
+    weights: torch.Tensor        #: (out, padded_in) float64
+    hessian: torch.Tensor        #: (padded_in, padded_in) damped
+    shape: tuple[int, int]       #: (out, in) of the source weight
+
+    def order(self, act_order: bool) -> torch.Tensor:
+        """Column processing order: by decreasing H_jj (activation order) or natural."""
+        if act_order:
+            return torch.argsort(torch.diag(self.hessian), descending=True)
+        return torch.arange(self.hessian.shape[0])
+
+    def tensor(self, codes: np.ndarray) -> QuantizedTensor:
+        """The QuantizedTensor of 8-bit `codes` (out, padded_in) on this grid."""
+        base = self.base
+        return QuantizedTensor(codes=codes, scale_bits=base.scale_bits, zeros=base.zeros,
+                               group_size=base.group_size, symmetric=base.symmetric,
+                               scale_format=base.scale_format, shape=self.shape)
+
+
 class NestedSequentialQuantizer(LayerStatistics):
     """Base class: `add_batch` collects H; subclasses define the error feedback."""
 
     def feedback(self, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(F, divisor, error_from_original) for `sequential.sequential_round`."""
         raise NotImplementedError
+
+    def prepare(self, weight, grid, percdamp: float, block_size: int) -> LayerSetup:
+        """Checks `weight` against the layer, runs the grid quantizer on it ("static groups")
+        and pads weights and Hessian to whole groups."""
+        weight = np.asarray(weight, dtype=np.float64)
+        if weight.ndim != 2 or weight.shape[1] != self.in_features:
+            raise SmartquantError(f"weight of shape {weight.shape} does not match a layer "
+                                  f"with {self.in_features} inputs")
+        if block_size < 1:
+            raise SmartquantError(f"block size {block_size} must be positive")
+        base = grid.quantize(weight)
+        rows, padded_in = base.codes.shape
+        g = base.group_size
+        scale = torch.from_numpy(np.repeat(scale_value(base.scale_bits, base.scale_format), g, axis=-1)
+                                 .reshape(rows, padded_in))
+        zero = torch.from_numpy(np.repeat(base.zeros.astype(np.int64), g, axis=-1).reshape(rows, padded_in))
+        hessian, dead = self.damped_hessian(padded_in, percdamp)
+        w = torch.zeros(rows, padded_in, dtype=torch.float64)
+        w[:, :self.in_features] = torch.from_numpy(weight)
+        w[:, dead] = 0.0
+        return LayerSetup(base, scale, zero, w, hessian, tuple(weight.shape))
 
     def quantize(self, weight, views=(8,), grid=None, accumulator: AccumulatorSpec | None = None,
                  soft: bool = True, hard: bool = True, act_order: bool = False,
@@ -47,34 +96,19 @@ class NestedSequentialQuantizer(LayerStatistics):
         store's default format); `accumulator` turns on AXE for every named view
         (it needs a symmetric format).
         """
-        weight = np.asarray(weight, dtype=np.float64)
-        if weight.ndim != 2 or weight.shape[1] != self.in_features:
-            raise SmartquantError(f"weight of shape {weight.shape} does not match a layer "
-                                  f"with {self.in_features} inputs")
         views = sorted(set(int(k) for k in views))
         if not views or not all(1 <= k <= 8 for k in views):
             raise SmartquantError(f"views {views} must be bit widths in 1..8")
-        if block_size < 1:
-            raise SmartquantError(f"block size {block_size} must be positive")
-        grid = grid or NestedRTN()
-        base = grid.quantize(weight)
-        rows, padded_in = base.codes.shape
-        g = base.group_size
-        scale = torch.from_numpy(np.repeat(scale_value(base.scale_bits, base.scale_format), g, axis=-1)
-                                 .reshape(rows, padded_in))
-        zero = torch.from_numpy(np.repeat(base.zeros.astype(np.int64), g, axis=-1).reshape(rows, padded_in))
-
-        hessian, dead = self.damped_hessian(padded_in, percdamp)
-        w = torch.zeros(rows, padded_in, dtype=torch.float64)
-        w[:, :self.in_features] = torch.from_numpy(weight)
-        w[:, dead] = 0.0
+        setup = self.prepare(weight, grid or NestedRTN(), percdamp, block_size)
+        scale, zero, w = setup.scale, setup.zero, setup.weights
+        rows, padded_in = w.shape
 
         tile = None
         if accumulator is not None:
-            if not base.symmetric:
+            if not setup.base.symmetric:
                 raise SmartquantError("AXE needs a symmetric format (z = 128): with an arbitrary "
                                       "zero point a refined view can outgrow the coarse one")
-            tile = accumulator.tile_for(padded_in, g)
+            tile = accumulator.tile_for(padded_in, setup.base.group_size)
             check_feasible(accumulator, views, tile)
             if soft:
                 radius = float(sum(accumulator.side_budgets()))
@@ -82,8 +116,8 @@ class NestedSequentialQuantizer(LayerStatistics):
                 units = (w / safe).reshape(rows, -1, tile)
                 w = project_l1_ball(units, radius).reshape(rows, padded_in) * safe
 
-        order = torch.argsort(torch.diag(hessian), descending=True) if act_order else torch.arange(padded_in)
-        feedback, divisor, from_original = self.feedback(hessian[order][:, order])
+        order = setup.order(act_order)
+        feedback, divisor, from_original = self.feedback(setup.hessian[order][:, order])
         w_ordered = w[:, order]
 
         codes, prev_k, prev_ints, rounder = None, None, None, None
@@ -94,7 +128,4 @@ class NestedSequentialQuantizer(LayerStatistics):
             sequential_round(w_ordered, feedback, divisor, rounder, order, block_size, from_original)
             codes, prev_k = rounder.codes, k
             prev_ints = rounder.reconstruction(codes) - zero
-        final = rounder.reconstruction(codes)
-        return QuantizedTensor(codes=final.numpy().astype(np.uint8), scale_bits=base.scale_bits,
-                               zeros=base.zeros, group_size=g, symmetric=base.symmetric,
-                               scale_format=base.scale_format, shape=tuple(weight.shape))
+        return setup.tensor(rounder.reconstruction(codes).numpy().astype(np.uint8))

@@ -213,6 +213,10 @@ class GroupQuantizer:
         """(scale bits, stored scale, zero) per group of a (groups, G) float64 array."""
         raise NotImplementedError
 
+    def encode_groups(self, groups: np.ndarray, stored: np.ndarray, zero: np.ndarray) -> np.ndarray:
+        """Codes (float64) of a (groups, G) array with its stored scales and zeros: round to nearest."""
+        return encode(groups, stored, zero)
+
     def quantize(self, weight: np.ndarray, progress: str | None = None) -> QuantizedTensor:
         """Codes and metadata of `weight`; `progress` labels a bar on stderr over its row
         chunks (shown when there are several and stderr is a terminal)."""
@@ -226,7 +230,7 @@ class GroupQuantizer:
         for rows in chunk_progress(row_chunks(weight.shape, self.chunk_weights), progress):
             groups = group_view(pad_columns(weight[rows], size), size)
             chunk_bits, stored, zero = self.group_params(groups)
-            codes[rows] = encode(groups, stored, zero).astype(np.uint8).reshape(-1, padded_in)
+            codes[rows] = self.encode_groups(groups, stored, zero).astype(np.uint8).reshape(-1, padded_in)
             bits[rows] = chunk_bits.reshape(-1, padded_in // size)
             zeros[rows] = zero.reshape(-1, padded_in // size)
         return QuantizedTensor(codes=codes, scale_bits=bits, zeros=zeros, group_size=size,

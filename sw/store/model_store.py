@@ -13,9 +13,9 @@ from tqdm import tqdm
 from ...errors import SmartquantError, about_tensor
 from ...spec import CODE_BITS, LINE_BYTES
 from ..image.image import Image, TensorEntry
-from ..quantize.quantizer import (NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat, check_scale_range, chunk_progress,
-                        row_chunks)
+from ..quantize.quantizer import QuantizedTensor, check_scale_range, chunk_progress, row_chunks
 from ..quantize.rotation import Rotation
+from .methods import MethodSettings, load_calibration_for, make_quantizer, rotate_calibration
 from .rotated import rotated_source
 from .sources import load_source
 
@@ -52,7 +52,8 @@ def view_errors(weight: np.ndarray, qt: QuantizedTensor,
 def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None = None,
                    info: dict | None = None, warn: Callable[[str], None] = _warn_stderr,
                    rotations: dict[str, Rotation] | None = None) -> Image:
-    """Quantize every weight (in order) with `quantizer`; record its relative error per k (1..8).
+    """Quantize every weight (in order) with `quantizer` (a grid quantizer's `quantize`, or
+    `quantize_named(name, weight)` of a calibrated one); record its relative error per k (1..8).
     `weights` named in `rotations` are already rotated (W·H); the image declares their H.
 
     Every weight's scale range is checked before the first is quantized; errors name the tensor.
@@ -66,7 +67,8 @@ def quantize_model(weights: dict[str, np.ndarray], quantizer, side: dict | None 
         if note:
             warn(note)
         with about_tensor(name):
-            qt = quantizer.quantize(weight, progress=name)
+            named = getattr(quantizer, "quantize_named", None)
+            qt = named(name, weight) if named else quantizer.quantize(weight, progress=name)
         errors[name], norms[name] = view_errors(weight, qt, progress=f"{name} (errors)")
         tensors.append((name, qt))
     return Image.build(tensors, side=side, rel_errors=errors, norms=norms, info=info, rotations=rotations)
@@ -83,14 +85,23 @@ def parse_views(text: str) -> tuple[int, ...]:
     return views
 
 
-def quantize_source(spec: str, fmt: StoreFormat, views=(3, 4, 8), method: str = "mse",
-                    warn: Callable[[str], None] = _warn_stderr, rotate: str | None = None) -> Image:
+def quantize_source(spec: str, settings: MethodSettings = MethodSettings(), calibration: int | None = None,
+                    calibration_inputs: str | None = None, warn: Callable[[str], None] = _warn_stderr,
+                    rotate: str | None = None) -> Image:
     """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image
-    (rotated first when `rotate` is `hadamard[:SEED]`, `sw/store/rotated.py`)."""
-    source = rotated_source(load_source(spec), rotate)
-    quantizer = NestedMSEClip(fmt, views=views) if method == "mse" else NestedRTN(fmt)
-    info = {"source": source.name, "quantizer": type(quantizer).__name__, "views": list(views) if method == "mse" else None,
+    by `settings.method` (rotated first when `rotate` is `hadamard[:SEED]`, `sw/store/rotated.py`);
+    `calibration` (minilm sentences) or `calibration_inputs` (a file for a .safetensors
+    source) feed the PTQ methods, rotated with their weights.  Every check runs before any work."""
+    plain = load_source(spec)
+    settings.check_feasible(plain.weights)
+    data, calibration_info = load_calibration_for(spec, settings, plain.weights, calibration, calibration_inputs)
+    source = rotated_source(plain, rotate)
+    quantizer = make_quantizer(settings, rotate_calibration(data, source.rotations))
+    fmt = settings.fmt
+    info = {"source": source.name, "quantizer": type(quantizer).__name__, **settings.info(),
             "group_size": fmt.group_size, "symmetric": fmt.symmetric, "scale_format": fmt.scale_format.name.lower()}
+    if calibration_info is not None:
+        info["calibration"] = calibration_info
     return quantize_model(source.weights, quantizer, side=source.side, info=info, warn=warn,
                           rotations=source.rotations)
 
