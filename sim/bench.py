@@ -176,18 +176,11 @@ def in_flight_capacity(view: View, k: int, design: dict, dram_outstanding: int, 
 
 
 def lookup_hit_rate(stats: dict, view: View) -> float:
-    """Fraction of the block cache's lookups that needed no DRAM read: one plane lookup per
-    quantized read, plus a metadata lookup per fp16/bf16 read.  From the CSR counters
-    `plane_lookups`, `plane_misses`, `meta_lookups`, `meta_misses` where the RTL has them;
-    otherwise estimated from the AXI bus, every read burst a miss (a block's plane lines or
-    one metadata line)."""
-    counters = stats.get("counters", {})
-    if "plane_lookups" in counters:
-        lookups = counters["plane_lookups"] + counters["meta_lookups"]
-        misses = counters["plane_misses"] + counters["meta_misses"]
-    else:
-        lookups = stats["lines_compared"] * (2 if view in DEQUANTIZED else 1)
-        misses = stats["dram_read_bursts"]
+    """Fraction of the block cache's lookups that needed no DRAM read, from the CSR counters
+    `plane_lookups`, `plane_misses` and (fp16 / bf16 reads) `meta_lookups`, `meta_misses`."""
+    counters = stats["counters"]
+    lookups = counters["plane_lookups"] + counters["meta_lookups"]
+    misses = counters["plane_misses"] + counters["meta_misses"]
     return 1 - misses / lookups if lookups else 0.0
 
 

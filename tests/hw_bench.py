@@ -245,14 +245,6 @@ def tensor_requests(entry, view, k, blocks=None):
             for b in range(blocks) for j in range(lines_per_block(view, k))]
 
 
-def interleaved(requests: list, streams: int) -> list:
-    """`requests` split into `streams` contiguous ranges (hosts each reading its part in
-    order), taken one request from each in turn."""
-    bounds = np.linspace(0, len(requests), streams + 1).astype(int)
-    parts = [requests[a:b] for a, b in zip(bounds, bounds[1:])]
-    return [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]
-
-
 def check_against_golden(image, requests, result):
     """Every response in request order, tag, kind and data/poison as the golden decoder says."""
     assert len(result.responses) == len(requests)

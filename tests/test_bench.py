@@ -78,14 +78,13 @@ def test_traffic_points_read_every_needed_line_and_count_their_misses(all_rows):
             assert row["dram_bytes"] == round((1 - row["hit_rate"]) * row["lines"]) * K * LINE_BYTES
 
 
-def test_hit_rate_comes_from_the_csr_counters_when_the_rtl_has_them():
-    stats = {"lines_compared": 100, "dram_read_bursts": 40, "counters": {"dram_bytes_read": 0}}
-    assert bench.lookup_hit_rate(stats, View.PACKED) == pytest.approx(0.6)
-    assert bench.lookup_hit_rate(stats, View.FP16) == pytest.approx(0.8)
-    stats["counters"].update(plane_lookups=100, plane_misses=10, meta_lookups=100, meta_misses=30)
+def test_hit_rate_is_the_csr_counters_share_of_lookups_without_a_miss():
+    stats = {"counters": {"plane_lookups": 100, "plane_misses": 10, "meta_lookups": 100, "meta_misses": 30}}
     assert bench.lookup_hit_rate(stats, View.FP16) == pytest.approx(0.8)
     stats["counters"].update(meta_misses=10)
     assert bench.lookup_hit_rate(stats, View.FP16) == pytest.approx(0.9)
+    stats["counters"].update(plane_lookups=0, plane_misses=0, meta_lookups=0, meta_misses=0)
+    assert bench.lookup_hit_rate(stats, View.PACKED) == 0.0
 
 
 def test_bytes_per_weight_equal_the_traces_expectation(rows):

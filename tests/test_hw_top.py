@@ -8,11 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hw_bench import (KS, BenchConfig, check_against_golden, interleaved, region_writes, run_top,
+from hw_bench import (KS, BenchConfig, check_against_golden, region_writes, run_top,
                       tensor_requests)
 from smartquant.spec import (LINE_BYTES, PLANES, ErrorCause, Opcode, View, host_line_address,
                              lines_per_block)
 from smartquant.sw.image import golden
+from smartquant.sw.image.trace import interleaved_streams
 
 QUANTIZED = (View.PACKED, View.INT8, View.FP16, View.BF16)
 def test_tiny_image_every_view_and_k(tiny_image):
@@ -48,39 +49,27 @@ def smallest_tensor(image):
     return min(image.entries, key=lambda e: (e.blocks, e.name))
 
 
-@pytest.mark.parametrize("view,k", [(View.PACKED, 3), (View.FP16, 4)], ids=["packed-3", "fp16-4"])
-def test_minilm_tensor_dram_bytes(minilm_image, view, k):
-    """A whole MiniLM tensor read sequentially: bit-exact, and DRAM bytes read are k lines
-    per block (plus each metadata line once for fp16), from the CSR counters."""
+@pytest.mark.parametrize("view,k,streams", [(View.PACKED, 3, 1), (View.FP16, 4, 1), (View.PACKED, 3, 16), (View.FP16, 4, 4)],
+                         ids=["packed-3", "fp16-4", "packed-3-16-hosts", "fp16-4-4-hosts"])
+def test_minilm_tensor_reads_each_line_once(minilm_image, view, k, streams):
+    """A whole MiniLM tensor read by `streams` hosts, each reading a contiguous part, their
+    requests interleaved one by one (1: one sequential stream): bit-exact, and every plane
+    line and metadata line is read once (k lines per block, plus each metadata line once
+    for fp16), from the CSR counters."""
     entry = smallest_tensor(minilm_image)
-    requests = tensor_requests(entry, view, k)
+    in_order = tensor_requests(entry, view, k)
+    requests = [in_order[i] for i in interleaved_streams(len(in_order), streams)]
     result = run_top(minilm_image.dram, region_writes([entry]), requests,
-                     dram_lines=minilm_image.dram_lines, cfg=BenchConfig(latency=20, seed=3))
-    check_against_golden(minilm_image, requests, result)
-    expected = k * LINE_BYTES * entry.blocks
-    if view == View.FP16:
-        expected += entry.meta_lines * LINE_BYTES
-    assert result.counters["dram_bytes_read"] == expected
-    assert result.counters[f"lines_{view.name.lower()}"] == len(requests)
-    assert result.counters["dram_bytes_written"] == 0
-    assert (result.counters["plane_lookups"], result.counters["plane_misses"]) == (len(requests), entry.blocks)
-
-
-@pytest.mark.parametrize("view,k,streams", [(View.PACKED, 3, 16), (View.FP16, 4, 4)], ids=["packed-3", "fp16-4"])
-def test_interleaved_streams_fetch_each_block_once(minilm_image, view, k, streams):
-    """Hosts each reading a contiguous part of a tensor, their requests interleaved one by
-    one: bit-exact, and every plane line and metadata line is still read once."""
-    entry = smallest_tensor(minilm_image)
-    requests = interleaved(tensor_requests(entry, view, k), streams)
-    result = run_top(minilm_image.dram, region_writes([entry]), requests,
-                     dram_lines=minilm_image.dram_lines, cfg=BenchConfig(latency=20, seed=7))
+                     dram_lines=minilm_image.dram_lines, cfg=BenchConfig(latency=20, seed=3 + streams))
     check_against_golden(minilm_image, requests, result)
     expected = k * LINE_BYTES * entry.blocks
     if view == View.FP16:
         expected += entry.meta_lines * LINE_BYTES
         assert result.counters["meta_misses"] == entry.meta_lines
     assert result.counters["dram_bytes_read"] == expected
-    assert result.counters["plane_misses"] == entry.blocks
+    assert result.counters[f"lines_{view.name.lower()}"] == len(requests)
+    assert result.counters["dram_bytes_written"] == 0
+    assert (result.counters["plane_lookups"], result.counters["plane_misses"]) == (len(requests), entry.blocks)
 
 
 @pytest.mark.slow
