@@ -163,13 +163,26 @@ def _runner(simulator: str):
     return get_runner(simulator)
 
 
+def cocotb_location() -> str:
+    """The cocotb a build links against (its version and folder): a build made in another
+    environment loads that environment's libraries, so it is not reused here."""
+    import cocotb
+    return f"{cocotb.__version__}:{Path(cocotb.__file__).resolve().parent}"
+
+
+def build_dir_for(simulator: str, verilog: str, waves: bool, toplevel: str) -> Path:
+    """The cached build of `verilog` (source locations stripped) for `simulator`, keyed by
+    its text and by the cocotb it links against."""
+    digest = hashlib.sha256("\0".join([verilog, cocotb_location()]).encode()).hexdigest()[:16]
+    return build_root() / f"{simulator}-{toplevel}-{digest}{'-waves' if waves else ''}"
+
+
 def build(simulator: str, verilog: str, waves: bool = False, toplevel: str = TOPLEVEL):
     """(runner, build_dir) with module `toplevel` of `verilog` compiled for `simulator`,
     reusing a cached build."""
     runner = _runner(simulator)
     verilog = without_source_locations(verilog)
-    digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
-    build_dir = build_root() / f"{simulator}-{toplevel}-{digest}{'-waves' if waves else ''}"
+    build_dir = build_dir_for(simulator, verilog, waves, toplevel)
     source = build_dir / f"{toplevel}.v"
     with locked(build_root() / f".{build_dir.name}.lock"):
         done = build_dir / ".built"

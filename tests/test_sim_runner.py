@@ -55,3 +55,12 @@ def test_the_rtl_source_digest_follows_every_hw_module(tmp_path, monkeypatch):
     with open(copy / "queue.py", "a") as f:
         f.write("# an edit\n")
     assert runner.rtl_source_digest() != before
+
+
+def test_a_build_linked_against_another_cocotb_is_not_reused(monkeypatch):
+    text = without_source_locations(verilog.convert(BlockRamQueue(width=8, depth=16), name="queue"))
+    here = runner.build_dir_for("verilator", text, False, "queue")
+    assert runner.build_dir_for("verilator", text, False, "queue") == here
+    monkeypatch.setattr(runner, "cocotb_location", lambda: "2.0.0:/another/venv/site-packages/cocotb")
+    elsewhere = runner.build_dir_for("verilator", text, False, "queue")
+    assert elsewhere != here and elsewhere.parent == here.parent
