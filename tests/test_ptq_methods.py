@@ -183,6 +183,16 @@ BAD = {
     "calibration for RTN": (lambda t, m, c: ["--method", "rtn", "--calibration-inputs", str(c)], "uses no calibration"),
     "view weights count": (lambda t, m, c: ["--method", "joint", "--calibration-inputs", str(c),
                                             "--view-weights", "1,2"], "2 view weights for 3 views"),
+    "joint feedback on gptq": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
+                                                "--joint-feedback", "mean"], "--joint-feedback belongs to the joint"),
+    "sequential for RTN": (lambda t, m, c: ["--method", "rtn", "--sequential-calibration"], "uses no calibration"),
+    "sequential with inputs": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
+                                                "--sequential-calibration"], "minilm only"),
+    "method options with a recipe": (lambda t, m, c: ["--recipe", str(t / "r.json"), "--method", "joint",
+                                                      "--views", "4,8"],
+                                     "--method, --views do not combine with --recipe"),
+    "joint feedback with a recipe": (lambda t, m, c: ["--recipe", str(t / "r.json"), "--joint-feedback", "mean"],
+                                     "--joint-feedback does not combine with --recipe"),
 }
 
 
@@ -225,3 +235,14 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
                 + _method_args("joint", inputs_file)) == 0
     image = Image.load(out)
     assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
+
+
+@pytest.mark.slow
+def test_sequential_calibration_of_minilm_writes_an_image(tmp_path):
+    out = tmp_path / "img"
+    assert main(["quantize", "minilm", "-o", str(out), "--method", "gptq", "--views", "3",
+                 "--calibration", "2", "--sequential-calibration"]) == 0
+    image = Image.load(out)
+    assert image.info["calibration"]["sequential"] is True and image.info["calibration"]["sentences"] == 2
+    assert main(["read", str(out), "--tensor", "encoder.layer.5.output.dense.weight", "--bits", "3",
+                 "-o", str(tmp_path / "r.npy")]) == 0
