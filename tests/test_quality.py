@@ -1,12 +1,14 @@
 """Evaluation set, quality metrics and the experiment rows (small samples)."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from smartquant.errors import SmartquantError
 from smartquant.sw.infer import experiment
-from smartquant.sw.infer.evalset import LABELS, load_calibration, load_pairs, unique_sentences
+from smartquant.sw.infer.evalset import LABELS, load_calibration, load_pairs, load_ptq_calibration, unique_sentences
 from smartquant.sw.infer.quality import rank, spearman
 
 values = st.lists(st.integers(-1000, 1000), min_size=2, max_size=40, unique=True)
@@ -37,6 +39,15 @@ def test_evalset_is_shipped_and_balanced():
     assert {p.label for p in pairs} == set(LABELS)
     assert not set(load_calibration()) & set(unique_sentences(pairs))
     assert len({p.label for p in load_pairs(limit=6)}) == 3
+
+
+def test_ptq_calibration_extends_the_plan_calibration_and_stays_off_the_pairs():
+    words = lambda text: set(re.findall(r"[a-z]+", text.lower()))
+    ptq, plan, evaluated = load_ptq_calibration(), load_calibration(), unique_sentences(load_pairs())
+    assert ptq[:len(plan)] == plan and len(ptq) > 10 * len(plan) and len(set(ptq)) == len(ptq)
+    overlap = max(len(words(a) & words(b)) / len(words(a) | words(b)) for a in ptq for b in evaluated)
+    assert overlap <= 0.3          # calibration shares no sentence, nor most of one's words, with the pairs
+    assert len(load_ptq_calibration(limit=5)) == 5
 
 
 def test_malformed_evalset(tmp_path):

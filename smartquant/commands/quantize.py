@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                    help="joint: feed back each view's error to its own copy of the weights (per-view, "
                         "default) or the error of the weighted-mean reconstruction (mean)")
     p.add_argument("--calibration", type=int_at_least(1), metavar="N",
-                   help="minilm, PTQ methods: calibrate on N of the shipped calibration sentences (default all)")
+                   help="minilm, PTQ methods: calibrate on N of the shipped PTQ calibration sentences (default all 234; sw/data/)")
     p.add_argument("--sequential-calibration", action="store_true",
                    help="minilm, PTQ methods: calibrate each layer on its inputs with the layers before it "
                         "already quantized (one forward pass per layer; default: one full-precision pass)")

@@ -2,7 +2,10 @@
 calibration sentences, written for this project (sw/data/, no downloads).
 
 `sentence_pairs.tsv`: one pair a line, `label<TAB>sentence_a<TAB>sentence_b`;
-`calibration.txt`: one sentence a line.  Lines starting with `#` are comments.
+`calibration.txt`: one sentence a line, the calibration of precision plans;
+`ptq_calibration.txt`: more sentences, which with `calibration.txt` calibrate the PTQ
+methods (their Hessians need more tokens than a plan's sensitivities).  Lines starting
+with `#` are comments.
 """
 
 from __future__ import annotations
@@ -72,3 +75,9 @@ def load_calibration(path: str | Path | None = None, limit: int | None = None) -
 def unique_sentences(pairs: list[SentencePair]) -> list[str]:
     """Every sentence of the pairs once, in first-seen order."""
     return list(dict.fromkeys(s for p in pairs for s in (p.a, p.b)))
+
+
+def load_ptq_calibration(limit: int | None = None) -> list[str]:
+    """Calibration sentences of the PTQ methods: `calibration.txt`, then `ptq_calibration.txt`
+    (all, or `limit` of them spread over both)."""
+    return _take(load_calibration() + _lines(None, "ptq_calibration.txt")[1], limit)

@@ -10,7 +10,7 @@ scales and zeros are chosen, and the calibration the PTQ methods need.
 | `joint` | `JointGPTQ`: one pass, codes and feedback under the multi-view objective, `JointClip` groups | yes |
 
 Calibration of a layer is a (tokens, in) matrix of its inputs: for `minilm` from the
-shipped calibration sentences (`ptq_model.calibration_inputs`), for a `.safetensors`
+shipped PTQ calibration sentences (`ptq_model.calibration_inputs`), for a `.safetensors`
 source from a file holding one such matrix per weight name (`read_calibration_inputs`).
 """
 
@@ -169,14 +169,14 @@ def read_calibration_inputs(path: str | Path, weights: dict[str, np.ndarray]) ->
 
 
 def minilm_calibration_texts(sentences: int | None) -> list[str]:
-    """`sentences` of the shipped calibration sentences (all when None)."""
-    from ..infer.evalset import load_calibration
-    return load_calibration(limit=sentences)
+    """`sentences` of the shipped PTQ calibration sentences (all when None)."""
+    from ..infer.evalset import load_ptq_calibration
+    return load_ptq_calibration(limit=sentences)
 
 
 def minilm_calibration(sentences: int | None) -> tuple[dict, dict]:
     """(name -> (tokens, in) inputs, info) of MiniLM's linear layers over `sentences` of the
-    shipped calibration sentences (all when None).  The pooler is not on the sentence-embedding
+    shipped PTQ calibration sentences (all when None).  The pooler is not on the sentence-embedding
     path (mean pooling): no input reaches it, and the info lists it as uncalibrated."""
     from ..infer.model import load_encoder
     from ..infer.ptq_model import calibration_inputs
