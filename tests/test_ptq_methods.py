@@ -20,6 +20,8 @@ from smartquant.sw.quantize.joint import JointClip, JointCodes, JointGPTQ
 from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, group_view, pad_columns
 from smartquant.sw.store.methods import METHODS
 
+from cli_errors import assert_one_line_error
+
 SHAPES = {"w1": (16, 100), "w2": (8, 256)}
 AXE_OPTIONS = ["--format", "sym", "--group-size", "64", "--accumulator-bits", "20", "--input-bits", "8",
                "--signed-inputs"]
@@ -204,8 +206,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, model_file, inpu
     args = make_args(tmp_path, model_file, inputs_file)
     before = set(work.iterdir())
     assert main(["quantize", str(model_file), "-o", str(work / "img")] + args) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1, err
+    assert_one_line_error(capsys.readouterr().err, "quantize", message)
     assert set(work.iterdir()) == before
 
 
