@@ -36,8 +36,9 @@ METHODS = tuple(SEQUENTIAL)
 AXE_METHODS = ("axe-gptq", "axe-gpfq")
 #: error feedback of `joint`: one working copy per view, or the weighted-mean reconstruction's error
 JOINT_FEEDBACK = ("per-view", "mean")
-#: the method `smartquant quantize` uses when none is named (no PTQ method reaches the
-#: any-precision targets on MiniLM yet, docs/PTQ.md, so the default needs no calibration)
+#: the method `smartquant quantize` uses when none is named: it needs no calibration (the
+#: configuration that meets the any-precision targets on MiniLM, joint rotated at G = 32,
+#: is in docs/PTQ.md)
 DEFAULT_METHOD = "mse"
 #: the views a method optimises when none are named
 DEFAULT_VIEWS = (3, 4, 8)
