@@ -3,15 +3,17 @@ components holds on the default configuration, each is caught when the design is
 on purpose (mutants patched in, one at a time), and bad input is a one-line error.
 Budget: ~3 s per property run (sby + boolector from YoWASP)."""
 
+import inspect
 import json
+import types
 
 import pytest
 from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import counter, queue
-from smartquant.sim import formal
+from smartquant.hw import blockcache, blocktags, counter, queue
+from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES
 
 
@@ -81,6 +83,46 @@ def test_the_unbroken_mutant_wrapper_passes(monkeypatch):
     """The wrapper alone (no fault) keeps the properties: the failures above are the faults'."""
     monkeypatch.setattr(queue, "SyncFIFOBuffered", _MutantHead)
     [result] = formal.prove(formal.select(["queue_stream_rules"]))
+    assert result.status == "proven", result
+
+
+def _mutant(module: types.ModuleType, old: str, new: str) -> types.ModuleType:
+    """A copy of `module` with the one occurrence of `old` in its source replaced by `new`."""
+    source = inspect.getsource(module)
+    assert source.count(old) == 1, f"{old!r} is not in {module.__name__} exactly once"
+    copy = types.ModuleType(module.__name__)
+    copy.__package__, copy.__file__ = module.__package__, module.__file__
+    exec(compile(source.replace(old, new), module.__file__, "exec"), copy.__dict__)
+    return copy
+
+
+#: (fault, module, source text, broken text, the property that must fail)
+SOURCE_MUTANTS = [
+    ("the lookup forgets the allocation of the command just ahead", blocktags,
+     "p_ahead.eq(filled)", "p_ahead.eq(0)", "tags_model"),
+    ("a hit may land on the slot the table load takes", blocktags,
+     "p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot)", "p_match.eq(p_valid & p_eqc & p_deepc)", "tags_model"),
+    ("a quantized miss leaves the block's shallower copy resident", blocktags,
+     "Mux(quantized & fetch_plane, p_eqc & p_valid, 0)", "0", "tags_model"),
+    ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
+     "& ~up)          # (an acquire", ")          # (an acquire", "cache_references"),
+    ("any allocation clears every slot's failed flag", blockcache,
+     "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
+]
+
+
+@pytest.mark.parametrize("fault,module,old,new,caught_by", SOURCE_MUTANTS, ids=[m[0] for m in SOURCE_MUTANTS])
+def test_a_broken_datapath_component_fails_its_property(fault, module, old, new, caught_by, monkeypatch):
+    monkeypatch.setattr(formal_cache, module.__name__.rsplit(".", 1)[1], _mutant(module, old, new))
+    [result] = formal.prove(formal.select([caught_by]))
+    assert result.status == "failed", (fault, result)
+    assert "formal_cache.py:" in result.detail and "Assert" in result.detail
+
+
+def test_an_unchanged_source_copy_passes(monkeypatch):
+    """The copying alone keeps the properties: the failures above are the faults'."""
+    monkeypatch.setattr(formal_cache, "blockcache", _mutant(blockcache, "FILL_COUNT_BITS = 9", "FILL_COUNT_BITS = 9"))
+    [result] = formal.prove(formal.select(["cache_references"]))
     assert result.status == "proven", result
 
 
