@@ -19,7 +19,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from ..hw import counter, queue
-from . import formal_cache
+from . import formal_cache, formal_fetch
 from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
@@ -230,4 +230,7 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("cache_references", "BlockCache", "prove", 4, formal_cache.cache_references),
     FormalProperty("cache_failed_flags", "BlockCache", "prove", 4, formal_cache.cache_failed_flags),
     FormalProperty("cache_cover", "BlockCache", "cover", 16, formal_cache.cache_cover),
+    FormalProperty("fetch_axi_rules", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_axi_rules),
+    FormalProperty("fetch_isolation", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_isolation),
+    FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
 ]}

@@ -12,8 +12,8 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, queue
-from smartquant.sim import formal, formal_cache
+from smartquant.hw import blockcache, blocktags, counter, dram, fetch, queue
+from smartquant.sim import formal, formal_cache, formal_fetch
 from smartquant.sim.formal_harness import PROPERTIES
 
 
@@ -96,7 +96,8 @@ def _mutant(module: types.ModuleType, old: str, new: str) -> types.ModuleType:
     return copy
 
 
-#: (fault, module, source text, broken text, the property that must fail)
+#: (fault, module, source text, broken text, the property that must fail); the harness
+#: module that reads the design module is the property's
 SOURCE_MUTANTS = [
     ("the lookup forgets the allocation of the command just ahead", blocktags,
      "p_ahead.eq(filled)", "p_ahead.eq(0)", "tags_model"),
@@ -108,15 +109,23 @@ SOURCE_MUTANTS = [
      "& ~up)          # (an acquire", ")          # (an acquire", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
+    ("the table read ignores its region's codebook base", fetch,
+     "Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,", "Mux(need_table, table_first,",
+     "fetch_isolation"),
+    ("a metadata request replaces a plane request waiting on AR", dram,
+     "pick_meta.eq(mq.r_rdy & ~plane_waiting)", "pick_meta.eq(mq.r_rdy)", "fetch_axi_rules"),
+    ("a raw read fetches k lines (bursts cross 4 KB)", fetch,
+     "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
 ]
 
 
 @pytest.mark.parametrize("fault,module,old,new,caught_by", SOURCE_MUTANTS, ids=[m[0] for m in SOURCE_MUTANTS])
 def test_a_broken_datapath_component_fails_its_property(fault, module, old, new, caught_by, monkeypatch):
-    monkeypatch.setattr(formal_cache, module.__name__.rsplit(".", 1)[1], _mutant(module, old, new))
+    harness = formal_fetch if caught_by.startswith("fetch") else formal_cache
+    monkeypatch.setattr(harness, module.__name__.rsplit(".", 1)[1], _mutant(module, old, new))
     [result] = formal.prove(formal.select([caught_by]))
     assert result.status == "failed", (fault, result)
-    assert "formal_cache.py:" in result.detail and "Assert" in result.detail
+    assert f"{harness.__name__.rsplit('.', 1)[1]}.py:" in result.detail and "Assert" in result.detail
 
 
 def test_an_unchanged_source_copy_passes(monkeypatch):
