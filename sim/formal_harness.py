@@ -19,7 +19,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from ..hw import counter, queue
-from . import formal_cache, formal_fetch
+from . import formal_cache, formal_csr, formal_fetch
 from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
@@ -233,4 +233,6 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("fetch_axi_rules", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_axi_rules),
     FormalProperty("fetch_isolation", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_isolation),
     FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
+    FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
+    FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

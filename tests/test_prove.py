@@ -5,6 +5,7 @@ Budget: ~3 s per property run (sby + boolector from YoWASP)."""
 
 import inspect
 import json
+import sys
 import types
 
 import pytest
@@ -12,8 +13,8 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, dram, fetch, queue
-from smartquant.sim import formal, formal_cache, formal_fetch
+from smartquant.hw import blockcache, blocktags, counter, csr, dram, fetch, queue
+from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES
 
 
@@ -96,8 +97,8 @@ def _mutant(module: types.ModuleType, old: str, new: str) -> types.ModuleType:
     return copy
 
 
-#: (fault, module, source text, broken text, the property that must fail); the harness
-#: module that reads the design module is the property's
+#: (fault, module, source text, broken text, the property that must fail); the copy
+#: replaces the module where the property's harness module reads it
 SOURCE_MUTANTS = [
     ("the lookup forgets the allocation of the command just ahead", blocktags,
      "p_ahead.eq(filled)", "p_ahead.eq(0)", "tags_model"),
@@ -116,12 +117,16 @@ SOURCE_MUTANTS = [
      "pick_meta.eq(mq.r_rdy & ~plane_waiting)", "pick_meta.eq(mq.r_rdy)", "fetch_axi_rules"),
     ("a raw read fetches k lines (bursts cross 4 KB)", fetch,
      "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
+    ("every register write clears the counters", csr,
+     "clear = bus.w_en & (bus.addr == CSR_COUNTER_CLEAR)", "clear = bus.w_en", "csr_counters"),
+    ("a decoder's and a DRAM error of one cause in one cycle count once", csr,
+     "+ (ev.dram_error.valid", "| (ev.dram_error.valid", "csr_counters"),
 ]
 
 
 @pytest.mark.parametrize("fault,module,old,new,caught_by", SOURCE_MUTANTS, ids=[m[0] for m in SOURCE_MUTANTS])
 def test_a_broken_datapath_component_fails_its_property(fault, module, old, new, caught_by, monkeypatch):
-    harness = formal_fetch if caught_by.startswith("fetch") else formal_cache
+    harness = sys.modules[PROPERTIES[caught_by].builder.__module__]
     monkeypatch.setattr(harness, module.__name__.rsplit(".", 1)[1], _mutant(module, old, new))
     [result] = formal.prove(formal.select([caught_by]))
     assert result.status == "failed", (fault, result)
