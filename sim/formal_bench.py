@@ -13,7 +13,7 @@ import dataclasses
 from typing import Callable
 
 from amaranth import ClockDomain, Elaboratable, Module, Signal, Value
-from amaranth.hdl import Assert, Assume
+from amaranth.hdl import Assume
 
 
 class Harness(Elaboratable):

@@ -203,7 +203,7 @@ class _CacheKind:
     flags, and which slots await their burst; with the assumptions that keep the other
     side legal."""
 
-    def __init__(self, h: Harness, m: Module, dut: blockcache.BlockCache, kind: str, open_burst, open_failed):
+    def __init__(self, m: Module, dut: blockcache.BlockCache, kind: str, open_failed):
         S, is_meta = CACHE_SLOTS, kind == "meta"
         self.kind, self.alloc, self.free = kind, getattr(dut, f"{kind}_alloc"), getattr(dut, f"{kind}_free")
         acquire, release = dut.acquire, dut.release
@@ -257,7 +257,7 @@ def _cache_bench(h: Harness, m: Module):
         m.d.sync += [open_burst.eq(~payload.last), open_failed.eq((open_failed | payload.failed) & ~payload.last),
                      open_meta.eq(payload.meta), open_slot.eq(payload.slot)]
     m.d.comb += Assume(~(beat_valid & open_burst) | ((payload.meta == open_meta) & (payload.slot == open_slot)))
-    kinds = [_CacheKind(h, m, dut, kind, open_burst, open_failed) for kind in ("plane", "meta")]
+    kinds = [_CacheKind(m, dut, kind, open_failed) for kind in ("plane", "meta")]
     return dut, inner, kinds, open_failed
 
 
@@ -294,12 +294,11 @@ def cache_cover(h, m):
     more, then cleared by the slot's next allocation."""
     dut, inner, kinds, open_failed = _cache_bench(h, m)
     plane, meta = kinds
-    total = sum(plane.refs)
     pointer_held = Cat(*plane.refs).word_select(plane.pointer, 4) != 0
     was_held = sticky(m, pointer_held, "pointer_was_held")
     failed_multi = plane.burst_end & open_failed & ~dut.beat.payload.failed
     was_failed = sticky(m, failed_multi, "was_failed")
-    m.d.comb += [Cover(total == CACHE_REFERENCES), Cover(pointer_held & ~plane.free),
+    m.d.comb += [Cover(plane.total == CACHE_REFERENCES), Cover(pointer_held & ~plane.free),
                  Cover(was_held & plane.free & ~pointer_held), Cover(failed_multi),
                  Cover(was_failed & (plane.failed == 0) & previous(m, plane.alloc, "alloc_before")),
                  Cover(meta.burst_end & (meta.failed != 0))]

@@ -6,12 +6,12 @@ below 2**63 (k-induction would otherwise start next to the wrap)."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Mux
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..hw import csr
 from ..spec import COUNTERS, CSR_COUNTER_CLEAR, ErrorCause
-from .formal_bench import Harness, driven, elaborated, previous
+from .formal_bench import Harness, driven, elaborated, previous, sticky
 
 
 def _csr_bench(h: Harness, m: Module):
@@ -53,8 +53,6 @@ def csr_cover(h, m):
     """A counter cleared after counting; an error counter adding two in one cycle."""
     counters, clear, seen = _csr_bench(h, m)
     errors = counters["errors_dram_error"]
-    counted = Signal(name="counted")
-    with m.If(errors != 0):
-        m.d.sync += counted.eq(1)
+    counted = sticky(m, errors != 0, "counted")
     m.d.comb += [Cover(counted & clear & (errors == 0)),
                  Cover(errors - previous(m, errors, "errors_before") == 2)]

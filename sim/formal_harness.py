@@ -1,13 +1,12 @@
-"""Formal harnesses around the leaf components that stay (hw/counter.py's `held_below`,
-hw/queue.py's `BlockRamQueue` and `HeadPair`) at small parameters, one per property.
+"""Formal harnesses around the leaf components (hw/counter.py's `held_below`, hw/queue.py's
+`BlockRamQueue` and `HeadPair`) at small parameters, one per property, and `PROPERTIES`:
+every property `smartquant prove` checks, these and those of formal_cache.py (block
+cache), formal_fetch.py (read path) and formal_csr.py (counters).
 
-A harness is verification code, not hardware: it lives in sim/ (beside the other benches)
-and reads hw/, never the reverse.  The other side of each port is left free (inputs of
-the harness's top) and constrained by `Assume` to legal behaviour only; shadow counters
-and one-cycle-old copies (registers of the harness) state what the design must do.
-`prove` properties must hold by k-induction at their depth; `cover` properties list
-`Cover`s that must each be reached, so no proof passes because its assumptions exclude
-every interesting trace.  docs/FORMAL.md lists them all.
+`prove` properties must hold by k-induction at their depth, `bmc` ones for every trace
+of that many cycles from the initial state; `cover` properties list `Cover`s that must
+each be reached, so no proof passes because its assumptions exclude every interesting
+trace.  docs/FORMAL.md lists them all.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from amaranth.lib import data
 
 from ..hw import counter, queue
 from . import formal_cache, formal_csr, formal_fetch
-from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count
+from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, stream_source
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
 QUEUE_DEPTH = 4          #: block RAM part: 3 entries + 4 in the head = 7
@@ -163,14 +162,12 @@ def _pair_bench(h: Harness, m: Module, *, numbered: bool = False) -> _PairBench:
     rules: `valid` held and the payload stable until `ready`."""
     dut = queue.HeadPair(PAIR_LAYOUT, early=("kind",))
     m.submodules.dut = dut
-    valid, payload, ready = h.free(1, "in_valid"), h.free(PAIR_LAYOUT.size, "in_payload"), h.free(1, "out_ready")
-    m.d.comb += [dut.input.valid.eq(valid), dut.input.payload.eq(payload), dut.output.ready.eq(ready)]
+    valid, payload = stream_source(h, m, dut.input, "in")
+    ready = h.free(1, "out_ready")
+    m.d.comb += dut.output.ready.eq(ready)
     load, take = valid & dut.input.ready, dut.output.valid & ready
-    waiting = previous(m, valid & ~dut.input.ready, "in_waiting")
-    payload_before = previous(m, payload, "in_payload_before")
-    m.d.comb += Assume(~waiting | (valid & (payload == payload_before)))
     if numbered:
-        m.d.comb += Assume(~valid | (payload == shadow_count(m, load, 0, "loaded", PAIR_LAYOUT.size)))
+        m.d.comb += Assume(~valid | (payload.as_value() == shadow_count(m, load, 0, "loaded", PAIR_LAYOUT.size)))
     return _PairBench(dut, load, take, shadow_count(m, load, take, "held", 2))
 
 
