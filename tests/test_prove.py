@@ -160,6 +160,7 @@ def test_an_unchanged_source_copy_passes(monkeypatch):
 
 @pytest.mark.parametrize("argv,message", [
     (["prove", "no_such_property"], "unknown property 'no_such_property'"),
+    (["prove", "held_below_step", "--jobs", "0"], "--jobs must be at least 1, not 0"),
     (["prove", "--json", "."], "is a directory"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
