@@ -20,7 +20,7 @@ from ..hw.axi import AXI_BURST_INCR
 from ..hw.layouts import Kind, is_fp, is_quantized, needs_plane
 from ..hw.queue import BlockRamQueue
 from ..spec import CODEBOOK_LINES, LINE_BYTES
-from .formal_bench import Harness, previous, shadow_count, stream_source
+from .formal_bench import Harness, previous, shadow_count, stream_source, sticky
 
 FETCH_SLOTS = 2                 #: plane slots and metadata slots
 FETCH_DATA_WIDTH = 512          #: one beat a line
@@ -102,7 +102,7 @@ class _FetchBench:
 def fetch_axi_rules(h, m):
     """AXI4 manager rules on AR, AW and W: valid held and the payload stable until ready;
     INCR bursts of whole lines, at most a block's 8; no burst crosses a 4 KB page or
-    leaves the DRAM; never more bursts outstanding than the landing queue holds (7)."""
+    leaves the DRAM."""
     b = _FetchBench(h, m, region=False)
     axi = b.axi
     first, end = b.ar_lines()
@@ -120,7 +120,6 @@ def fetch_axi_rules(h, m):
                      Assert(end <= b.dram_lines)]
     with m.If(axi.awvalid):
         m.d.comb += [Assert(axi.awlen == 0), Assert(axi.awaddr // LINE_BYTES < b.dram_lines)]
-    m.d.comb += Assert(b.outstanding <= READS_LIMIT)
 
 
 def fetch_isolation(h, m):
@@ -146,3 +145,37 @@ def fetch_cover(h, m):
                  Cover(b.ar_done & (first >= b.codebook * CODEBOOK_LINES) & (end <= (b.codebook + 1) * CODEBOOK_LINES)
                        & (b.codebook != 0)),
                  Cover(b.ar_done & waited), Cover(b.outstanding == 3)]
+
+
+def _port_bench(h: Harness, m: Module):
+    """DramPort alone, its read request queues fed by free streams that keep the stream
+    rules (no issue stage: requests as fast as AR takes them), the AXI subordinate free;
+    returns (port, bursts outstanding)."""
+    port = dram.DramPort(addr_width=FETCH_ADDR_WIDTH, data_width=FETCH_DATA_WIDTH, id_width=1,
+                         plane_slots=FETCH_SLOTS, meta_slots=FETCH_SLOTS, wresp_depth=2)
+    m.submodules.port = port
+    for name in ("plane_reads", "meta_reads", "writes", "write_data"):
+        stream_source(h, m, getattr(port, name), name)
+    m.d.comb += [port.beat.ready.eq(1), port.wresp.ready.eq(h.free(1, "wresp_ready"))]
+    axi = port.axi
+    for name in ("arready", "awready", "wready", "rvalid", "rdata", "rresp", "rlast", "rid", "bvalid", "bresp", "bid"):
+        m.d.comb += getattr(axi, name).eq(h.free(len(getattr(axi, name)), f"axi_{name}"))
+    outstanding = shadow_count(m, axi.arvalid & axi.arready, axi.rvalid & axi.rready & axi.rlast, "outstanding", 5)
+    writes = shadow_count(m, axi.awvalid & axi.awready, axi.bvalid & axi.bready, "writes_outstanding", 4)
+    m.d.comb += [Assume(~axi.rvalid | (outstanding != 0)), Assume(~axi.bvalid | (writes != 0))]
+    return port, outstanding
+
+
+def dram_outstanding(h, m):
+    """Never more read bursts outstanding on AXI than the landing queue holds (7)."""
+    _, outstanding = _port_bench(h, m)
+    m.d.comb += Assert(outstanding <= READS_LIMIT)
+
+
+def dram_outstanding_cover(h, m):
+    """As many bursts outstanding as the limit; the limit reached again after a burst
+    completed."""
+    _, outstanding = _port_bench(h, m)
+    was_full = sticky(m, outstanding == READS_LIMIT, "was_full")
+    was_drained = sticky(m, was_full & (outstanding == READS_LIMIT - 1), "was_drained")
+    m.d.comb += [Cover(outstanding == READS_LIMIT), Cover(was_drained & (outstanding == READS_LIMIT))]

@@ -230,6 +230,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("fetch_axi_rules", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_axi_rules),
     FormalProperty("fetch_isolation", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_isolation),
     FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
+    FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
+    FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
     FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
     FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

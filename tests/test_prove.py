@@ -120,6 +120,8 @@ SOURCE_MUTANTS = [
      "pick_meta.eq(mq.r_rdy & ~plane_waiting)", "pick_meta.eq(mq.r_rdy)", "fetch_axi_rules"),
     ("a raw read fetches k lines (bursts cross 4 KB)", fetch,
      "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
+    ("AR offered without room in the landing queue", dram,
+     "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
     ("every register write clears the counters", csr,
      "clear = bus.w_en & (bus.addr == CSR_COUNTER_CLEAR)", "clear = bus.w_en", "csr_counters"),
     ("a decoder's and a DRAM error of one cause in one cycle count once", csr,
