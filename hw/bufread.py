@@ -33,9 +33,9 @@ _VIEW_OF_KIND = {Kind.RAW_RD: View.RAW, Kind.PACKED: View.PACKED, Kind.INT8: Vie
                  Kind.FP16: View.FP16, Kind.BF16: View.BF16}
 
 
-def fetched_layout(lanes: int) -> data.StructLayout:
-    """buffer read -> gather: a step's data and what rides beside them."""
-    return data.StructLayout({
+def fetched_stream(lanes: int) -> stream.Signature:
+    """buffer read -> gather: a step's data and what rides beside them (never stalls)."""
+    return stream.Signature(data.StructLayout({
         "chunks": data.ArrayLayout(CHUNK_BITS, PLANES),     # a row's chunks, or a column's plane lines
         "meta": 32,                                         # the step's group's metadata word
         "ctl": data.StructLayout({
@@ -45,7 +45,7 @@ def fetched_layout(lanes: int) -> data.StructLayout:
             "sub": range(CHUNK_BITS // lanes),              # its lanes' place in the 64-bit chunk
             "selects": SELECTS,
         }),
-    })
+    }), always_ready=True)
 
 
 class BufferRead(wiring.Component):
@@ -57,7 +57,7 @@ class BufferRead(wiring.Component):
         super().__init__({
             "step": In(STEP_STREAM),
             "read": Out(read_signature(plane_slots, meta_slots)),
-            "fetched": Out(stream.Signature(fetched_layout(lanes), always_ready=True)),
+            "fetched": Out(fetched_stream(lanes)),
             "dram_error": Out(ERROR_REPORT),        # a line's data came with an error
         })
 
@@ -111,7 +111,7 @@ class BufferRead(wiring.Component):
         valid = delayed(m, self.step.valid, self.LATENCY, "valid")
         m.d.comb += [
             self.fetched.valid.eq(valid),
-            self.fetched.payload.eq(pack(fetched_layout(lanes), chunks=read.plane_data, meta=meta, ctl=ctl)),
+            self.fetched.payload.eq(pack(self.fetched.payload.shape(), chunks=read.plane_data, meta=meta, ctl=ctl)),
             self.dram_error.eq(pack(ERROR_REPORT, valid=valid & ctl.last & ctl.failed,
                                     cause=ErrorCause.DRAM_ERROR, addr=ctl.job.addr)),
         ]

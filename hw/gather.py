@@ -15,9 +15,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec import LINE_BITS, PLANES
-from .bufread import fetched_layout
+from .bufread import fetched_stream
 from .dequant import dequant_input
-from .lanes import lanes_input
+from .lanes import input_stream
 from .layouts import Kind, pack
 from .lut_dequant import ENTRY_BITS, INDEX_BITS, LOAD
 from .output import RESPONSE
@@ -38,8 +38,8 @@ class LineGather(wiring.Component):
         self.lanes = lanes
         self.meta_layout = line_meta(FP_LINE_WEIGHTS // lanes)
         super().__init__({
-            "fetched": In(stream.Signature(fetched_layout(lanes), always_ready=True)),
-            "line": Out(stream.Signature(lanes_input(lanes, self.meta_layout), always_ready=True)),
+            "fetched": In(fetched_stream(lanes)),
+            "line": Out(input_stream(lanes, self.meta_layout)),
             "load": Out(stream.Signature(LOAD)),    # a codebook entry for the lookup tables
         })
 

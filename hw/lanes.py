@@ -20,15 +20,17 @@ from .lut_dequant import LOAD, LutDequantizer
 from .pipeline import DelayLine, delayed
 
 
-def lanes_input(lanes: int, meta_layout) -> data.StructLayout:
-    """A step into the lanes: its codes and group; `dequantize`: an fp16 / bf16 step (else
-    only `meta` matters), `lut`: by table lookup at view `k`."""
-    return data.StructLayout({"codes": dequant_input(lanes), "dequantize": 1, "lut": 1, "k": 4, "meta": meta_layout})
+def input_stream(lanes: int, meta_layout) -> stream.Signature:
+    """Steps into the lanes: codes and group; `dequantize`: an fp16 / bf16 step (else only
+    `meta` matters), `lut`: by table lookup at view `k`."""
+    return stream.Signature(data.StructLayout({"codes": dequant_input(lanes), "dequantize": 1, "lut": 1, "k": 4,
+                                               "meta": meta_layout}), always_ready=True)
 
 
-def lanes_output(lanes: int, meta_layout) -> data.StructLayout:
-    """A step out of the lanes: `lanes` 16-bit results (lane i at bits 16i..) if `dequantized`."""
-    return data.StructLayout({"result": 16 * lanes, "dequantized": 1, "meta": meta_layout})
+def output_stream(lanes: int, meta_layout) -> stream.Signature:
+    """Steps out of the lanes: `lanes` 16-bit results (lane i at bits 16i..) if `dequantized`."""
+    return stream.Signature(data.StructLayout({"result": 16 * lanes, "dequantized": 1, "meta": meta_layout}),
+                            always_ready=True)
 
 
 class DequantLanes(wiring.Component):
@@ -37,9 +39,9 @@ class DequantLanes(wiring.Component):
     def __init__(self, *, lanes: int, meta_layout):
         self.lanes, self.meta_layout = lanes, meta_layout
         super().__init__({
-            "input": In(stream.Signature(lanes_input(lanes, meta_layout), always_ready=True)),
+            "input": In(input_stream(lanes, meta_layout)),
             "load": In(stream.Signature(LOAD)),     # a table entry (`LutDequantizer.load`)
-            "output": Out(stream.Signature(lanes_output(lanes, meta_layout), always_ready=True)),
+            "output": Out(output_stream(lanes, meta_layout)),
         })
 
     def elaborate(self, platform):

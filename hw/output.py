@@ -7,13 +7,15 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import DRS_FIELDS, LINE_BITS, NDR_FIELDS, TAG_BITS
 from .layouts import pack
-from .lanes import lanes_output
+from .lanes import output_stream
 from .sequencer import FP_LINE_WEIGHTS
 
 DRS = data.StructLayout(dict(DRS_FIELDS))
 NDR = data.StructLayout(dict(NDR_FIELDS))
 #: an entry of the output queue: a DRS line, or an NDR (`ndr`); `view`: for the counters
 RESPONSE = data.StructLayout({"ndr": 1, "tag": TAG_BITS, "poison": 1, "view": 3, "data": LINE_BITS})
+#: line packer -> output queue -> router
+RESPONSE_STREAM = stream.Signature(RESPONSE)
 
 
 class LinePacker(wiring.Component):
@@ -25,8 +27,8 @@ class LinePacker(wiring.Component):
     def __init__(self, *, lanes: int, meta_layout):
         self.lanes, self.steps = lanes, FP_LINE_WEIGHTS // lanes
         super().__init__({
-            "input": In(stream.Signature(lanes_output(lanes, meta_layout), always_ready=True)),
-            "line": Out(stream.Signature(RESPONSE)),
+            "input": In(output_stream(lanes, meta_layout)),
+            "line": Out(RESPONSE_STREAM),
         })
 
     def elaborate(self, platform):
@@ -51,7 +53,7 @@ class OutputRouter(wiring.Component):
 
     def __init__(self):
         super().__init__({
-            "lines": In(stream.Signature(RESPONSE)),
+            "lines": In(RESPONSE_STREAM),
             "drs": Out(stream.Signature(DRS)), "ndr": Out(stream.Signature(NDR)),
             "served": Out(1), "served_view": Out(3),    # an unpoisoned DRS line taken, its view
             "written": Out(1),                          # an unpoisoned NDR taken
