@@ -16,8 +16,9 @@ a LUT_LOAD job) takes `PIPELINE_DEPTH` register stages from its start to the out
   6.. the dequantizer lanes (`DequantLanes.LATENCY`, the longer of the affine and the
      table-lookup pipelines), raw / packed / int8 lines riding as their side-band `meta`;
 then the line packer writes each whole line into the ordered output queue.  Every stream
-between the sequencer and the queue is always ready: the sequencer starts a line's step
-only when the queue has room for every line in flight (credit flow), so nothing stalls.
+from the sequencer to the packer is always ready, and the packer never finds the queue
+full: the sequencer starts a line's step only when the queue has room for every line in
+flight (credit flow), so nothing stalls.
 """
 
 from amaranth import Module
