@@ -7,6 +7,23 @@ from __future__ import annotations
 
 import random
 
+from amaranth import ClockDomain, Module
+from amaranth.sim import Simulator
+
+
+def simulate(dut, *benches, period: float = 1e-6) -> None:
+    """Run the async testbenches `benches` (each `async def bench(ctx)`) together on `dut`
+    until all have returned; its `sync` domain is made here, so that a combinational
+    design can be stepped by `ctx.tick()` too."""
+    m = Module()
+    m.domains.sync = ClockDomain()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(period)
+    for bench in benches:
+        sim.add_testbench(bench)
+    sim.run()
+
 
 def _chance(rng: random.Random | None, p: float) -> bool:
     return rng is None or p >= 1 or rng.random() < p

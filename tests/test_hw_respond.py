@@ -8,8 +8,6 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from smartquant.hw.bufread import BufferRead
 from smartquant.hw.gather import line_meta
@@ -17,7 +15,7 @@ from smartquant.hw.lanes import DequantLanes
 from smartquant.hw.layouts import Kind
 from smartquant.hw.output import LinePacker, OutputRouter
 from smartquant.hw.sequencer import Sequencer
-from smartquant.sim.streams import get, put
+from smartquant.sim.streams import get, put, simulate
 from smartquant.spec import CODEBOOK_ENTRIES, ScaleFormat
 from smartquant.sw.codes import view_code
 
@@ -26,18 +24,6 @@ from test_hw_lut import expected as lookup_reference
 
 FP = (Kind.FP16, Kind.BF16)
 VIEW_OF_KIND = {Kind.RAW_RD: 0, Kind.PACKED: 1, Kind.INT8: 2, Kind.FP16: 3, Kind.BF16: 4}
-
-
-def simulate(dut, *benches):
-    """Run the testbenches on `dut` (its clock domain made here: the router has no registers)."""
-    m = Module()
-    m.domains.sync = ClockDomain()
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    for bench in benches:
-        sim.add_testbench(bench)
-    sim.run()
 
 
 def random_job(rng: random.Random, tag: int, steps: int) -> dict:
