@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from smartquant.hw.bufread import BufferRead
-from smartquant.hw.gather import line_meta
+from smartquant.hw.gather import LineGather, line_meta
 from smartquant.hw.lanes import DequantLanes
 from smartquant.hw.layouts import Kind
 from smartquant.hw.output import LinePacker, OutputRouter
@@ -390,3 +390,64 @@ def test_router_keeps_order_and_counts():
     assert record["served"][:5] == [sum(1 for e in entries if not e["ndr"] and not e["poison"] and e["view"] == v)
                                     for v in range(5)]
     assert record["written"] == sum(1 for e in entries if e["ndr"] and not e["poison"])
+
+
+# --- gather ---
+
+def gathered_codes(chunks: list[int], first: int, count: int, k: int) -> list[int]:
+    """View codes at k of weights first.. first+count-1 of plane lines `chunks` (line p: bit 7-p)."""
+    codes = []
+    for i in range(first, first + count):
+        q = sum((chunks[p] >> i & 1) << (7 - p) for p in range(8))
+        codes.append(int(view_code([q], k)[0]))
+    return codes
+
+
+def test_gather_selects_lines_codes_and_table_entries():
+    """Raw / packed rows and int8 columns as lines (poisoned: zeros), the step's codes and
+    group for the lanes, a LUT_LOAD step's entry to the tables, a cycle after `fetched`."""
+    lanes, rng = 8, random.Random(11)
+    dut = LineGather(lanes=lanes)
+    inputs = []
+    for tag in range(150):
+        job = random_job(rng, tag, 32 // lanes)
+        kind, failed = job["kind"], int(rng.random() < 0.2)
+        poison = int(kind == Kind.ERROR or failed)
+        selects = dict(row=int(kind in (Kind.RAW_RD, Kind.PACKED, Kind.LUT_LOAD)), int8=int(kind == Kind.INT8),
+                       poison=poison, view=VIEW_OF_KIND.get(kind, 0), fp=int(kind in FP),
+                       load=int(kind == Kind.LUT_LOAD), masks=dict(keep=(1 << job["k"]) - 1, middle=(1 << job["k"]) & 0xFF))
+        ctl = dict(job=job, step=rng.randrange(4), last=rng.randint(0, 1), failed=failed,
+                   load_index=rng.randrange(512), entry_in_line=rng.randrange(32), sub=rng.randrange(64 // lanes),
+                   selects=selects)
+        inputs.append(dict(chunks=[rng.getrandbits(64) for _ in range(8)], meta=rng.getrandbits(32), ctl=ctl))
+    seen = []
+
+    async def feed(ctx):
+        await put(ctx, dut.fetched, inputs)
+
+    async def watch(ctx):
+        for _ in range(len(inputs) + 2):
+            _, _, valid, line, load_valid, load = await ctx.tick().sample(
+                dut.line.valid, dut.line.payload, dut.load.valid, dut.load.payload)
+            seen.append((valid, line, load_valid, load))
+
+    simulate(dut, feed, watch)
+    for n, fetched in enumerate(inputs):
+        valid, line, load_valid, load = seen[n + 1]
+        ctl, sel, chunks = fetched["ctl"], fetched["ctl"]["selects"], fetched["chunks"]
+        job = ctl["job"]
+        row = sum(c << 64 * p for p, c in enumerate(chunks))
+        int8 = sum((q ^ 0x80) << 8 * i for i, q in enumerate(gathered_codes(chunks, 0, 64, job["k"])))
+        data = 0 if sel["poison"] else row if sel["row"] else int8 if sel["int8"] else 0
+        assert valid == (not sel["load"])
+        entry = line.meta.entry
+        assert (entry.ndr, entry.tag, entry.poison, entry.view, entry.data) == (
+            job["write"], job["tag"], sel["poison"], sel["view"], data), job
+        assert (line.meta.last, line.meta.step, line.dequantize, line.lut, line.k) == (
+            ctl["last"], ctl["step"], sel["fp"], job["lut"], job["k"])
+        assert [int(r) for r in line.codes.r] == gathered_codes(chunks, ctl["sub"] * lanes, lanes, job["k"])
+        assert (line.codes.scale, line.codes.zero, line.codes.out_bf16) == (
+            fetched["meta"] & 0xFFFF, fetched["meta"] >> 16 & 0xFF, int(job["kind"] == Kind.BF16))
+        assert load_valid == (sel["load"] and not ctl["failed"])
+        if load_valid:
+            assert (load.index, load.entry) == (ctl["load_index"], data >> 16 * ctl["entry_in_line"] & 0xFFFF)
