@@ -206,9 +206,9 @@ class _CacheKind:
     def __init__(self, m: Module, dut: blockcache.BlockCache, kind: str, open_failed):
         S, is_meta = CACHE_SLOTS, kind == "meta"
         self.kind, self.alloc, self.free = kind, getattr(dut, f"{kind}_alloc"), getattr(dut, f"{kind}_free")
-        acquire, release = dut.acquire, dut.release
+        acquire, release = dut.acquire, dut.use.release
         up = dut.acquire_valid & getattr(acquire, kind)
-        down = dut.release_valid & getattr(release, kind)
+        down = dut.use.release_valid & getattr(release, kind)
         up_slot, down_slot = getattr(acquire, f"{kind}_slot"), getattr(release, f"{kind}_slot")
         self.refs = [shadow_count(m, up & (up_slot == s), down & (down_slot == s), f"shadow_{kind}_refs{s}", 4)
                      for s in range(S)]
@@ -243,9 +243,11 @@ def _cache_bench(h: Harness, m: Module):
     dut = blockcache.BlockCache(plane_slots=CACHE_SLOTS, meta_slots=CACHE_SLOTS, data_width=CACHE_DATA_WIDTH,
                                 max_references=CACHE_REFERENCES)
     inner = elaborated(m, dut, "dut")
-    for name in ("plane_alloc", "meta_alloc", "acquire", "acquire_valid", "release", "release_valid", "started",
-                 "plane_rd_slot", "plane_rd_column", "plane_rd_index", "meta_rd_addr"):
-        port = getattr(dut, name)
+    inputs = [(name, getattr(dut, name)) for name in ("plane_alloc", "meta_alloc", "acquire", "acquire_valid")]
+    inputs += [(f"use_{name}", getattr(dut.use, name)) for name in ("release", "release_valid", "started")]
+    inputs += [(f"read_{name}", getattr(dut.read, name)) for name in ("plane_slot", "plane_column", "plane_index",
+                                                                        "meta_slot")]
+    for name, port in inputs:
         m.d.comb += port.eq(h.free(len(port.as_value()) if hasattr(port, "as_value") else len(port), name))
     beat_valid, beat = h.free(1, "beat_valid"), h.free(len(dut.beat.payload.as_value()), "beat_payload")
     m.d.comb += [dut.beat.valid.eq(beat_valid), dut.beat.payload.eq(beat)]
@@ -285,7 +287,7 @@ def cache_failed_flags(h, m):
     m.d.comb += Assert(driven(inner, "failed") == open_failed)
     for k in kinds:
         m.d.comb += [Assert(getattr(dut, f"{k.kind}_next") == k.pointer),
-                     Assert(getattr(dut, f"{k.kind}_failed") == k.failed)]
+                     Assert(getattr(dut.read, f"{k.kind}_failed") == k.failed)]
 
 
 def cache_cover(h, m):
