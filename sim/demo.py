@@ -17,13 +17,11 @@ from ..sw.infer import experiment
 from ..sw.infer.evalset import load_calibration, load_pairs
 from ..sw.infer.model import TransformerConfig, model_dir
 from ..sw.image.plan import uniform_plan
-from ..sw.store.methods import MethodSettings
+from ..sw.store.methods import MINILM_DEFAULTS
 from ..sw.store.model_store import quantize_source
 from .endtoend import coverify_layer
 from .runner import SimOptions
 
-#: how the demo quantizes MiniLM (the views are the k the plans use most)
-DEMO_METHOD = MethodSettings(method="mse", views=(2, 3, 4, 8))
 REPORT_FILE = "demo.json"    #: the report's JSON, in the output directory
 COLUMNS = experiment.COLUMNS + ("rtl_lines", "rtl_mismatches", "rtl_exact")
 
@@ -62,7 +60,8 @@ def run_demo(settings: DemoSettings, progress: Callable[[str], None] = lambda la
         raise SmartquantError(f"--layer {settings.layer}: MiniLM has encoder layers 0..{layers - 1}")
     with atomic_dir(out, "demo") as tmp:
         progress("quantize MiniLM")
-        image = quantize_source("minilm", DEMO_METHOD, warn=lambda message: None)
+        image = quantize_source("minilm", MINILM_DEFAULTS.settings(), rotate=MINILM_DEFAULTS.rotate,
+                                warn=lambda message: None)
         image.save(tmp / "image")
         ev = experiment.prepare(image, "minilm", load_pairs(limit=settings.pairs),
                                 load_calibration(limit=settings.calibration), progress=progress)

@@ -247,3 +247,22 @@ def test_sequential_calibration_of_minilm_writes_an_image(tmp_path):
     assert image.info["calibration"]["sequential"] is True and image.info["calibration"]["sentences"] == 2
     assert main(["read", str(out), "--tensor", "encoder.layer.5.output.dense.weight", "--bits", "3",
                  "-o", str(tmp_path / "r.npy")]) == 0
+
+
+def test_option_defaults_follow_the_source():
+    """`quantize minilm` defaults to the configuration that meets the any-precision targets;
+    a .safetensors source (no calibration) to mse at G = 128, unrotated; given options win."""
+    from smartquant.cli import build_parser
+    from smartquant.commands.quantize import method_settings
+    from smartquant.sw.store.methods import MINILM_DEFAULTS
+
+    def settings(*argv):
+        return method_settings(build_parser().parse_args(["quantize", *argv, "-o", "img"]))
+    minilm = settings("minilm")
+    assert (minilm.method, minilm.views, minilm.view_weights, minilm.fmt.group_size) == \
+        ("joint", (2, 3, 4, 8), (0.5, 1.0, 8.0, 64.0), 32) and MINILM_DEFAULTS.rotate == "hadamard"
+    assert minilm == MINILM_DEFAULTS.settings()
+    plain = settings("w.safetensors")
+    assert (plain.method, plain.views, plain.view_weights, plain.fmt.group_size) == ("mse", (3, 4, 8), None, 128)
+    named = settings("minilm", "--views", "3,4,8", "--group-size", "128")
+    assert (named.method, named.views, named.view_weights, named.fmt.group_size) == ("joint", (3, 4, 8), (1.0, 1.0, 64.0), 128)

@@ -9,13 +9,17 @@ import time
 
 from ..atomic import check_output
 from ..errors import SmartquantError
-from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
+from ..spec import GROUP_SIZES, ScaleFormat
 from ..sw.quantize.axe import AccumulatorSpec
 from ..sw.quantize.quantizer import StoreFormat
-from ..sw.store.methods import DEFAULT_METHOD, DEFAULT_VIEWS, JOINT_FEEDBACK, METHODS, MethodSettings
+from ..sw.store.methods import JOINT_FEEDBACK, METHODS, MINILM_DEFAULTS, MethodSettings, SourceDefaults, defaults_for
 from ..sw.store.recipe_store import quantize_with_recipe
 from ..sw.store.model_store import parse_views, quantize_source
 from .common import int_at_least, number_list, source_input
+
+
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def register(subparsers) -> None:
@@ -23,18 +27,22 @@ def register(subparsers) -> None:
     p.add_argument("source", metavar="SRC", help="a .safetensors file, or 'minilm'")
     p.add_argument("-o", "--output", required=True, metavar="IMAGE",
                    help="image directory to write (replaces only an earlier image)")
-    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, choices=GROUP_SIZES,
-                   help="weights per scale (default %(default)s)")
+    p.add_argument("--group-size", type=int, choices=GROUP_SIZES,
+                   help=f"weights per scale (default {MINILM_DEFAULTS.group_size} for minilm, "
+                        f"{SourceDefaults().group_size} otherwise)")
     p.add_argument("--format", choices=("asym", "sym"), default="asym",
                    help="asymmetric (own zero point per group) or symmetric (z = 128; allows the int8 view)")
     p.add_argument("--scale", choices=("fp16", "bf16", "pow2"), default="fp16", help="scale encoding")
     p.add_argument("--method", choices=METHODS,
                    help="rtn: min/max; mse: clipping search over the views; gptq, gpfq: error feedback by "
                         "incremental upscaling; joint: one GPTQ pass under the multi-view objective; "
-                        f"axe-gptq, axe-gpfq: with an accumulator guarantee (default {DEFAULT_METHOD}; docs/PTQ.md)")
-    p.add_argument("--views", help=f"bit widths the method optimises, e.g. 3,4,8 (default {','.join(map(str, DEFAULT_VIEWS))})")
+                        f"axe-gptq, axe-gpfq: with an accumulator guarantee (default {MINILM_DEFAULTS.method} "
+                        f"for minilm, {SourceDefaults().method} otherwise; docs/PTQ.md)")
+    p.add_argument("--views", help=f"bit widths the method optimises, e.g. 3,4,8 (default "
+                                   f"{_listed(MINILM_DEFAULTS.views)} for minilm, {_listed(SourceDefaults().views)} otherwise)")
     p.add_argument("--view-weights", metavar="L,..",
-                   help="joint: weight lambda_k of each view's squared error (default 1, and 64 for view 8)")
+                   help=f"joint: weight lambda_k of each view's squared error (default "
+                        f"{_listed(MINILM_DEFAULTS.view_weights)} for minilm's default views, else 1, and 64 for view 8)")
     p.add_argument("--joint-feedback", choices=JOINT_FEEDBACK,
                    help="joint: feed back each view's error to its own copy of the weights (per-view, "
                         "default) or the error of the weighted-mean reconstruction (mean)")
@@ -52,7 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--tile", type=int, metavar="T", help="AXE: inputs per inner accumulation (default: the group)")
     p.add_argument("--rotate", metavar="none|hadamard[:SEED]",
                    help="store every weight as W*H for a signed block Hadamard H over its inputs, "
-                        "declared in the manifest (default none; docs/FORMATS.md)")
+                        f"declared in the manifest (default {MINILM_DEFAULTS.rotate} for minilm, none otherwise; "
+                        "docs/FORMATS.md)")
     p.add_argument("--recipe", metavar="RECIPE",
                    help="per-tensor options from `smartquant recipe` (overrides the format options; "
                         "refuses the method options)")
@@ -87,10 +96,16 @@ def check_recipe_options(args) -> None:
 
 
 def method_settings(args) -> MethodSettings:
-    """The --method options as MethodSettings (checked: a one-line error for each misuse)."""
-    weights = number_list(float)(args.view_weights) if args.view_weights else None
-    fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
-    return MethodSettings(args.method or DEFAULT_METHOD, fmt, parse_views(args.views) if args.views else DEFAULT_VIEWS, weights,
+    """The --method options as MethodSettings, each option not given from the source's
+    defaults (checked: a one-line error for each misuse)."""
+    defaults = defaults_for(args.source)
+    method = args.method or defaults.method
+    if args.view_weights:
+        weights = number_list(float)(args.view_weights)
+    else:
+        weights = defaults.view_weights if args.views is None and method == "joint" else None
+    fmt = StoreFormat(args.group_size or defaults.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
+    return MethodSettings(method, fmt, parse_views(args.views) if args.views else defaults.views, weights,
                           accumulator_spec(args), args.joint_feedback)
 
 
@@ -102,8 +117,9 @@ def run(args) -> int:
     if args.recipe:
         image = quantize_with_recipe(args.source, args.recipe)
     else:
+        rotate = args.rotate if args.rotate is not None else defaults_for(args.source).rotate
         image = quantize_source(args.source, method_settings(args), args.calibration, args.calibration_inputs,
-                                rotate=args.rotate, sequential=args.sequential_calibration)
+                                rotate=rotate, sequential=args.sequential_calibration)
     image.save(args.output)
     print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
           f"{len(image.side)} side tensors, method {image.info.get('method', 'recipe')} "

@@ -36,12 +36,35 @@ METHODS = tuple(SEQUENTIAL)
 AXE_METHODS = ("axe-gptq", "axe-gpfq")
 #: error feedback of `joint`: one working copy per view, or the weighted-mean reconstruction's error
 JOINT_FEEDBACK = ("per-view", "mean")
-#: the method `smartquant quantize` uses when none is named: it needs no calibration (the
-#: configuration that meets the any-precision targets on MiniLM, joint rotated at G = 32,
-#: is in docs/PTQ.md)
+#: the method `smartquant quantize` uses on a .safetensors source when none is named: it needs no calibration
 DEFAULT_METHOD = "mse"
 #: the views a method optimises when none are named
 DEFAULT_VIEWS = (3, 4, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceDefaults:
+    """What `smartquant quantize` (and the demo) use for each option not given, per source."""
+    method: str = DEFAULT_METHOD
+    views: tuple[int, ...] = DEFAULT_VIEWS
+    view_weights: tuple[float, ...] | None = None   #: joint's lambda_k, with the default views only
+    group_size: int = StoreFormat().group_size
+    rotate: str | None = None
+
+    def settings(self) -> "MethodSettings":
+        """MethodSettings with every default (asymmetric, fp16 scales)."""
+        return MethodSettings(self.method, StoreFormat(self.group_size), self.views, self.view_weights)
+
+
+#: MiniLM (shipped calibration sentences): the configuration that meets the any-precision
+#: targets on the hold-out pairs (docs/PTQ.md): joint, rotated, G = 32, views 2, 3, 4, 8
+MINILM_DEFAULTS = SourceDefaults(method="joint", views=(2, 3, 4, 8), view_weights=(0.5, 1.0, 8.0, 64.0),
+                                 group_size=32, rotate="hadamard")
+
+
+def defaults_for(source: str) -> SourceDefaults:
+    """The option defaults of quantizing `source` (`minilm` or a .safetensors path)."""
+    return MINILM_DEFAULTS if source == MINILM else SourceDefaults()
 
 
 @dataclasses.dataclass(frozen=True)
