@@ -21,8 +21,10 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from smartquant.sim import runner
+from smartquant.sim.build_cache import build_root, cached_build
 from smartquant.sim.fast_harness import RUNTIME_OPT, build_verilator_program, optimisation
 
 BARE_MAIN = """
@@ -56,14 +58,14 @@ def bare_loop_cycles_per_s(cycles: int) -> float:
     design = runner.without_source_locations(runner.design_verilog())
     opt = optimisation()
     digest = hashlib.sha256("\0".join([opt, RUNTIME_OPT, design, BARE_MAIN]).encode()).hexdigest()[:16]
-    build_dir = runner.build_root() / f"bare-verilator-{digest}"
+    build_dir = build_root() / f"bare-verilator-{digest}"
     program = build_dir / "smartquant_top"
-    with runner.locked(runner.build_root() / f".{build_dir.name}.lock"):
-        if not (build_dir / ".built").exists():
-            build_dir.mkdir(parents=True, exist_ok=True)
-            (build_dir / "smartquant_top.v").write_text(design)
-            build_verilator_program(build_dir, "smartquant_top", ["smartquant_top.v"], BARE_MAIN, opt)
-            (build_dir / ".built").touch()
+
+    def make(build_dir: Path) -> None:
+        (build_dir / "smartquant_top.v").write_text(design)
+        build_verilator_program(build_dir, "smartquant_top", ["smartquant_top.v"], BARE_MAIN, opt)
+
+    cached_build(build_dir, make)
     return float(subprocess.run([str(program), str(cycles)], capture_output=True, text=True, check=True).stdout)
 
 

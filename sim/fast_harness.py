@@ -28,7 +28,8 @@ from ..sw.image.trace import Trace
 from . import fast_verilog
 from .fast_verilog import CONFIG_FIELDS, HARNESS, ICARUS_TOP, Capacity
 from .host import BusCounters, hang_report
-from .runner import build_root, locked, put_verilator_on_path, without_source_locations
+from .build_cache import build_root, cached_build, is_built, mark_used
+from .runner import put_verilator_on_path, without_source_locations
 from .scoreboard import Mismatch, Scoreboard
 from .testbench import BenchConfig, counter_disagreement, region_writes, summarize
 
@@ -116,13 +117,10 @@ def build_harness(simulator: str, design: str, capacity: Capacity, waves: bool =
     family = f"fast-{simulator}-{hashlib.sha256(key.encode()).hexdigest()[:16]}{'-waves' if waves else ''}"
     cached = _covering_build(family, capacity)
     if cached is not None:
+        mark_used(cached)
         return _program(cached, simulator), 0.0
-    build_dir = build_root() / f"{family}-{capacity.label()}"
-    started = time.perf_counter()
-    with locked(build_root() / f".{build_dir.name}.lock"):
-        if (build_dir / ".built").exists():
-            return _program(build_dir, simulator), 0.0
-        build_dir.mkdir(parents=True, exist_ok=True)
+
+    def make(build_dir: Path) -> None:
         (build_dir / "smartquant_top.v").write_text(design)
         (build_dir / "harness.v").write_text(fast_verilog.harness_verilog(design, capacity))
         if simulator == "verilator":
@@ -131,8 +129,11 @@ def build_harness(simulator: str, design: str, capacity: Capacity, waves: bool =
             _build_icarus(build_dir)
         else:
             raise SmartquantError(f"--harness fast: simulator {simulator!r} is not verilator or icarus")
-        (build_dir / ".built").touch()
-    return _program(build_dir, simulator), time.perf_counter() - started
+
+    build_dir = build_root() / f"{family}-{capacity.label()}"
+    started = time.perf_counter()
+    made = cached_build(build_dir, make)
+    return _program(build_dir, simulator), time.perf_counter() - started if made else 0.0
 
 
 def _program(build_dir: Path, simulator: str) -> Path:
@@ -142,7 +143,7 @@ def _program(build_dir: Path, simulator: str) -> Path:
 def _covering_build(family: str, capacity: Capacity) -> Path | None:
     """The smallest finished build of `family` whose memories hold `capacity`, if any."""
     builds = [(Capacity.from_label(d.name[len(family) + 1:]), d)
-              for d in build_root().glob(f"{family}-*") if (d / ".built").exists()]
+              for d in build_root().glob(f"{family}-*") if is_built(d)]
     fitting = [(c.words(), d) for c, d in builds if c is not None and c.holds(capacity)]
     return min(fitting)[1] if fitting else None
 

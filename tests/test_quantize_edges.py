@@ -15,6 +15,7 @@ from smartquant.sw.image.image import Image
 from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, StoreFormat, relative_error
 from smartquant.sw.store.sources import load_source
 from smartquant.sw.store.model_store import view_errors
+from cli_errors import assert_one_line_error
 
 RNG = np.random.default_rng(7)
 
@@ -52,8 +53,7 @@ def test_edge_cases_are_one_line_errors_naming_the_tensor(case, tmp_path, capsys
     source, out = tmp_path / "src.safetensors", tmp_path / "image"
     save_file(tensors, str(source))
     assert main(["quantize", str(source), "-o", str(out), *options]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and all(word in err for word in words), err
+    assert_one_line_error(capsys.readouterr().err, "quantize", *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]     # nothing written
 
 

@@ -13,6 +13,7 @@ from smartquant.cli import main
 from smartquant.spec import View
 from smartquant.sw.image.golden import tensor_values
 from smartquant.sw.image.image import Image
+from cli_errors import assert_one_line_error
 
 
 @pytest.fixture
@@ -104,8 +105,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, image_dir, tmp_path, c
     args = make_args(work, image_dir)
     before = set(work.iterdir())
     assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1, err
+    assert_one_line_error(capsys.readouterr().err, args[0], message)
     assert set(work.iterdir()) == before                  # no output, no temporary left behind
 
 
