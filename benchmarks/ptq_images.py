@@ -12,7 +12,7 @@ shipped sentence pairs, which calibration never sees.  `--dedicated M` adds, per
 image of method M with the single view k (a dedicated model per k: the price of
 nesting is nested minus dedicated).  A variant (VARIANTS) sets `MethodSettings` fields
 and `quantize_source` options on top of the command line's: `rotated` stores W·H
-(`--rotate hadamard`), `mean-feedback` is `joint --joint-feedback mean`.
+(`--rotate hadamard`), `mean-feedback` is `joint --joint-feedback mean` (joint only).
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class Evaluator:
         return quality(dict(zip(self.sentences, encoder.embed(self.sentences))), self.reference, self.pairs)
 
 
+def applicable(methods, fields: dict) -> list[str]:
+    """The methods a variant's `MethodSettings` fields apply to (joint feedback: joint only)."""
+    return [m for m in methods if m == "joint" or "joint_feedback" not in fields]
+
+
 def image_of(settings: MethodSettings, calibration: int | None, folder: Path, label: str,
              **options) -> tuple[Image, float]:
     """(the image loaded back from disk, seconds to quantize) of MiniLM by `settings`."""
@@ -85,6 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--format", choices=("asym", "sym"), default="asym")
     parser.add_argument("--calibration", type=int, help="calibration sentences (default all)")
+    parser.add_argument("--sequential-calibration", action="store_true",
+                        help="calibrate each layer behind the already-quantized ones (quantize --sequential-calibration)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the column loops' small steps run best on 1 on a busy machine)")
     parser.add_argument("--keep", metavar="DIR", help="keep the images under DIR")
@@ -97,7 +104,8 @@ def main(argv=None) -> int:
     rows = []
     for variant in args.variants:
         fields, options = VARIANTS[variant]
-        for method in args.methods:
+        options = {**options, "sequential": args.sequential_calibration}
+        for method in applicable(args.methods, fields):
             weights = tuple(args.view_weights) if method == "joint" and args.view_weights else None
             settings = MethodSettings(method, fmt, tuple(args.views), weights, **fields)
             image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}", **options)
@@ -105,7 +113,7 @@ def main(argv=None) -> int:
                    "seconds": round(seconds, 1), **{k: evaluator.at(image, k)["cosine_mean"] for k in args.ks}}
             rows.append(row)
             print(row, file=sys.stderr)
-        for method in args.dedicated:
+        for method in applicable(args.dedicated, fields):
             row = {"method": method, "variant": variant, "image": "dedicated per k", "seconds": 0.0,
                    **dict.fromkeys(args.ks, "")}
             for k in args.dedicated_ks or args.ks:

@@ -33,6 +33,26 @@ REFERENCES = data.StructLayout({"plane": 1, "plane_slot": 8, "meta": 1, "meta_sl
 #: one kind's event per slot kind
 PER_KIND = data.StructLayout({"plane": 1, "meta": 1})
 
+#: the response stage's use of the slots, as it drives them: an allocating job started
+#: (its data are awaited no more), a job's last step started (it refers to its slots no
+#: more); and whether the oldest allocating job's data have landed (registers)
+SLOT_USE = wiring.Signature({
+    "started": Out(PER_KIND), "release": Out(REFERENCES), "release_valid": Out(1),
+    "plane_landed": In(1), "meta_landed": In(1),
+})
+
+
+def read_signature(plane_slots: int, meta_slots: int) -> wiring.Signature:
+    """The slots' read side, as the response stage drives it: a plane slot's row (one plane
+    line) or column (one 64-bit chunk of every plane line), its data
+    `PlaneBuffer.READ_LATENCY` cycles later; a metadata slot's line, a cycle later; and every
+    slot's failed flag (an error beat in the burst that filled it)."""
+    return wiring.Signature({
+        "plane_slot": Out(range(plane_slots)), "plane_column": Out(1), "plane_index": Out(3),
+        "plane_data": In(data.ArrayLayout(CHUNK_BITS, PLANES)), "plane_failed": In(plane_slots),
+        "meta_slot": Out(range(meta_slots)), "meta_data": In(LINE_BITS), "meta_failed": In(meta_slots),
+    })
+
 
 def beat_layout(data_width: int) -> data.StructLayout:
     """A read data beat as the DRAM port hands it over: its burst's slot, the beat's number
@@ -60,15 +80,8 @@ class BlockCache(wiring.Component):
             "plane_next": Out(range(plane_slots)), "meta_next": Out(range(meta_slots)),
             "plane_free": Out(1, init=1), "meta_free": Out(1, init=1),
             "acquire": In(REFERENCES), "acquire_valid": In(1),
-            "release": In(REFERENCES), "release_valid": In(1),
-            "started": In(PER_KIND),
-            "plane_landed": Out(1), "meta_landed": Out(1),
-            "plane_failed": Out(plane_slots), "meta_failed": Out(meta_slots),
-            # typed read ports: a plane slot's row (one plane line) or column (one 64-bit chunk
-            # of every plane line), data `PlaneBuffer.READ_LATENCY` cycles later; a metadata line
-            "plane_rd_slot": In(range(plane_slots)), "plane_rd_column": In(1), "plane_rd_index": In(3),
-            "plane_rd_data": Out(data.ArrayLayout(CHUNK_BITS, PLANES)),
-            "meta_rd_addr": In(range(meta_slots)), "meta_rd_data": Out(LINE_BITS),
+            "use": In(SLOT_USE),
+            "read": In(read_signature(plane_slots, meta_slots)),
         })
 
     def elaborate(self, platform):
@@ -81,9 +94,10 @@ class BlockCache(wiring.Component):
         m.submodules.meta_mem = meta_mem = Memory(shape=LINE_BITS, depth=self.meta_slots, init=[])
         meta_wr = meta_mem.write_port(granularity=width)
         meta_rd = meta_mem.read_port()
-        m.d.comb += [planes.r_slot.eq(self.plane_rd_slot), planes.r_column.eq(self.plane_rd_column),
-                     planes.r_index.eq(self.plane_rd_index), self.plane_rd_data.eq(planes.r_data),
-                     meta_rd.addr.eq(self.meta_rd_addr), self.meta_rd_data.eq(meta_rd.data)]
+        read = self.read
+        m.d.comb += [planes.r_slot.eq(read.plane_slot), planes.r_column.eq(read.plane_column),
+                     planes.r_index.eq(read.plane_index), read.plane_data.eq(planes.r_data),
+                     meta_rd.addr.eq(read.meta_slot), read.meta_data.eq(meta_rd.data)]
 
         # --- beats in ---
         beat = self.beat.payload
@@ -106,7 +120,7 @@ class BlockCache(wiring.Component):
             # fill count and failed flags
             fills = Signal(FILL_COUNT_BITS, name=f"{kind}_fills")
             burst_end = take & beat.last & (beat.meta == is_meta)
-            flags = getattr(self, f"{kind}_failed")
+            flags = getattr(read, f"{kind}_failed")
             with m.If(burst_end):
                 m.d.sync += fills.eq(fills + 1)
             for s in range(slots):
@@ -114,15 +128,15 @@ class BlockCache(wiring.Component):
                     m.d.sync += flags[s].eq(0)
                 with m.If(burst_end & (beat.slot == s)):
                     m.d.sync += flags[s].eq(burst_failed)
-            m.d.comb += getattr(self, f"{kind}_landed").eq(
-                _landed(m, fills, burst_end, getattr(self.started, kind), kind))
+            m.d.comb += getattr(self.use, f"{kind}_landed").eq(
+                _landed(m, fills, burst_end, getattr(self.use.started, kind), kind))
             # references per slot, and the next slot's freedom
             acquired = self.acquire_valid & getattr(self.acquire, kind)
-            released = self.release_valid & getattr(self.release, kind)
+            released = self.use.release_valid & getattr(self.use.release, kind)
             idle = []
             for s in range(slots):
                 up = acquired & (getattr(self.acquire, f"{kind}_slot") == s)
-                down = released & (getattr(self.release, f"{kind}_slot") == s)
+                down = released & (getattr(self.use.release, f"{kind}_slot") == s)
                 count = Signal(range(self.max_references + 1), name=f"{kind}_refs{s}")
                 m.d.sync += count.eq(count + up - down)
                 idle.append(held_below(m, count, 1, up, down, name=f"{kind}_idle{s}")

@@ -94,11 +94,13 @@ class BlockTags(wiring.Component):
         cmd = l1.cmd
         quantized, fp, is_write = Signal(), Signal(), Signal()
         m.d.comb += [quantized.eq(is_quantized(cmd.kind)), fp.eq(is_fp(cmd.kind)), is_write.eq(cmd.kind == Kind.RAW_WR)]
-        p_valid, p_hot, p_ahead = Signal(P), Signal(P, init=1), Signal(P)     # ahead: its allocation
-        p_ptr = Signal(range(P))
-        m_valid, m_hot, m_ahead = Signal(M), Signal(M, init=1), Signal(M)
+        # (named: sim/formal_cache.py's k-induction invariants refer to these registers)
+        p_valid, p_hot, p_ahead = Signal(P, name="p_valid"), Signal(P, init=1, name="p_hot"), Signal(P, name="p_ahead")
+        p_ptr = Signal(range(P))                                            # ahead: its allocation
+        m_valid, m_hot, m_ahead = Signal(M, name="m_valid"), Signal(M, init=1, name="m_hot"), Signal(M, name="m_ahead")
         m_ptr = Signal(range(M))
-        table_valid, table_codebook, table_k = Signal(), Signal.like(cmd.codebook), Signal(4)
+        table_valid, table_codebook = Signal(name="table_valid"), Signal.like(cmd.codebook, name="table_codebook")
+        table_k = Signal(4)
 
         loads_table, fetch_plane, fetch_meta = Signal(), Signal(), Signal()
         p_eqc, p_deepc, table_hot, p_match, plane_hot, filled, cleared = (Signal(P) for _ in range(7))

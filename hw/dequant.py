@@ -20,6 +20,8 @@ the canonical quiet NaN (0x7E00 / 0x7FC0).  No floating-point library involved.
 7. round to nearest even: rounding add plus exponent field;
 8. infinity and the special cases -> the 16 result bits.
 All stages advance together while the output is empty or taken (`output.ready`).
+(`ScaleDecode` and `RoundPipeline` stay in this module, past 250 lines, because the table
+lookup (lut_dequant.py) shares them and the arithmetic above explains all three.)
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed

@@ -1,6 +1,7 @@
 """The DRAM side: AXI4 manager.
 
-Reads: plane and metadata requests come in two queues (metadata first onto AR); each
+Reads: plane and metadata requests come in two queues (metadata first onto AR, unless a
+plane request already waits there); each
 names a block cache slot (a plane slot, 8 lines wide, or a metadata slot, one line) and a
 burst of whole lines; data beats go to the block cache (`beat`: slot, beat number, data,
 SLVERR / DECERR, last), which writes them into the slot.  Every read uses ARID 0 and every write
@@ -63,7 +64,11 @@ class DramPort(wiring.Component):
         m.submodules.landing = landing = BlockRamQueue(width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
         for queue, reads in ((pq, self.plane_reads), (mq, self.meta_reads)):
             m.d.comb += [queue.w_en.eq(reads.valid), queue.w_data.eq(reads.payload), reads.ready.eq(queue.w_rdy)]
-        pick_meta = mq.r_rdy
+        # (AXI: a request offered on AR stays offered, unchanged, until taken; so a metadata
+        # request overtakes a plane request only while AR has none waiting)
+        plane_waiting = Signal()
+        pick_meta = Signal()
+        m.d.comb += pick_meta.eq(mq.r_rdy & ~plane_waiting)
         head = data.View(READ_REQUEST, Mux(pick_meta, mq.r_data, pq.r_data))
         m.d.comb += [
             axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy),
@@ -71,6 +76,7 @@ class DramPort(wiring.Component):
             axi.arsize.eq(size), axi.arburst.eq(AXI_BURST_INCR), axi.arid.eq(0),
         ]
         ar_done = axi.arvalid & axi.arready
+        m.d.sync += plane_waiting.eq(axi.arvalid & ~axi.arready & ~pick_meta)
         m.d.comb += [pq.r_en.eq(ar_done & ~pick_meta), mq.r_en.eq(ar_done & pick_meta),
                      landing.w_en.eq(ar_done), landing.w_data.eq(Cat(pick_meta, head.slot))]
 

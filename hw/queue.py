@@ -3,7 +3,7 @@ a queue with such a head that an entry skips while it is empty."""
 
 from amaranth import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import FIFOInterface, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .counter import held_below
@@ -16,9 +16,12 @@ class BlockRamQueue(wiring.Component):
     block RAM's slow read (clock to output ~6 ns on an ECP5) drives only that queue's
     storage and the reader's logic starts at a flip-flop.  With 2 head entries the head
     would refill only every other cycle; with 4 it takes one entry per cycle.  `w_rdy` is a
-    register too (the block RAM part then holds `depth - 1` entries)."""
+    register too (the block RAM part then holds `depth - 1` entries).  `w_stream` / `r_stream`:
+    the ports as streams, as `amaranth.lib.fifo`'s queues have them."""
 
     HEAD_DEPTH = 4
+    w_stream = FIFOInterface.w_stream
+    r_stream = FIFOInterface.r_stream
 
     def __init__(self, *, width: int, depth: int):
         self.width, self.depth = width, depth

@@ -14,6 +14,9 @@ every input bit, one shift register XOR-collecting every output bit), so that
 The wrapper is kept out of the counts: yosys synthesises the design as a separate module
 (`keep_hierarchy`) and its `stat` is read per module; the wrapper's flip-flops and
 output multiplexers only appear in `device_utilisation` (nextpnr's whole-chip numbers).
+
+(Longer than the other modules: it is tooling, not RTL, one flow from wrapper to parsed
+report whose steps share the report's state.)
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from .dram import DramPort
 from .fetch import FetchIssue
 from .layouts import JOB
 from .queue import BlockRamQueue, HeadPair
-from .respond import DRS, NDR, Responder
+from .output import DRS, NDR
+from .respond import Responder
 
 
 class SmartQuantTop(wiring.Component):
@@ -90,23 +91,18 @@ class SmartQuantTop(wiring.Component):
         m.submodules.wresp_head = wresp_head = HeadPair(1)
         wiring.connect(m, dram.wresp, wresp_head.input)
         wiring.connect(m, wresp_head.output, resp.wresp)
+        wiring.connect(m, issue.job, jobs.w_stream)
+        wiring.connect(m, jobs.r_stream, resp.job)
+        wiring.connect(m, resp.slots, cache.use)
+        wiring.connect(m, resp.read, cache.read)
         m.d.comb += [
             dec.regions.eq(csr.regions), dec.dram_lines.eq(csr.dram_lines),
             dec.cache_invalidate.eq(csr.cache_invalidate),
-            jobs.w_en.eq(issue.job.valid), jobs.w_data.eq(issue.job.payload), issue.job.ready.eq(jobs.w_rdy),
-            resp.job.valid.eq(jobs.r_rdy), resp.job.payload.eq(jobs.r_data), jobs.r_en.eq(resp.job.ready),
             issue.reads_idle.eq(dram.reads_idle), issue.writes_idle.eq(dram.writes_idle),
             issue.plane_next.eq(cache.plane_next), issue.meta_next.eq(cache.meta_next),
             issue.plane_free.eq(cache.plane_free), issue.meta_free.eq(cache.meta_free),
             cache.plane_alloc.eq(issue.plane_alloc), cache.meta_alloc.eq(issue.meta_alloc),
             cache.acquire.eq(issue.acquire), cache.acquire_valid.eq(issue.acquire_valid),
-            cache.release.eq(resp.release), cache.release_valid.eq(resp.release_valid),
-            cache.started.eq(resp.started),
-            resp.plane_landed.eq(cache.plane_landed), resp.plane_failed.eq(cache.plane_failed),
-            resp.meta_landed.eq(cache.meta_landed), resp.meta_failed.eq(cache.meta_failed),
-            cache.plane_rd_slot.eq(resp.plane_rd_slot), cache.plane_rd_column.eq(resp.plane_rd_column),
-            cache.plane_rd_index.eq(resp.plane_rd_index), resp.plane_rd_data.eq(cache.plane_rd_data),
-            cache.meta_rd_addr.eq(resp.meta_rd_addr), resp.meta_rd_data.eq(cache.meta_rd_data),
         ]
         ev = csr.events
         m.d.comb += [

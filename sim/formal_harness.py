@@ -1,69 +1,31 @@
-"""Formal harnesses around the leaf components that stay (hw/counter.py's `held_below`,
-hw/queue.py's `BlockRamQueue` and `HeadPair`) at small parameters, one per property.
+"""Formal harnesses around the leaf components (hw/counter.py's `held_below`, hw/queue.py's
+`BlockRamQueue` and `HeadPair`) at small parameters, one per property, and `PROPERTIES`:
+every property `smartquant prove` checks, these and those of formal_cache.py (block
+cache), formal_fetch.py (read path) and formal_csr.py (counters).
 
-A harness is verification code, not hardware: it lives in sim/ (beside the other benches)
-and reads hw/, never the reverse.  The other side of each port is left free (inputs of
-the harness's top) and constrained by `Assume` to legal behaviour only; shadow counters
-and one-cycle-old copies (registers of the harness) state what the design must do.
-`prove` properties must hold by k-induction at their depth; `cover` properties list
-`Cover`s that must each be reached, so no proof passes because its assumptions exclude
-every interesting trace.  docs/FORMAL.md lists them all.
+`prove` properties must hold by k-induction at their depth, `bmc` ones for every trace
+of that many cycles from the initial state; `cover` properties list `Cover`s that must
+each be reached, so no proof passes because its assumptions exclude every interesting
+trace.  docs/FORMAL.md lists them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
-from amaranth import ClockDomain, Elaboratable, Module, Signal
+from amaranth import Module, Signal
 from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from ..hw import counter, queue
+from . import formal_cache, formal_csr, formal_fetch
+from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, stream_source
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
 QUEUE_DEPTH = 4          #: block RAM part: 3 entries + 4 in the head = 7
 PAIR_LAYOUT = data.StructLayout({"low": 2, "kind": 2})   #: 4-bit payload with an early field
 COUNT_WIDTH = 3          #: held_below's counter: 0..7
 COUNT_LIMIT = 5          #: held_below's limit for the one-per-cycle case
-
-
-class Harness(Elaboratable):
-    """A top module built by `build(harness)` in a reset-less `sync` domain (the solver
-    starts from the registers' initial values); signals made by `free` are its inputs."""
-
-    def __init__(self, build: Callable[["Harness", Module], None]):
-        self._free = []
-        self.module = Module()
-        self.module.domains.sync = domain = ClockDomain("sync", reset_less=True)
-        self._free.append(domain.clk)
-        build(self, self.module)
-
-    def free(self, shape, name: str) -> Signal:
-        """An input the solver picks anew every cycle."""
-        signal = Signal(shape, name=name)
-        self._free.append(signal)
-        return signal
-
-    def free_inputs(self) -> list:
-        return list(self._free)
-
-    def elaborate(self, platform):
-        return self.module
-
-
-def _previous(m: Module, value, name: str) -> Signal:
-    """`value` one cycle ago (its initial value in the first cycle)."""
-    before = Signal(value.shape(), name=name)
-    m.d.sync += before.eq(value)
-    return before
-
-
-def _counter(m: Module, up, down, name: str, width: int) -> Signal:
-    """A shadow counter: +1 on `up`, -1 on `down`, wrapping at `width` bits."""
-    count = Signal(width, name=name)
-    m.d.sync += count.eq(count + up - down)
-    return count
 
 
 # -- held_below -------------------------------------------------------------------------
@@ -122,17 +84,15 @@ def _queue_bench(h: Harness, m: Module, *, numbered: bool = False) -> _QueueBenc
     number of entries written before, mod 2**QUEUE_WIDTH); its two FIFOs' `level`s are read
     from the module it elaborates to, for the invariants that make k-induction work."""
     dut = queue.BlockRamQueue(width=QUEUE_WIDTH, depth=QUEUE_DEPTH)
-    dut._MustUse__silence = True         # elaborated here, not by the harness's parent
-    inner = dut.elaborate(None)
-    m.submodules.dut = inner
+    inner = elaborated(m, dut, "dut")
     body, head = inner.submodules.body, inner.submodules.head
     w_en, r_en, w_data = h.free(1, "w_en"), h.free(1, "r_en"), h.free(QUEUE_WIDTH, "w_data")
     m.d.comb += [dut.w_en.eq(w_en), dut.r_en.eq(r_en), dut.w_data.eq(w_data)]
     write, read = w_en & dut.w_rdy, r_en & dut.r_rdy
     capacity = QUEUE_DEPTH - 1 + queue.BlockRamQueue.HEAD_DEPTH
-    held = _counter(m, write, read, "held", (capacity + 1).bit_length())
+    held = shadow_count(m, write, read, "held", (capacity + 1).bit_length())
     if numbered:
-        m.d.comb += Assume(w_data == _counter(m, write, 0, "written", QUEUE_WIDTH))
+        m.d.comb += Assume(w_data == shadow_count(m, write, 0, "written", QUEUE_WIDTH))
     levels = Signal(range(2 * capacity + 2), name="levels")
     m.d.comb += levels.eq(body.level + head.level)
     return _QueueBench(dut, write, read, held, levels, body.level, capacity)
@@ -160,9 +120,9 @@ def queue_stream_rules(h, m):
     """Once offered, an entry stays offered with the same data until read; room once
     offered stays until used."""
     q = _queue_bench(h, m)
-    waiting = _previous(m, q.dut.r_rdy & ~q.dut.r_en, "read_waiting")
-    data_before = _previous(m, q.dut.r_data, "r_data_before")
-    room_waiting = _previous(m, q.dut.w_rdy & ~q.dut.w_en, "write_waiting")
+    waiting = previous(m, q.dut.r_rdy & ~q.dut.r_en, "read_waiting")
+    data_before = previous(m, q.dut.r_data, "r_data_before")
+    room_waiting = previous(m, q.dut.w_rdy & ~q.dut.w_en, "write_waiting")
     m.d.comb += [Assert(q.held == q.levels),
                  Assert(~waiting | (q.dut.r_rdy & (q.dut.r_data == data_before))),
                  Assert(~room_waiting | q.dut.w_rdy)]
@@ -172,7 +132,7 @@ def queue_order(h, m):
     """Entries leave in the order they came, none lost or repeated: with entry n holding
     n (mod 8), the entry offered is always the number of entries read so far."""
     q = _queue_bench(h, m, numbered=True)
-    read_count = _counter(m, q.read, 0, "read_count", QUEUE_WIDTH)
+    read_count = shadow_count(m, q.read, 0, "read_count", QUEUE_WIDTH)
     m.d.comb += [Assert(q.held == q.levels), Assert(~q.dut.r_rdy | (q.dut.r_data == read_count))]
 
 
@@ -202,15 +162,13 @@ def _pair_bench(h: Harness, m: Module, *, numbered: bool = False) -> _PairBench:
     rules: `valid` held and the payload stable until `ready`."""
     dut = queue.HeadPair(PAIR_LAYOUT, early=("kind",))
     m.submodules.dut = dut
-    valid, payload, ready = h.free(1, "in_valid"), h.free(PAIR_LAYOUT.size, "in_payload"), h.free(1, "out_ready")
-    m.d.comb += [dut.input.valid.eq(valid), dut.input.payload.eq(payload), dut.output.ready.eq(ready)]
+    valid, payload = stream_source(h, m, dut.input, "in")
+    ready = h.free(1, "out_ready")
+    m.d.comb += dut.output.ready.eq(ready)
     load, take = valid & dut.input.ready, dut.output.valid & ready
-    waiting = _previous(m, valid & ~dut.input.ready, "in_waiting")
-    payload_before = _previous(m, payload, "in_payload_before")
-    m.d.comb += Assume(~waiting | (valid & (payload == payload_before)))
     if numbered:
-        m.d.comb += Assume(~valid | (payload == _counter(m, load, 0, "loaded", PAIR_LAYOUT.size)))
-    return _PairBench(dut, load, take, _counter(m, load, take, "held", 2))
+        m.d.comb += Assume(~valid | (payload.as_value() == shadow_count(m, load, 0, "loaded", PAIR_LAYOUT.size)))
+    return _PairBench(dut, load, take, shadow_count(m, load, take, "held", 2))
 
 
 def pair_occupancy(h, m):
@@ -225,8 +183,8 @@ def pair_stream_rules(h, m):
     """Given a producer that keeps the rules, the output keeps them: `valid` held and the
     payload (early field included) stable until `ready`."""
     p = _pair_bench(h, m)
-    waiting = _previous(m, p.dut.output.valid & ~p.dut.output.ready, "out_waiting")
-    payload_before = _previous(m, p.dut.output.payload.as_value(), "out_payload_before")
+    waiting = previous(m, p.dut.output.valid & ~p.dut.output.ready, "out_waiting")
+    payload_before = previous(m, p.dut.output.payload.as_value(), "out_payload_before")
     m.d.comb += [Assert(p.dut.input.ready == (p.held < 2)), Assert(p.dut.output.valid == (p.held > 0)),
                  Assert(~waiting | (p.dut.output.valid & (p.dut.output.payload.as_value() == payload_before)))]
 
@@ -234,7 +192,7 @@ def pair_stream_rules(h, m):
 def pair_order(h, m):
     """Payloads leave in order, none lost or repeated (payload n holds n mod 16)."""
     p = _pair_bench(h, m, numbered=True)
-    taken = _counter(m, p.take, 0, "taken", PAIR_LAYOUT.size)
+    taken = shadow_count(m, p.take, 0, "taken", PAIR_LAYOUT.size)
     m.d.comb += [Assert(p.dut.input.ready == (p.held < 2)), Assert(p.dut.output.valid == (p.held > 0)),
                  Assert(~p.dut.output.valid | (p.dut.output.payload.as_value() == taken))]
 
@@ -248,23 +206,6 @@ def pair_cover(h, m):
         m.d.sync += was_full.eq(1)
     m.d.comb += [Cover(p.held == 2), Cover(p.take & (p.held == 2)), Cover(p.take & p.load & (p.held == 1)),
                  Cover(was_full & (p.held == 0))]
-
-
-@dataclasses.dataclass(frozen=True)
-class FormalProperty:
-    """One sby job: `build` adds the checks to a fresh Harness."""
-    name: str
-    component: str
-    kind: str                   #: "prove" (k-induction at `depth`) or "cover" (search to `depth`)
-    depth: int                  #: cycles
-    builder: Callable[[Harness, Module], None]
-
-    @property
-    def description(self) -> str:
-        return " ".join((self.builder.__doc__ or "").split())
-
-    def build(self) -> Harness:
-        return Harness(self.builder)
 
 
 #: every property `smartquant prove` checks, by name
@@ -281,4 +222,16 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("pair_stream_rules", "HeadPair", "bmc", 20, pair_stream_rules),
     FormalProperty("pair_order", "HeadPair", "bmc", 20, pair_order),
     FormalProperty("pair_cover", "HeadPair", "cover", 12, pair_cover),
+    FormalProperty("tags_model", "BlockTags", "prove", 7, formal_cache.tags_model),
+    FormalProperty("tags_cover", "BlockTags", "cover", 12, formal_cache.tags_cover),
+    FormalProperty("cache_references", "BlockCache", "prove", 4, formal_cache.cache_references),
+    FormalProperty("cache_failed_flags", "BlockCache", "prove", 4, formal_cache.cache_failed_flags),
+    FormalProperty("cache_cover", "BlockCache", "cover", 16, formal_cache.cache_cover),
+    FormalProperty("fetch_axi_rules", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_axi_rules),
+    FormalProperty("fetch_isolation", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_isolation),
+    FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
+    FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
+    FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
+    FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
+    FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

@@ -1,30 +1,32 @@
-"""Amaranth-simulator harness for SmartQuantTop: a Python AXI4 RAM (random stalls on every
-channel, fixed read latency, optional error lines), a host that issues requests with random
-valid gaps and takes responses with random ready, and CSR access.  Test code only."""
+"""Amaranth-simulator harness for SmartQuantTop: requests played by a host with random
+valid gaps that takes responses with random ready, against the AXI4 RAM and CSR driver of
+sim/amaranth_bench.py (random pauses on every channel, fixed read latency, error lines
+answering SLVERR to reads and writes).  Test code only."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+import random
 
 import numpy as np
 from amaranth.sim import Simulator
 
 from smartquant.hw.top import SmartQuantTop
-from smartquant.spec import (COUNTERS, CSR_READ_LATENCY, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
+from smartquant.sim.amaranth_bench import SAMPLED, CsrBus, SteppedAxiRam
+from smartquant.spec import (COUNTERS, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
                              pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES,
                              CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, Opcode, View, host_line_address,
                              lines_per_block)
 from smartquant.sw.image import golden
 
-AXI_SLVERR = 2
+#: read bursts the RAM takes before it holds AR: enough for full rate at any latency used here
+MAX_OUTSTANDING_READS = 256
 
 
 @dataclasses.dataclass
 class BenchConfig:
     latency: int = 8               #: cycles from AR accepted to its first R beat
-    p_axi_ready: float = 0.7       #: probability arready / awready / wready / bready... high each cycle
-    p_axi_valid: float = 0.8       #: probability an available R beat / B response is offered
+    axi_stall: float = 0.2         #: probability a pause (of 1..7 cycles) starts on an AXI channel each cycle
     p_host_valid: float = 0.8      #: probability the host offers its next request
     p_host_ready: float = 0.8      #: probability the host takes a response
     seed: int = 0
@@ -42,99 +44,6 @@ class BenchResult:
     error_addr: int                #: CSR_ERR_ADDR_HI:LO after the run
 
 
-class AxiRam:
-    """AXI4 subordinate over a byte array; one burst served at a time per direction, in order."""
-
-    def __init__(self, axi, memory: np.ndarray, data_width: int, cfg: BenchConfig, rng, error_lines=()):
-        self.axi, self.mem, self.cfg, self.rng = axi, memory, cfg, rng
-        self.beat_bytes = data_width // 8
-        self.error_lines = set(error_lines)
-        self.reads = deque()            # (ready cycle, byte address, beats left)
-        self.writes = deque()           # (byte address, beats) accepted AWs
-        self.w_beats = deque()          # accepted W data (bytes)
-        self.b_pending = deque()        # bresp of completed writes
-        self.outputs = {}
-        self.now = 0
-
-    def _set(self, ctx, name, value):
-        if self.outputs.get(name) != value:
-            ctx.set(getattr(self.axi, name), value)
-            self.outputs[name] = value
-
-    def sampled(self):
-        a = self.axi
-        return [a.arvalid, a.araddr, a.arlen, a.rready, a.awvalid, a.awaddr, a.awlen,
-                a.wvalid, a.wdata, a.wlast, a.bready]
-
-    def drive(self, ctx):
-        cfg, rng = self.cfg, self.rng
-        self._set(ctx, "arready", int(rng.random() < cfg.p_axi_ready))
-        self._set(ctx, "awready", int(rng.random() < cfg.p_axi_ready))
-        self._set(ctx, "wready", int(rng.random() < cfg.p_axi_ready))
-        beat = self.reads[0] if self.reads and self.reads[0][0] <= self.now else None
-        offer = beat is not None and rng.random() < cfg.p_axi_valid
-        self._set(ctx, "rvalid", int(offer))
-        if offer:
-            _, addr, left = beat
-            chunk = self.mem[addr:addr + self.beat_bytes].tobytes()
-            self._set(ctx, "rdata", int.from_bytes(chunk, "little"))
-            self._set(ctx, "rlast", int(left == 1))
-            self._set(ctx, "rresp", AXI_SLVERR if addr // LINE_BYTES in self.error_lines else 0)
-        self.r_offered = offer
-        b_offer = bool(self.b_pending) and rng.random() < cfg.p_axi_valid
-        self._set(ctx, "bvalid", int(b_offer))
-        if b_offer:
-            self._set(ctx, "bresp", self.b_pending[0])
-        self.b_offered = b_offer
-
-    def observe(self, values):
-        (arvalid, araddr, arlen, rready, awvalid, awaddr, awlen, wvalid, wdata, wlast, bready) = values
-        o = self.outputs
-        if arvalid and o["arready"]:
-            self.reads.append((self.now + self.cfg.latency, araddr, arlen + 1))
-        if self.r_offered and rready:
-            ready_at, addr, left = self.reads.popleft()
-            if left > 1:
-                self.reads.appendleft((ready_at, addr + self.beat_bytes, left - 1))
-        if awvalid and o["awready"]:
-            self.writes.append((awaddr, awlen + 1))
-        if wvalid and o["wready"]:
-            self.w_beats.append((int(wdata).to_bytes(self.beat_bytes, "little"), wlast))
-        if self.b_offered and bready:
-            self.b_pending.popleft()
-        # complete a write once its AW and all its W beats are in
-        if self.writes and len(self.w_beats) >= self.writes[0][1]:
-            addr, beats = self.writes.popleft()
-            error = any(line in self.error_lines for line in
-                        range(addr // LINE_BYTES, (addr + beats * self.beat_bytes - 1) // LINE_BYTES + 1))
-            for i in range(beats):
-                chunk, last = self.w_beats.popleft()
-                assert bool(last) == (i == beats - 1), "WLAST on the wrong beat"
-                if not error:
-                    self.mem[addr + i * self.beat_bytes:addr + (i + 1) * self.beat_bytes] = np.frombuffer(chunk, np.uint8)
-            self.b_pending.append(AXI_SLVERR if error else 0)
-        self.now += 1
-
-
-async def bus_write(ctx, bus, addr: int, value: int) -> None:
-    """One CSR-bus write cycle."""
-    ctx.set(bus.addr, addr)
-    ctx.set(bus.w_data, value)
-    ctx.set(bus.w_en, 1)
-    await ctx.tick()
-    ctx.set(bus.w_en, 0)
-
-
-async def bus_read(ctx, bus, addr: int) -> int:
-    """One CSR-bus read: r_en for a cycle, r_data `CSR_READ_LATENCY` cycles later."""
-    ctx.set(bus.addr, addr)
-    ctx.set(bus.r_en, 1)
-    await ctx.tick()
-    ctx.set(bus.r_en, 0)
-    await ctx.tick().repeat(CSR_READ_LATENCY - 1)
-    return ctx.get(bus.r_data)
-
-
 def region_writes(entries) -> list[tuple[int, int]]:
     """CSR writes programming region i with entries[i] (TensorEntry-like)."""
     writes = []
@@ -150,38 +59,37 @@ def run_top(memory: np.ndarray, csr_writes, requests, *, dram_lines: int, cfg: B
     random stalls, collect every response, read the counters."""
     dut = SmartQuantTop(**params)
     rng = np.random.default_rng(cfg.seed)
-    ram = AxiRam(dut.axi, memory.copy(), dut.params["axi_data_width"], cfg, rng, error_lines)
+    ram = SteppedAxiRam(len(memory), dut.params["axi_data_width"] // 8, cfg.latency, random.Random(cfg.seed),
+                        cfg.axi_stall, max_outstanding=MAX_OUTSTANDING_READS, error_lines=error_lines,
+                        write_errors=True)
+    ram.mem[:] = memory.tobytes()
+    axi_sampled = [getattr(dut.axi, name) for name in SAMPLED]
     result = {}
 
     async def bench(ctx):
-        async def csr_write(addr, value):
-            await bus_write(ctx, dut.csr, addr, value)
-
-        async def csr_read(addr):
-            return await bus_read(ctx, dut.csr, addr)
-
+        csr = CsrBus(ctx, dut.csr)
         for addr, value in [(CSR_DRAM_LINES, dram_lines), *csr_writes]:
-            await csr_write(addr, value)
+            await csr.write(addr, value)
 
-        responses, pending = [], deque(enumerate(requests))
+        responses, pending = [], list(enumerate(requests))[::-1]
         cycle, first_response = 0, None
         offered = None
         host_sampled = [dut.req.ready, dut.drs.valid, dut.drs.payload.as_value(), dut.ndr.valid,
                         dut.ndr.payload.as_value()]
         while len(responses) < len(requests):
             assert cycle < cfg.max_cycles, f"hang: {len(responses)}/{len(requests)} responses"
-            ram.drive(ctx)
             if offered is None and pending and rng.random() < cfg.p_host_valid:
-                i, (opcode, addr, data) = pending.popleft()
-                offered = (i, opcode, addr, data)
+                i, (opcode, addr, data) = offered = pending.pop()
                 ctx.set(dut.req.payload.as_value(), pack_fields(REQ_FIELDS, opcode=opcode, tag=i % 256, addr=addr, data=data))
                 ctx.set(dut.req.valid, 1)
             host_ready = int(rng.random() < cfg.p_host_ready)
             ctx.set(dut.drs.ready, host_ready)
             ctx.set(dut.ndr.ready, host_ready)
-            _, _, *values = await ctx.tick().sample(*ram.sampled(), *host_sampled)
-            ram.observe(values[:len(ram.sampled())])
-            req_ready, drs_valid, drs_payload, ndr_valid, ndr_payload = values[len(ram.sampled()):]
+            _, _, *values = await ctx.tick().sample(*axi_sampled, *host_sampled)
+            ram.edge(cycle, dict(zip(SAMPLED, values[:len(SAMPLED)])))
+            for name, value in ram.out.items():
+                ctx.set(getattr(dut.axi, name), value)
+            req_ready, drs_valid, drs_payload, ndr_valid, ndr_payload = values[len(SAMPLED):]
             if offered is not None and req_ready:
                 offered = None
                 ctx.set(dut.req.valid, 0)
@@ -196,11 +104,11 @@ def run_top(memory: np.ndarray, csr_writes, requests, *, dram_lines: int, cfg: B
             cycle += 1
         counters = {}
         for name in COUNTERS:
-            lo = await csr_read(counter_csr(name))
-            hi = await csr_read(counter_csr(name) + 1)
+            lo = await csr.read(counter_csr(name))
+            hi = await csr.read(counter_csr(name) + 1)
             counters[name] = lo | (hi << 32)
-        error_cause = await csr_read(CSR_ERR_CAUSE)
-        error_addr = await csr_read(CSR_ERR_ADDR_LO) | (await csr_read(CSR_ERR_ADDR_HI) << 32)
+        error_cause = await csr.read(CSR_ERR_CAUSE)
+        error_addr = await csr.read(CSR_ERR_ADDR_LO) | (await csr.read(CSR_ERR_ADDR_HI) << 32)
         result.update(responses=responses, counters=counters, cycles=cycle, first_response=first_response,
                       error_cause=error_cause, error_addr=error_addr)
 
@@ -208,7 +116,7 @@ def run_top(memory: np.ndarray, csr_writes, requests, *, dram_lines: int, cfg: B
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return BenchResult(dram=ram.mem, **result)
+    return BenchResult(dram=np.frombuffer(bytes(ram.mem), np.uint8), **result)
 
 
 def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4, 8)) -> list[tuple]:
@@ -219,7 +127,7 @@ def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4,
     from smartquant.sw.image.image import Image
     image = Image.load(image_dir)
     entry = min(image.entries, key=lambda e: (e.blocks, e.name))
-    free = BenchConfig(latency=latency, p_axi_ready=1.0, p_axi_valid=1.0, p_host_valid=1.0, p_host_ready=1.0)
+    free = BenchConfig(latency=latency, axi_stall=0.0, p_host_valid=1.0, p_host_ready=1.0)
     rows = []
     for view in (View.PACKED, View.INT8, View.FP16, View.BF16):
         for k in ks:
@@ -242,8 +150,8 @@ def _timeline_events(dut) -> dict:
         "AR accepted": axi.arvalid & axi.arready,
         "first R beat": axi.rvalid & axi.rready,
         "plane burst's last beat": dut.dram.beat.valid & dut.dram.beat.payload.last & ~dut.dram.beat.payload.meta,
-        "landed": cache.plane_landed,
-        "response stage starts": resp.release_valid,
+        "landed": cache.use.plane_landed,
+        "response stage starts": cache.use.release_valid,
         "DRS valid": resp.drs.valid,
     }
 
@@ -252,22 +160,26 @@ def first_read_timeline(memory: np.ndarray, csr_writes, addr: int, *, dram_lines
     """Cycle of each event of `_timeline_events` for one MemRd of host line `addr` into an idle
     controller (no stalls, DRAM `latency`), counted from the cycle the request is accepted."""
     dut = SmartQuantTop()
-    cfg = BenchConfig(latency=latency, p_axi_ready=1.0, p_axi_valid=1.0, p_host_valid=1.0, p_host_ready=1.0)
-    ram = AxiRam(dut.axi, memory.copy(), dut.params["axi_data_width"], cfg, np.random.default_rng(0))
+    ram = SteppedAxiRam(len(memory), dut.params["axi_data_width"] // 8, latency, random.Random(0), 0.0,
+                        max_outstanding=MAX_OUTSTANDING_READS)
+    ram.mem[:] = memory.tobytes()
+    axi_sampled = [getattr(dut.axi, name) for name in SAMPLED]
     events = _timeline_events(dut)
     seen = {}
 
     async def bench(ctx):
+        csr = CsrBus(ctx, dut.csr)
         for csr_addr, value in [(CSR_DRAM_LINES, dram_lines), *csr_writes]:
-            await bus_write(ctx, dut.csr, csr_addr, value)
+            await csr.write(csr_addr, value)
         ctx.set(dut.req.payload.as_value(), pack_fields(REQ_FIELDS, opcode=Opcode.MEM_RD, tag=0, addr=addr, data=0))
         ctx.set(dut.req.valid, 1)
         ctx.set(dut.drs.ready, 1)
         for cycle in range(latency + 200):
-            ram.drive(ctx)
-            _, _, *values = await ctx.tick().sample(*ram.sampled(), *events.values())
-            ram.observe(values[:len(ram.sampled())])
-            for name, value in zip(events, values[len(ram.sampled()):]):
+            _, _, *values = await ctx.tick().sample(*axi_sampled, *events.values())
+            ram.edge(cycle, dict(zip(SAMPLED, values[:len(SAMPLED)])))
+            for name, value in ram.out.items():
+                ctx.set(getattr(dut.axi, name), value)
+            for name, value in zip(events, values[len(SAMPLED):]):
                 if value and name not in seen:
                     seen[name] = cycle
             if "accepted" in seen:

@@ -123,8 +123,8 @@ def run_references(rng, cycles: int, *, slots: int = 4):
             ctx.set(dut.plane_alloc, int(alloc))
             ctx.set(dut.acquire_valid, int(acquire))
             ctx.set(dut.acquire, {"plane": 1, "plane_slot": slot, "meta": 0, "meta_slot": 0})
-            ctx.set(dut.release_valid, int(release))
-            ctx.set(dut.release, {"plane": 1, "plane_slot": released, "meta": 0, "meta_slot": 0})
+            ctx.set(dut.use.release_valid, int(release))
+            ctx.set(dut.use.release, {"plane": 1, "plane_slot": released, "meta": 0, "meta_slot": 0})
             await ctx.tick()
             counts[slot] += acquire
             counts[released] -= release

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw_bench import bus_read, bus_write, lookup_reference
+from hw_bench import lookup_reference
 
+from smartquant.sim.amaranth_bench import CsrBus
 from smartquant.hw.csr import CsrFile
 from smartquant.hw.decode import AddressDecoder
 from smartquant.hw.layouts import Kind
@@ -185,11 +186,8 @@ def test_csr_file():
     dut = CsrFile(lanes=16, axi_data_width=128, default_dram_lines=1 << 20)
 
     async def bench(ctx):
-        async def write(addr, value):
-            await bus_write(ctx, dut.bus, addr, value)
-
-        async def read(addr):
-            return await bus_read(ctx, dut.bus, addr)
+        bus = CsrBus(ctx, dut.bus)
+        write, read = bus.write, bus.read
 
         assert await read(CSR_ID) == CSR_ID_VALUE
         assert await read(CSR_DRAM_LINES) == 1 << 20

@@ -1,5 +1,7 @@
 """Dequantizer lanes and the plane transpose against numpy / sw.fpformat, every code value."""
 
+import random
+
 import numpy as np
 import pytest
 from amaranth import Const
@@ -7,6 +9,7 @@ from amaranth.sim import Simulator
 
 from smartquant.hw.dequant import Dequantizer
 from smartquant.hw.transpose import CodeGather, view_masks
+from smartquant.sim.streams import get, put, simulate
 from smartquant.spec import ScaleFormat
 from smartquant.sw.fpformat import bf16_bits, fp16_bits, scale_value
 
@@ -43,32 +46,19 @@ def run_dequantizer(cases, seed=0):
     Steps of LANES codes go through the pipeline with random gaps on the input and random
     backpressure on the output; results must come back in order, one per step."""
     dut = Dequantizer(LANES)
-    rng = np.random.default_rng(seed)
-    steps = [(case, list(range(base, base + LANES))) for case in cases for base in range(0, 256, LANES)]
-    results = []
+    steps = [{"r": list(range(base, base + LANES)), "zero": zero, "scale": scale_bits,
+              "scale_bf16": scale_format == ScaleFormat.BF16, "scale_pow2": scale_format == ScaleFormat.POW2,
+              "out_bf16": out_bf16} for scale_bits, scale_format, zero, out_bf16 in cases for base in range(0, 256, LANES)]
+    taken = []
 
-    async def bench(ctx):
-        sent = 0
-        while len(results) < len(steps):
-            if sent < len(steps):
-                (scale_bits, scale_format, zero, out_bf16), r = steps[sent]
-                ctx.set(dut.input.payload, {"r": r, "zero": zero, "scale": scale_bits,
-                                            "scale_bf16": scale_format == ScaleFormat.BF16,
-                                            "scale_pow2": scale_format == ScaleFormat.POW2,
-                                            "out_bf16": out_bf16})
-            offer = sent < len(steps) and rng.random() < 0.8
-            ctx.set(dut.input.valid, offer)
-            ctx.set(dut.output.ready, rng.random() < 0.8)
-            taken = offer and ctx.get(dut.input.ready)
-            if ctx.get(dut.output.valid) and ctx.get(dut.output.ready):
-                results.append([int(v) for v in ctx.get(dut.output.payload)])
-            sent += taken
-            await ctx.tick()
+    async def feed(ctx):
+        await put(ctx, dut.input, steps, rng=random.Random(seed), p_valid=0.8)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    async def take(ctx):
+        taken.extend(await get(ctx, dut.output, len(steps), rng=random.Random(seed + 1), p_ready=0.8))
+
+    simulate(dut, feed, take)
+    results = [[int(v) for v in payload] for _, payload in taken]
     per_case = 256 // LANES
     return [sum(results[i:i + per_case], []) for i in range(0, len(results), per_case)]
 
@@ -76,28 +66,20 @@ def run_dequantizer(cases, seed=0):
 def test_full_rate_and_latency():
     """With the output always taken, a step enters every cycle and leaves LATENCY cycles later."""
     dut = Dequantizer(LANES)
-    codes = [list(range(base, base + LANES)) for base in range(0, 256, LANES)]
-    out = []
+    steps = [{"r": list(range(base, base + LANES)), "zero": 128, "scale": 0x3C00} for base in range(0, 256, LANES)]
+    cycles = {}
 
-    async def bench(ctx):
-        ctx.set(dut.output.ready, 1)
-        ctx.set(dut.input.payload, {"zero": 128, "scale": 0x3C00})
-        for cycle in range(len(codes) + Dequantizer.LATENCY):
-            ctx.set(dut.input.valid, cycle < len(codes))
-            if cycle < len(codes):
-                ctx.set(dut.input.payload.r, codes[cycle])
-                assert ctx.get(dut.input.ready)
-            if ctx.get(dut.output.valid):
-                out.append((cycle, [int(v) for v in ctx.get(dut.output.payload)]))
-            await ctx.tick()
+    async def feed(ctx):
+        cycles["in"] = await put(ctx, dut.input, steps)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert [c for c, _ in out] == [Dequantizer.LATENCY + n for n in range(len(codes))]
+    async def take(ctx):
+        cycles["out"] = await get(ctx, dut.output, len(steps))
+
+    simulate(dut, feed, take)
+    assert cycles["in"] == list(range(len(steps)))
+    assert [c for c, _ in cycles["out"]] == [Dequantizer.LATENCY + n for n in range(len(steps))]
     expected = reference(np.arange(256), 128, 0x3C00, ScaleFormat.FP16, False)
-    assert sum((row for _, row in out), []) == expected.tolist()
+    assert sum(([int(v) for v in row] for _, row in cycles["out"]), []) == expected.tolist()
 
 
 @pytest.mark.parametrize("out_bf16", [False, True])

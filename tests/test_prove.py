@@ -3,16 +3,22 @@ components holds on the default configuration, each is caught when the design is
 on purpose (mutants patched in, one at a time), and bad input is a one-line error.
 Budget: ~3 s per property run (sby + boolector from YoWASP)."""
 
+import dataclasses
+import inspect
 import json
+import sys
+import types
+from pathlib import Path
+from unittest import mock
 
 import pytest
 from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import counter, queue
-from smartquant.sim import formal
-from smartquant.sim.formal_harness import PROPERTIES
+from smartquant.hw import blockcache, blocktags, counter, csr, dram, fetch, queue
+from smartquant.sim import formal, formal_cache
+from smartquant.sim.formal_harness import PROPERTIES, FormalProperty
 
 
 def test_every_property_holds_and_every_cover_is_reached(tmp_path, capsys):
@@ -84,8 +90,79 @@ def test_the_unbroken_mutant_wrapper_passes(monkeypatch):
     assert result.status == "proven", result
 
 
+def _mutant(module: types.ModuleType, old: str, new: str) -> types.ModuleType:
+    """A copy of `module` with the one occurrence of `old` in its source replaced by `new`."""
+    source = inspect.getsource(module)
+    assert source.count(old) == 1, f"{old!r} is not in {module.__name__} exactly once"
+    copy = types.ModuleType(module.__name__)
+    copy.__package__, copy.__file__ = module.__package__, module.__file__
+    exec(compile(source.replace(old, new), module.__file__, "exec"), copy.__dict__)
+    return copy
+
+
+#: (fault, module, source text, broken text, the property that must fail); the copy
+#: replaces the module where the property's harness module reads it
+SOURCE_MUTANTS = [
+    ("the lookup forgets the allocation of the command just ahead", blocktags,
+     "p_ahead.eq(filled)", "p_ahead.eq(0)", "tags_model"),
+    ("a hit may land on the slot the table load takes", blocktags,
+     "p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot)", "p_match.eq(p_valid & p_eqc & p_deepc)", "tags_model"),
+    ("a quantized miss leaves the block's shallower copy resident", blocktags,
+     "Mux(quantized & fetch_plane, p_eqc & p_valid, 0)", "0", "tags_model"),
+    ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
+     "& ~up)          # (an acquire", ")          # (an acquire", "cache_references"),
+    ("any allocation clears every slot's failed flag", blockcache,
+     "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
+    ("the table read ignores its region's codebook base", fetch,
+     "Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,", "Mux(need_table, table_first,",
+     "fetch_isolation"),
+    ("a metadata request replaces a plane request waiting on AR", dram,
+     "pick_meta.eq(mq.r_rdy & ~plane_waiting)", "pick_meta.eq(mq.r_rdy)", "fetch_axi_rules"),
+    ("a raw read fetches k lines (bursts cross 4 KB)", fetch,
+     "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
+    ("AR offered without room in the landing queue", dram,
+     "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
+    ("every register write clears the counters", csr,
+     "clear = bus.w_en & (bus.addr == CSR_COUNTER_CLEAR)", "clear = bus.w_en", "csr_counters"),
+    ("a decoder's and a DRAM error of one cause in one cycle count once", csr,
+     "+ (ev.dram_error.valid", "| (ev.dram_error.valid", "csr_counters"),
+]
+
+
+def _broken(number: int, module: types.ModuleType, old: str, new: str, caught_by: str) -> FormalProperty:
+    """Property `caught_by`, renamed, whose harness is built with the mutant copy of `module`
+    in place of the module (patched only while the harness is built)."""
+    prop = PROPERTIES[caught_by]
+    harness = sys.modules[prop.builder.__module__]
+    copy = _mutant(module, old, new)
+
+    def build(h, m):
+        with mock.patch.object(harness, module.__name__.rsplit(".", 1)[1], copy):
+            prop.builder(h, m)
+    return dataclasses.replace(prop, name=f"{caught_by}_mutant{number}", builder=build)
+
+
+def test_each_broken_datapath_component_fails_its_property():
+    """One run of every source mutant (two sby runs at a time), each failing its property
+    at an assertion of that property's harness."""
+    broken = [_broken(n, module, old, new, caught_by) for n, (_, module, old, new, caught_by) in enumerate(SOURCE_MUTANTS)]
+    results = formal.prove(broken, jobs=2)
+    for (fault, *_, caught_by), result in zip(SOURCE_MUTANTS, results):
+        harness_file = Path(sys.modules[PROPERTIES[caught_by].builder.__module__].__file__).name
+        assert result.status == "failed", (fault, result)
+        assert f"{harness_file}:" in result.detail and "Assert" in result.detail, (fault, result)
+
+
+def test_an_unchanged_source_copy_passes(monkeypatch):
+    """The copying alone keeps the properties: the failures above are the faults'."""
+    monkeypatch.setattr(formal_cache, "blockcache", _mutant(blockcache, "FILL_COUNT_BITS = 9", "FILL_COUNT_BITS = 9"))
+    [result] = formal.prove(formal.select(["cache_references"]))
+    assert result.status == "proven", result
+
+
 @pytest.mark.parametrize("argv,message", [
     (["prove", "no_such_property"], "unknown property 'no_such_property'"),
+    (["prove", "held_below_step", "--jobs", "0"], "--jobs must be at least 1, not 0"),
     (["prove", "--json", "."], "is a directory"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):

@@ -20,6 +20,8 @@ from smartquant.sw.quantize.joint import JointClip, JointCodes, JointGPTQ
 from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, group_view, pad_columns
 from smartquant.sw.store.methods import METHODS
 
+from cli_errors import assert_one_line_error
+
 SHAPES = {"w1": (16, 100), "w2": (8, 256)}
 AXE_OPTIONS = ["--format", "sym", "--group-size", "64", "--accumulator-bits", "20", "--input-bits", "8",
                "--signed-inputs"]
@@ -183,6 +185,16 @@ BAD = {
     "calibration for RTN": (lambda t, m, c: ["--method", "rtn", "--calibration-inputs", str(c)], "uses no calibration"),
     "view weights count": (lambda t, m, c: ["--method", "joint", "--calibration-inputs", str(c),
                                             "--view-weights", "1,2"], "2 view weights for 3 views"),
+    "joint feedback on gptq": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
+                                                "--joint-feedback", "mean"], "--joint-feedback belongs to the joint"),
+    "sequential for RTN": (lambda t, m, c: ["--method", "rtn", "--sequential-calibration"], "uses no calibration"),
+    "sequential with inputs": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
+                                                "--sequential-calibration"], "minilm only"),
+    "method options with a recipe": (lambda t, m, c: ["--recipe", str(t / "r.json"), "--method", "joint",
+                                                      "--views", "4,8"],
+                                     "--method, --views do not combine with --recipe"),
+    "joint feedback with a recipe": (lambda t, m, c: ["--recipe", str(t / "r.json"), "--joint-feedback", "mean"],
+                                     "--joint-feedback does not combine with --recipe"),
 }
 
 
@@ -194,8 +206,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, model_file, inpu
     args = make_args(tmp_path, model_file, inputs_file)
     before = set(work.iterdir())
     assert main(["quantize", str(model_file), "-o", str(work / "img")] + args) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1, err
+    assert_one_line_error(capsys.readouterr().err, "quantize", message)
     assert set(work.iterdir()) == before
 
 
@@ -225,3 +236,14 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
                 + _method_args("joint", inputs_file)) == 0
     image = Image.load(out)
     assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
+
+
+@pytest.mark.slow
+def test_sequential_calibration_of_minilm_writes_an_image(tmp_path):
+    out = tmp_path / "img"
+    assert main(["quantize", "minilm", "-o", str(out), "--method", "gptq", "--views", "3",
+                 "--calibration", "2", "--sequential-calibration"]) == 0
+    image = Image.load(out)
+    assert image.info["calibration"]["sequential"] is True and image.info["calibration"]["sentences"] == 2
+    assert main(["read", str(out), "--tensor", "encoder.layer.5.output.dense.weight", "--bits", "3",
+                 "-o", str(tmp_path / "r.npy")]) == 0

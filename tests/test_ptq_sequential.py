@@ -75,3 +75,29 @@ def test_bad_sequential_calibration(toy_encoder):
         quantize_model(toy_encoder[2], linear_weight_names(toy_encoder[0]), "gptq", (), GRID, calibration)
     with pytest.raises(SmartquantError, match="at least one sentence"):
         SequentialCalibration(encoder(toy_encoder), [])
+
+
+# --- the store path (`smartquant quantize minilm --sequential-calibration`) -----------------
+
+def test_store_quantizer_matches_sequential_ptq_in_any_order(toy_encoder):
+    from smartquant.sw.store.methods import MethodSettings
+    from smartquant.sw.store.rotated import rotated_source
+    from smartquant.sw.store.sequential_store import SequentialCalibratedQuantizer
+    from smartquant.sw.store.sources import Source
+    config, _, tensors = toy_encoder
+    names = linear_weight_names(config)
+    plain = Source("toy", {n: tensors[n] for n in names}, {n: t for n, t in tensors.items() if n not in names})
+    stored = rotated_source(plain, "hadamard:5")
+    settings = MethodSettings("gptq", StoreFormat(group_size=32, symmetric=True), (3, 8))
+    one_pass = {n: stored.rotations[n].rotate_inputs(x.numpy())
+                for n, x in calibration_inputs(encoder(toy_encoder), TEXTS).items()}
+    store = SequentialCalibratedQuantizer(settings, one_pass, SequentialCalibration(encoder(toy_encoder), TEXTS),
+                                          plain, stored)
+    got = {n: store.quantize_named(n, stored.weights[n]) for n in reversed(names)}   # out of model order
+    expected, _ = quantize_model(tensors, names, "gptq", (3, 8), settings.grid(),
+                                 calibration_for(encoder(toy_encoder), TEXTS, sequential=True),
+                                 progress=False, rotations=stored.rotations)
+    for n in names:
+        assert (got[n].codes == expected[n].codes).all(), n
+    assert (got[names[0]].codes == store.quantize_on(stored.weights[names[0]], one_pass[names[0]]).codes).all()
+    assert any((got[n].codes != store.quantize_on(stored.weights[n], one_pass[n]).codes).any() for n in names[6:])

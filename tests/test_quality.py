@@ -1,12 +1,15 @@
 """Evaluation set, quality metrics and the experiment rows (small samples)."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from smartquant.errors import SmartquantError
 from smartquant.sw.infer import experiment
-from smartquant.sw.infer.evalset import LABELS, load_calibration, load_pairs, unique_sentences
+from smartquant.sw.infer.evalset import (LABELS, load_calibration, load_pair_set, load_pairs, load_ptq_calibration,
+                                        unique_sentences)
 from smartquant.sw.infer.quality import rank, spearman
 
 values = st.lists(st.integers(-1000, 1000), min_size=2, max_size=40, unique=True)
@@ -39,6 +42,25 @@ def test_evalset_is_shipped_and_balanced():
     assert len({p.label for p in load_pairs(limit=6)}) == 3
 
 
+def test_ptq_calibration_extends_the_plan_calibration_and_stays_off_the_pairs():
+    words = lambda text: set(re.findall(r"[a-z]+", text.lower()))
+    ptq, plan, evaluated = load_ptq_calibration(), load_calibration(), unique_sentences(load_pairs())
+    assert ptq[:len(plan)] == plan and len(ptq) > 10 * len(plan) and len(set(ptq)) == len(ptq)
+    overlap = max(len(words(a) & words(b)) / len(words(a) | words(b)) for a in ptq for b in evaluated)
+    assert overlap <= 0.3          # calibration shares no sentence, nor most of one's words, with the pairs
+    assert len(load_ptq_calibration(limit=5)) == 5
+
+
+def test_holdout_pairs_share_no_sentence_with_anything_tuned_on():
+    words = lambda text: set(re.findall(r"[a-z]+", text.lower()))
+    holdout = load_pair_set("holdout")
+    assert len(holdout) == 40 and {p.label for p in holdout} == set(LABELS)
+    assert load_pair_set("shipped") == load_pairs()
+    seen = load_ptq_calibration() + unique_sentences(load_pairs())
+    overlap = max(len(words(a) & words(b)) / len(words(a) | words(b)) for a in unique_sentences(holdout) for b in seen)
+    assert overlap <= 0.45         # no hold-out sentence repeats, or nearly repeats, a tuned-on one
+
+
 def test_malformed_evalset(tmp_path):
     bad = tmp_path / "pairs.tsv"
     bad.write_text("similar\tone\ttwo\n")
@@ -46,6 +68,8 @@ def test_malformed_evalset(tmp_path):
         load_pairs(bad)
     with pytest.raises(SmartquantError, match="cannot read"):
         load_pairs(tmp_path / "missing.tsv")
+    with pytest.raises(SmartquantError, match="missing.tsv: cannot read"):
+        load_pair_set(str(tmp_path / "missing.tsv"))
 
 
 def test_experiment_rows_and_plots(minilm_image, tmp_path):

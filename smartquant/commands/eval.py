@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..report import format_table, write_json
 from .common import check_output_options, number_list
 from ..sw.infer import experiment
-from ..sw.infer.evalset import load_calibration, load_pairs
+from ..sw.infer.evalset import load_calibration, load_pair_set
 from ..sw.image.image import Image
 from ..sw.infer.policy import DEFAULT_KS
 
@@ -25,7 +25,10 @@ def register(subparsers) -> None:
                    help="average bits per weight of the static and dynamic plans (1..8)")
     p.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)), metavar="K,..",
                    help="the k a plan may choose per slice")
-    p.add_argument("--pairs", type=int, metavar="N", help="evaluate N of the shipped sentence pairs")
+    p.add_argument("--pairs", type=int, metavar="N", help="evaluate N of the sentence pairs")
+    p.add_argument("--pairs-from", default="shipped", metavar="SET",
+                   help="the sentence pairs: 'shipped' (default), 'holdout' (pairs nothing was tuned on) "
+                        "or a TSV file of label<TAB>sentence<TAB>sentence lines")
     p.add_argument("--calibration", type=int, metavar="N", help="use N calibration sentences")
     p.add_argument("--seed", type=int, default=0, help="tie-break seed of the allocator")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
@@ -43,7 +46,7 @@ def run(args) -> int:
         def progress(label: str) -> None:
             bar.set_postfix_str(label)
             bar.update()
-        ev = experiment.prepare(image, args.model, load_pairs(limit=args.pairs),
+        ev = experiment.prepare(image, args.model, load_pair_set(args.pairs_from, limit=args.pairs),
                                 load_calibration(limit=args.calibration), ks, args.seed, progress)
         rows = experiment.run(ev, uniform, budgets, progress)
     print(format_table(experiment.COLUMNS, experiment.table_rows(rows)))

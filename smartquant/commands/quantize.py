@@ -12,9 +12,8 @@ from ..errors import SmartquantError
 from ..spec import DEFAULT_GROUP_SIZE, GROUP_SIZES, ScaleFormat
 from ..sw.quantize.axe import AccumulatorSpec
 from ..sw.quantize.quantizer import StoreFormat
-from ..sw.store.methods import DEFAULT_METHOD, JOINT_FEEDBACK, METHODS, MethodSettings
+from ..sw.store.methods import DEFAULT_METHOD, DEFAULT_VIEWS, JOINT_FEEDBACK, METHODS, MethodSettings
 from ..sw.store.recipe_store import quantize_with_recipe
-from ..sw.quantize.rotation import parse_rotate
 from ..sw.store.model_store import parse_views, quantize_source
 from .common import int_at_least, number_list, source_input
 
@@ -29,19 +28,21 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("asym", "sym"), default="asym",
                    help="asymmetric (own zero point per group) or symmetric (z = 128; allows the int8 view)")
     p.add_argument("--scale", choices=("fp16", "bf16", "pow2"), default="fp16", help="scale encoding")
-    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+    p.add_argument("--method", choices=METHODS,
                    help="rtn: min/max; mse: clipping search over the views; gptq, gpfq: error feedback by "
                         "incremental upscaling; joint: one GPTQ pass under the multi-view objective; "
-                        "axe-gptq, axe-gpfq: with an accumulator guarantee (default %(default)s; docs/PTQ.md)")
-    p.add_argument("--views", default="3,4,8",
-                   help="bit widths the method optimises, e.g. 3,4,8 (default %(default)s)")
+                        f"axe-gptq, axe-gpfq: with an accumulator guarantee (default {DEFAULT_METHOD}; docs/PTQ.md)")
+    p.add_argument("--views", help=f"bit widths the method optimises, e.g. 3,4,8 (default {','.join(map(str, DEFAULT_VIEWS))})")
     p.add_argument("--view-weights", metavar="L,..",
                    help="joint: weight lambda_k of each view's squared error (default 1, and 64 for view 8)")
-    p.add_argument("--joint-feedback", choices=JOINT_FEEDBACK, default=JOINT_FEEDBACK[0],
+    p.add_argument("--joint-feedback", choices=JOINT_FEEDBACK,
                    help="joint: feed back each view's error to its own copy of the weights (per-view, "
                         "default) or the error of the weighted-mean reconstruction (mean)")
     p.add_argument("--calibration", type=int_at_least(1), metavar="N",
-                   help="minilm, PTQ methods: calibrate on N of the shipped calibration sentences (default all)")
+                   help="minilm, PTQ methods: calibrate on N of the shipped PTQ calibration sentences (default all 234; sw/data/)")
+    p.add_argument("--sequential-calibration", action="store_true",
+                   help="minilm, PTQ methods: calibrate each layer on its inputs with the layers before it "
+                        "already quantized (one forward pass per layer; default: one full-precision pass)")
     p.add_argument("--calibration-inputs", metavar="FILE",
                    help=".safetensors source, PTQ methods: a .safetensors file with, per weight name, "
                         "a (tokens, in) matrix of that layer's inputs")
@@ -49,11 +50,12 @@ def register(subparsers) -> None:
     p.add_argument("--input-bits", type=int, metavar="N", help="AXE: input width N")
     p.add_argument("--signed-inputs", action="store_true", help="AXE: inputs are signed N-bit integers")
     p.add_argument("--tile", type=int, metavar="T", help="AXE: inputs per inner accumulation (default: the group)")
-    p.add_argument("--rotate", default="none", metavar="none|hadamard[:SEED]",
+    p.add_argument("--rotate", metavar="none|hadamard[:SEED]",
                    help="store every weight as W*H for a signed block Hadamard H over its inputs, "
-                        "declared in the manifest (default %(default)s; docs/FORMATS.md)")
+                        "declared in the manifest (default none; docs/FORMATS.md)")
     p.add_argument("--recipe", metavar="RECIPE",
-                   help="per-tensor options from `smartquant recipe` (overrides the format options)")
+                   help="per-tensor options from `smartquant recipe` (overrides the format options; "
+                        "refuses the method options)")
     p.set_defaults(func=run)
 
 
@@ -67,23 +69,41 @@ def accumulator_spec(args) -> AccumulatorSpec | None:
     return AccumulatorSpec(args.accumulator_bits, args.input_bits, args.signed_inputs, args.tile)
 
 
+#: (flag, args attribute) of every option a recipe cannot take (it names each tensor's quantizer)
+METHOD_OPTIONS = (("--method", "method"), ("--views", "views"), ("--view-weights", "view_weights"),
+                  ("--joint-feedback", "joint_feedback"), ("--calibration", "calibration"),
+                  ("--calibration-inputs", "calibration_inputs"),
+                  ("--sequential-calibration", "sequential_calibration"), ("--rotate", "rotate"),
+                  ("--accumulator-bits", "accumulator_bits"), ("--input-bits", "input_bits"),
+                  ("--signed-inputs", "signed_inputs"), ("--tile", "tile"))
+
+
+def check_recipe_options(args) -> None:
+    """A recipe sets every tensor's quantizer: a method option given with it is an error, not ignored."""
+    given = [flag for flag, name in METHOD_OPTIONS if getattr(args, name) not in (None, False)]
+    if given:
+        raise SmartquantError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not combine with --recipe "
+                              f"(a recipe sets every tensor's quantizer)")
+
+
 def method_settings(args) -> MethodSettings:
     """The --method options as MethodSettings (checked: a one-line error for each misuse)."""
     weights = number_list(float)(args.view_weights) if args.view_weights else None
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
-    return MethodSettings(args.method, fmt, parse_views(args.views), weights, accumulator_spec(args), args.joint_feedback)
+    return MethodSettings(args.method or DEFAULT_METHOD, fmt, parse_views(args.views) if args.views else DEFAULT_VIEWS, weights,
+                          accumulator_spec(args), args.joint_feedback)
 
 
 def run(args) -> int:
-    if parse_rotate(args.rotate) is not None and args.recipe:
-        raise SmartquantError("--rotate does not combine with --recipe (a recipe sets every tensor's format)")
+    if args.recipe:
+        check_recipe_options(args)
     check_output(args.output, "image", inputs=[source_input(args.source), args.recipe, args.calibration_inputs])
     start = time.perf_counter()
     if args.recipe:
         image = quantize_with_recipe(args.source, args.recipe)
     else:
         image = quantize_source(args.source, method_settings(args), args.calibration, args.calibration_inputs,
-                                rotate=args.rotate)
+                                rotate=args.rotate, sequential=args.sequential_calibration)
     image.save(args.output)
     print(f"{args.output}: {len(image.entries)} tensors, {image.dram.size} DRAM bytes, "
           f"{len(image.side)} side tensors, method {image.info.get('method', 'recipe')} "

@@ -2,7 +2,12 @@
 calibration sentences, written for this project (sw/data/, no downloads).
 
 `sentence_pairs.tsv`: one pair a line, `label<TAB>sentence_a<TAB>sentence_b`;
-`calibration.txt`: one sentence a line.  Lines starting with `#` are comments.
+`holdout_pairs.tsv`: more pairs in that format, used to calibrate, tune or choose nothing
+(the figures a choice made on the shipped pairs must be confirmed on);
+`calibration.txt`: one sentence a line, the calibration of precision plans;
+`ptq_calibration.txt`: more sentences, which with `calibration.txt` calibrate the PTQ
+methods (their Hessians need more tokens than a plan's sensitivities).  Lines starting
+with `#` are comments.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ def _take(items: list, limit: int | None) -> list:
 def load_pairs(path: str | Path | None = None, limit: int | None = None) -> list[SentencePair]:
     """Sentence pairs (all, or `limit` of them spread over the labels)."""
     where, lines = _lines(path, "sentence_pairs.tsv")
+    return _parse_pairs(where, lines, limit)
+
+
+def _parse_pairs(where: str, lines: list[str], limit: int | None) -> list[SentencePair]:
     pairs = []
     for number, line in enumerate(lines, 1):
         fields = line.split("\t")
@@ -59,6 +68,18 @@ def load_pairs(path: str | Path | None = None, limit: int | None = None) -> list
     if not pairs:
         raise SmartquantError(f"{where}: no sentence pairs")
     return _take(pairs, limit)
+
+
+#: named pair sets (`eval --pairs-from`): shipped file names
+PAIR_SETS = {"shipped": "sentence_pairs.tsv", "holdout": "holdout_pairs.tsv"}
+
+
+def load_pair_set(source: str, limit: int | None = None) -> list[SentencePair]:
+    """The pairs of a named set (PAIR_SETS) or of a TSV file at `source`."""
+    if source in PAIR_SETS:
+        where, lines = _lines(None, PAIR_SETS[source])
+        return _parse_pairs(where, lines, limit)
+    return load_pairs(source, limit)
 
 
 def load_calibration(path: str | Path | None = None, limit: int | None = None) -> list[str]:
@@ -72,3 +93,9 @@ def load_calibration(path: str | Path | None = None, limit: int | None = None) -
 def unique_sentences(pairs: list[SentencePair]) -> list[str]:
     """Every sentence of the pairs once, in first-seen order."""
     return list(dict.fromkeys(s for p in pairs for s in (p.a, p.b)))
+
+
+def load_ptq_calibration(limit: int | None = None) -> list[str]:
+    """Calibration sentences of the PTQ methods: `calibration.txt`, then `ptq_calibration.txt`
+    (all, or `limit` of them spread over both)."""
+    return _take(load_calibration() + _lines(None, "ptq_calibration.txt")[1], limit)

@@ -10,7 +10,7 @@ scales and zeros are chosen, and the calibration the PTQ methods need.
 | `joint` | `JointGPTQ`: one pass, codes and feedback under the multi-view objective, `JointClip` groups | yes |
 
 Calibration of a layer is a (tokens, in) matrix of its inputs: for `minilm` from the
-shipped calibration sentences (`ptq_model.calibration_inputs`), for a `.safetensors`
+shipped PTQ calibration sentences (`ptq_model.calibration_inputs`), for a `.safetensors`
 source from a file holding one such matrix per weight name (`read_calibration_inputs`).
 """
 
@@ -36,9 +36,12 @@ METHODS = tuple(SEQUENTIAL)
 AXE_METHODS = ("axe-gptq", "axe-gpfq")
 #: error feedback of `joint`: one working copy per view, or the weighted-mean reconstruction's error
 JOINT_FEEDBACK = ("per-view", "mean")
-#: the method `smartquant quantize` uses when none is named (no PTQ method reaches the
-#: any-precision targets on MiniLM yet, docs/PTQ.md, so the default needs no calibration)
+#: the method `smartquant quantize` uses when none is named: it needs no calibration (the
+#: configuration that meets the any-precision targets on MiniLM, joint rotated at G = 32,
+#: is in docs/PTQ.md)
 DEFAULT_METHOD = "mse"
+#: the views a method optimises when none are named
+DEFAULT_VIEWS = (3, 4, 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +49,10 @@ class MethodSettings:
     """Everything that decides the codes of an image besides the weights and calibration."""
     method: str = DEFAULT_METHOD
     fmt: StoreFormat = StoreFormat()
-    views: tuple[int, ...] = (3, 4, 8)
+    views: tuple[int, ...] = DEFAULT_VIEWS
     view_weights: tuple[float, ...] | None = None      #: lambda_k of `joint`, one per view
     accumulator: AccumulatorSpec | None = None          #: AXE methods only
-    joint_feedback: str = "per-view"                    #: joint: "per-view" or "mean" error feedback
+    joint_feedback: str | None = None                   #: joint: "per-view" (None: the default) or "mean"
 
     def __post_init__(self):
         if self.method not in SEQUENTIAL:
@@ -59,8 +62,13 @@ class MethodSettings:
             raise SmartquantError(f"view weights belong to the joint method, not {self.method}")
         object.__setattr__(self, "views", views)
         object.__setattr__(self, "view_weights", weights if self.method == "joint" else None)
-        if self.joint_feedback not in JOINT_FEEDBACK:
-            raise SmartquantError(f"joint feedback {self.joint_feedback!r} is not one of {', '.join(JOINT_FEEDBACK)}")
+        if self.joint_feedback is not None and self.method != "joint":
+            raise SmartquantError(f"--joint-feedback belongs to the joint method, not {self.method}")
+        if self.method == "joint":
+            feedback = self.joint_feedback or JOINT_FEEDBACK[0]
+            if feedback not in JOINT_FEEDBACK:
+                raise SmartquantError(f"joint feedback {feedback!r} is not one of {', '.join(JOINT_FEEDBACK)}")
+            object.__setattr__(self, "joint_feedback", feedback)
         if (self.accumulator is not None) != (self.method in AXE_METHODS):
             raise SmartquantError(f"{self.method}: accumulator options (--accumulator-bits, --input-bits) "
                                   + ("are required" if self.method in AXE_METHODS else "belong to the AXE methods"))
@@ -111,11 +119,19 @@ class CalibratedQuantizer:
         self.settings, self.fmt, self.calibration = settings, settings.fmt, calibration
 
     def quantize_named(self, name: str, weight: np.ndarray) -> QuantizedTensor:
-        s = self.settings
         if name not in self.calibration:        # no input reaches it (minilm's pooler): the grid alone
-            return s.grid().quantize(weight, progress=name)
+            return self.settings.grid().quantize(weight, progress=name)
+        return self.quantize_on(weight, self.inputs(name))
+
+    def inputs(self, name: str) -> np.ndarray:
+        """The (tokens, in) calibration inputs of layer `name`."""
+        return self.calibration[name]
+
+    def quantize_on(self, weight: np.ndarray, inputs) -> QuantizedTensor:
+        """`weight` quantized by the method with `inputs` as its calibration."""
+        s = self.settings
         layer = SEQUENTIAL[s.method](np.shape(weight)[1])
-        layer.add_batch(self.calibration[name])
+        layer.add_batch(inputs)
         if s.method == "joint":
             return layer.quantize(weight, views=s.views, view_weights=s.view_weights, grid=s.grid(),
                                   per_view=s.joint_feedback == "per-view")
@@ -153,14 +169,19 @@ def read_calibration_inputs(path: str | Path, weights: dict[str, np.ndarray]) ->
     return inputs
 
 
+def minilm_calibration_texts(sentences: int | None) -> list[str]:
+    """`sentences` of the shipped PTQ calibration sentences (all when None)."""
+    from ..infer.evalset import load_ptq_calibration
+    return load_ptq_calibration(limit=sentences)
+
+
 def minilm_calibration(sentences: int | None) -> tuple[dict, dict]:
     """(name -> (tokens, in) inputs, info) of MiniLM's linear layers over `sentences` of the
-    shipped calibration sentences (all when None).  The pooler is not on the sentence-embedding
+    shipped PTQ calibration sentences (all when None).  The pooler is not on the sentence-embedding
     path (mean pooling): no input reaches it, and the info lists it as uncalibrated."""
-    from ..infer.evalset import load_calibration
     from ..infer.model import load_encoder
     from ..infer.ptq_model import calibration_inputs
-    texts = load_calibration(limit=sentences)
+    texts = minilm_calibration_texts(sentences)
     inputs = {name: x.numpy() for name, x in calibration_inputs(load_encoder(MINILM), texts).items()}
     tokens = next(iter(inputs.values())).shape[0]
     return inputs, {"sentences": len(texts), "tokens": int(tokens)}
@@ -174,19 +195,26 @@ def check_minilm_calibration(calibration: dict, weights: dict) -> list[str]:
 
 
 def load_calibration_for(spec: str, settings: MethodSettings, weights: dict, sentences: int | None,
-                         inputs_file: str | None) -> tuple[dict | None, dict | None]:
-    """(calibration, manifest info) for a source: what the method needs, else an error."""
+                         inputs_file: str | None, sequential: bool = False) -> tuple[dict | None, dict | None]:
+    """(calibration, manifest info) for a source: what the method needs, else an error.
+    `sequential` (minilm only: it needs the model to run) is recorded in the info; the
+    one-pass inputs returned then say which layers the forward pass reaches."""
     if not settings.calibrated:
-        if inputs_file is not None or sentences is not None:
+        if inputs_file is not None or sentences is not None or sequential:
             raise SmartquantError(f"method {settings.method} uses no calibration (--calibration, "
-                                  f"--calibration-inputs are for {', '.join(m for m in METHODS if SEQUENTIAL[m])})")
+                                  f"--calibration-inputs, --sequential-calibration are for "
+                                  f"{', '.join(m for m in METHODS if SEQUENTIAL[m])})")
         return None, None
     if spec == MINILM:
         if inputs_file is not None:
             raise SmartquantError("minilm calibrates on its shipped sentences (--calibration N), "
                                   "not --calibration-inputs")
         calibration, info = minilm_calibration(sentences)
-        return calibration, {**info, "uncalibrated": check_minilm_calibration(calibration, weights)}
+        return calibration, {**info, "uncalibrated": check_minilm_calibration(calibration, weights),
+                             **({"sequential": True} if sequential else {})}
+    if sequential:
+        raise SmartquantError("--sequential-calibration runs the model on its calibration sentences: "
+                              "minilm only (a .safetensors source has fixed --calibration-inputs)")
     if sentences is not None:
         raise SmartquantError("--calibration N counts minilm's shipped sentences; a .safetensors "
                               "source takes --calibration-inputs FILE")

@@ -87,16 +87,23 @@ def parse_views(text: str) -> tuple[int, ...]:
 
 def quantize_source(spec: str, settings: MethodSettings = MethodSettings(), calibration: int | None = None,
                     calibration_inputs: str | None = None, warn: Callable[[str], None] = _warn_stderr,
-                    rotate: str | None = None) -> Image:
+                    rotate: str | None = None, sequential: bool = False) -> Image:
     """Load `spec` (`minilm` or a .safetensors path) and quantize its weights into an image
     by `settings.method` (rotated first when `rotate` is `hadamard[:SEED]`, `sw/store/rotated.py`);
     `calibration` (minilm sentences) or `calibration_inputs` (a file for a .safetensors
-    source) feed the PTQ methods, rotated with their weights.  Every check runs before any work."""
+    source) feed the PTQ methods, rotated with their weights; `sequential` calibrates each
+    layer behind the already-quantized ones (`sequential_store.py`).  Every check runs before any work."""
     plain = load_source(spec)
     settings.check_feasible(plain.weights)
-    data, calibration_info = load_calibration_for(spec, settings, plain.weights, calibration, calibration_inputs)
+    data, calibration_info = load_calibration_for(spec, settings, plain.weights, calibration, calibration_inputs,
+                                                  sequential)
     source = rotated_source(plain, rotate)
-    quantizer = make_quantizer(settings, rotate_calibration(data, source.rotations))
+    inputs = rotate_calibration(data, source.rotations)
+    if sequential:
+        from .sequential_store import minilm_sequential_quantizer
+        quantizer = minilm_sequential_quantizer(settings, inputs, calibration, plain, source)
+    else:
+        quantizer = make_quantizer(settings, inputs)
     fmt = settings.fmt
     info = {"source": source.name, "quantizer": type(quantizer).__name__, **settings.info(),
             "group_size": fmt.group_size, "symmetric": fmt.symmetric, "scale_format": fmt.scale_format.name.lower()}
