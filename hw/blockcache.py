@@ -129,7 +129,7 @@ class BlockCache(wiring.Component):
                 with m.If(burst_end & (beat.slot == s)):
                     m.d.sync += flags[s].eq(burst_failed)
             m.d.comb += getattr(self.use, f"{kind}_landed").eq(
-                _landed(m, fills, getattr(self.use.started, kind), kind))
+                _landed(m, fills, burst_end, getattr(self.use.started, kind), kind))
             # references per slot, and the next slot's freedom
             acquired = self.acquire_valid & getattr(self.acquire, kind)
             released = self.use.release_valid & getattr(self.use.release, kind)
@@ -149,14 +149,21 @@ class BlockCache(wiring.Component):
         return m
 
 
-def _landed(m: Module, fills: Signal, start: Signal, name: str) -> Signal:
-    """A register: whether more bursts have completed (`fills`) than the allocating jobs
-    started, counting this cycle's `start`.  Both comparisons are made from registers and
-    `start` only selects one, so the response stage's decision meets no adder here."""
+def _landed(m: Module, fills: Signal, fill: Signal, start: Signal, name: str) -> Signal:
+    """A register: whether more bursts have completed (`fills`, counting this cycle's `fill`,
+    a burst's last beat) than the allocating jobs started (counting this cycle's `start`).
+    The comparisons are made from registers (each count and the count + 1) and `fill` and
+    `start` only select one, so the response stage's decision meets no adder here, and
+    starts the cycle after the last beat."""
     started = Signal(FILL_COUNT_BITS, name=f"{name}_started")
     started_plus_one = Signal(FILL_COUNT_BITS, init=1, name=f"{name}_started_plus_one")
+    fills_plus_one = Signal(FILL_COUNT_BITS, init=1, name=f"{name}_fills_plus_one")
     landed = Signal(name=f"{name}_landed")
     with m.If(start):
         m.d.sync += [started.eq(started_plus_one), started_plus_one.eq(started_plus_one + 1)]
-    m.d.sync += landed.eq(Mux(start, fills != started_plus_one, fills != started))
+    with m.If(fill):
+        m.d.sync += fills_plus_one.eq(fills_plus_one + 1)
+    # (both counts one more: the same comparison as neither)
+    m.d.sync += landed.eq(Mux(fill, Mux(start, fills != started, fills_plus_one != started),
+                              Mux(start, fills != started_plus_one, fills != started)))
     return landed

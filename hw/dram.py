@@ -14,7 +14,7 @@ each other (AXI orders neither across channels).
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..spec import LINE_BITS, LINE_BYTES, PLANES
@@ -56,9 +56,11 @@ class DramPort(wiring.Component):
         width, bpl = self.data_width, self.beats_per_line
         size = (width // 8).bit_length() - 1
 
-        # --- read requests (plane and metadata queues) -> AR, metadata first ---
-        m.submodules.plane_queue = pq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
-        m.submodules.meta_queue = mq = SyncFIFOBuffered(width=READ_REQUEST.size, depth=4)
+        # --- read requests (plane and metadata queues) -> AR, metadata first; the queues read
+        # their distributed RAM directly (first word fall-through), so a request offered in one
+        # cycle is on AR in the next ---
+        m.submodules.plane_queue = pq = SyncFIFO(width=READ_REQUEST.size, depth=4)
+        m.submodules.meta_queue = mq = SyncFIFO(width=READ_REQUEST.size, depth=4)
         m.submodules.landing = landing = BlockRamQueue(width=_LANDING.size, depth=self.plane_slots + self.meta_slots)
         for queue, reads in ((pq, self.plane_reads), (mq, self.meta_reads)):
             m.d.comb += [queue.w_en.eq(reads.valid), queue.w_data.eq(reads.payload), reads.ready.eq(queue.w_rdy)]

@@ -1,6 +1,7 @@
-"""Queue heads in registers: a deep queue in block RAM, and a stream's head in two registers."""
+"""Queue heads in registers: a deep queue in block RAM, a stream's head in two registers, and
+a queue with such a head that an entry skips while it is empty."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import FIFOInterface, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -92,4 +93,34 @@ class HeadPair(wiring.Component):
             chosen = data.View(layout, whole)
             whole = pack(layout, **{name: fronts.get(name, getattr(chosen, name)) for name, _ in layout})
         m.d.comb += self.output.payload.eq(whole)
+        return m
+
+
+class BypassQueue(wiring.Component):
+    """A `HeadPair` behind a `depth`-entry FIFO that an entry skips while the FIFO is
+    empty: an entry reaches the output one cycle after it is offered (the pair's register)
+    instead of three.  `level`: the entries in the FIFO (not in the pair), for credit flow.
+    `early`: the pair's early fields."""
+
+    def __init__(self, shape, *, depth: int, early=()):
+        self.depth, self.early = depth, tuple(early)
+        super().__init__({"input": In(stream.Signature(shape)), "output": Out(stream.Signature(shape)),
+                          "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = self.input.payload.shape()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=Shape.cast(layout).width, depth=self.depth)
+        m.submodules.head = head = HeadPair(layout, early=self.early)
+        # (the FIFO's level is a register: empty means nothing in it, its output buffer included)
+        skip = (fifo.level == 0) & head.input.ready
+        m.d.comb += [
+            self.level.eq(fifo.level),
+            fifo.w_en.eq(self.input.valid & ~skip), fifo.w_data.eq(self.input.payload),
+            self.input.ready.eq(skip | fifo.w_rdy),
+            head.input.valid.eq(fifo.r_rdy | (self.input.valid & skip)),
+            head.input.payload.eq(Mux(fifo.r_rdy, fifo.r_data, self.input.payload)),
+            fifo.r_en.eq(head.input.ready),
+        ]
+        wiring.connect(m, wiring.flipped(self.output), head.output)
         return m

@@ -21,7 +21,7 @@ from .csr import CSR_BUS, CsrFile
 from .decode import REQUEST, AddressDecoder
 from .dram import DramPort
 from .fetch import FetchIssue
-from .layouts import COMMAND, JOB
+from .layouts import JOB
 from .queue import BlockRamQueue, HeadPair
 from .output import DRS, NDR
 from .respond import Responder
@@ -46,7 +46,9 @@ class SmartQuantTop(wiring.Component):
                            job_depth=job_depth)
         self.csr_file = CsrFile(lanes=lanes, axi_data_width=axi_data_width,
                                 default_dram_lines=min(1 << (axi_addr_width - 6), (1 << 32) - 1))
-        self.decoder = AddressDecoder(plane_slots=plane_slots, meta_slots=meta_slots)
+        # (the issue stage's decision starts at registers: the command's kind and misses are all it reads)
+        self.decoder = AddressDecoder(plane_slots=plane_slots, meta_slots=meta_slots,
+                                      decision_fields=FetchIssue.DECISION_FIELDS)
         self.responder = Responder(lanes=lanes, plane_slots=plane_slots, meta_slots=meta_slots)
         self.issue = FetchIssue(plane_slots=plane_slots, meta_slots=meta_slots, fp_steps=self.responder.steps)
         self.dram = DramPort(addr_width=axi_addr_width, data_width=axi_data_width, id_width=axi_id_width,
@@ -79,11 +81,7 @@ class SmartQuantTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.drs), resp.drs)
         wiring.connect(m, wiring.flipped(self.ndr), resp.ndr)
         wiring.connect(m, wiring.flipped(self.axi), dram.axi)
-        # the issue stage's decision moves a pointer, not the 161-bit command queue's output,
-        # and starts at registers: the command's kind and misses are all it reads
-        m.submodules.cmd_head = cmd_head = HeadPair(COMMAND, early=FetchIssue.DECISION_FIELDS)
-        wiring.connect(m, dec.cmd, cmd_head.input)
-        wiring.connect(m, cmd_head.output, issue.cmd)
+        wiring.connect(m, dec.cmd, issue.cmd)
         wiring.connect(m, issue.plane_reads, dram.plane_reads)
         wiring.connect(m, issue.meta_reads, dram.meta_reads)
         wiring.connect(m, issue.writes, dram.writes)

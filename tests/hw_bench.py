@@ -15,7 +15,7 @@ from smartquant.hw.top import SmartQuantTop
 from smartquant.sim.amaranth_bench import SAMPLED, CsrBus, SteppedAxiRam
 from smartquant.spec import (COUNTERS, DRS_FIELDS, LINE_BYTES, NDR_FIELDS, REQ_FIELDS, counter_csr,
                              pack_fields, region_csr_writes, unpack_fields, CSR_DRAM_LINES,
-                             CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, Opcode, host_line_address,
+                             CSR_ERR_ADDR_HI, CSR_ERR_ADDR_LO, CSR_ERR_CAUSE, Opcode, View, host_line_address,
                              lines_per_block)
 from smartquant.sw.image import golden
 
@@ -124,7 +124,6 @@ def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4,
     smallest tensor of an image, no stalls anywhere.  Cycles per block: from the first
     response to the last, per block; added latency: first response cycle (counted from the
     first request) minus the DRAM latency."""
-    from smartquant.spec import Opcode, View, host_line_address, lines_per_block
     from smartquant.sw.image.image import Image
     image = Image.load(image_dir)
     entry = min(image.entries, key=lambda e: (e.blocks, e.name))
@@ -140,6 +139,61 @@ def measure(image_dir: str, blocks: int = 24, latency: int = 64, ks=(1, 2, 3, 4,
             rows.append((view.name.lower(), k, round((result.cycles - result.first_response) / blocks, 2),
                          result.first_response - latency))
     return rows
+
+def _timeline_events(dut) -> dict:
+    """The events of one read's way through the controller, as expressions of its ports."""
+    dec, issue, cache, resp, axi = dut.decoder, dut.issue, dut.cache, dut.responder, dut.axi
+    return {
+        "accepted": dec.req.valid & dec.req.ready,
+        "command at the issue stage": issue.cmd.valid,
+        "plane read issued": issue.plane_reads.valid & issue.plane_reads.ready,
+        "AR accepted": axi.arvalid & axi.arready,
+        "first R beat": axi.rvalid & axi.rready,
+        "plane burst's last beat": dut.dram.beat.valid & dut.dram.beat.payload.last & ~dut.dram.beat.payload.meta,
+        "landed": cache.use.plane_landed,
+        "response stage starts": cache.use.release_valid,
+        "DRS valid": resp.drs.valid,
+    }
+
+
+def first_read_timeline(memory: np.ndarray, csr_writes, addr: int, *, dram_lines: int, latency: int) -> dict:
+    """Cycle of each event of `_timeline_events` for one MemRd of host line `addr` into an idle
+    controller (no stalls, DRAM `latency`), counted from the cycle the request is accepted."""
+    dut = SmartQuantTop()
+    ram = SteppedAxiRam(len(memory), dut.params["axi_data_width"] // 8, latency, random.Random(0), 0.0,
+                        max_outstanding=MAX_OUTSTANDING_READS)
+    ram.mem[:] = memory.tobytes()
+    axi_sampled = [getattr(dut.axi, name) for name in SAMPLED]
+    events = _timeline_events(dut)
+    seen = {}
+
+    async def bench(ctx):
+        csr = CsrBus(ctx, dut.csr)
+        for csr_addr, value in [(CSR_DRAM_LINES, dram_lines), *csr_writes]:
+            await csr.write(csr_addr, value)
+        ctx.set(dut.req.payload.as_value(), pack_fields(REQ_FIELDS, opcode=Opcode.MEM_RD, tag=0, addr=addr, data=0))
+        ctx.set(dut.req.valid, 1)
+        ctx.set(dut.drs.ready, 1)
+        for cycle in range(latency + 200):
+            _, _, *values = await ctx.tick().sample(*axi_sampled, *events.values())
+            ram.edge(cycle, dict(zip(SAMPLED, values[:len(SAMPLED)])))
+            for name, value in ram.out.items():
+                ctx.set(getattr(dut.axi, name), value)
+            for name, value in zip(events, values[len(SAMPLED):]):
+                if value and name not in seen:
+                    seen[name] = cycle
+            if "accepted" in seen:
+                ctx.set(dut.req.valid, 0)
+            if "DRS valid" in seen:
+                return
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert "DRS valid" in seen, "no response"
+    return {name: seen[name] - seen["accepted"] for name in events if name in seen}
+
 
 # --- request lists and the golden check shared by the top-level tests ---
 
@@ -185,7 +239,26 @@ def lookup_reference(model, kind, k: int, plane_line: int, meta_line: int = 0, c
     return out
 
 
+def timelines(latency: int = 64, cases=((View.PACKED, 2), (View.PACKED, 8), (View.INT8, 8), (View.FP16, 2))) -> list[tuple]:
+    """(view, k, the cycle of each `_timeline_events` event) of the first read of the bench's
+    synthetic tensor (`smartquant.sim.bench.bench_image`) into an idle controller."""
+    from smartquant.sim.bench import bench_image
+    image = bench_image(2)
+    entry = image.entries[0]
+    rows = []
+    for view, k in cases:
+        addr = host_line_address(view, k, entry.plane_base // 8 * lines_per_block(view, k))
+        rows.append((view.name.lower(), k, first_read_timeline(image.dram, region_writes([entry]), addr,
+                                                               dram_lines=image.dram_lines, latency=latency)))
+    return rows
+
+
 if __name__ == "__main__":
     import sys
     from smartquant.report import format_table
-    print(format_table(["view", "k", "cycles/block", "added latency"], measure(sys.argv[1])))
+    if sys.argv[1:] == ["--timeline"]:
+        rows = timelines()
+        names = list(rows[0][2])
+        print(format_table(["view", "k", *names], [(v, k, *(t.get(n, "") for n in names)) for v, k, t in rows]))
+    else:
+        print(format_table(["view", "k", "cycles/block", "added latency"], measure(sys.argv[1])))

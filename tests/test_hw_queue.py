@@ -8,7 +8,7 @@ from amaranth import Value
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from smartquant.hw.queue import BlockRamQueue, HeadPair
+from smartquant.hw.queue import BlockRamQueue, BypassQueue, HeadPair
 
 DEPTH = 8
 
@@ -81,3 +81,44 @@ def test_head_pair_passes_a_stream_in_order_at_one_per_cycle(shape, early, valid
     assert received == sent[:len(received)] and len(sent) - len(received) <= 2 and len(received) > 100
     if valid_rate == ready_rate == 1.0:
         assert len(received) >= 398
+
+
+@pytest.mark.parametrize("valid_rate,ready_rate", [(1.0, 1.0), (0.9, 0.4), (0.5, 0.9)])
+def test_bypass_queue_keeps_order_and_an_empty_one_answers_the_next_cycle(valid_rate, ready_rate):
+    """Random valid and ready (the producer offers only while `input.ready`): the output is
+    the input in order, nothing lost, `level` never past the depth; then, drained, an entry
+    offered is at the output the next cycle (it skips the FIFO), with its early field."""
+    rng = np.random.default_rng(int(valid_rate * 10 + ready_rate))
+    dut = BypassQueue(PAIR_LAYOUT, depth=DEPTH, early=("kind",))
+    payload_in, payload_out = Value.cast(dut.input.payload), Value.cast(dut.output.payload)
+    sent, received = [], []
+
+    async def bench(ctx):
+        for cycle in range(500):
+            offer = cycle < 400 and rng.random() < valid_rate
+            value = int(rng.integers(1 << 16))
+            ctx.set(dut.input.valid, offer)
+            ctx.set(payload_in, value)
+            ctx.set(dut.output.ready, rng.random() < ready_rate or cycle >= 400)
+            if offer and ctx.get(dut.input.ready):
+                sent.append(value)
+            if ctx.get(dut.output.valid) and ctx.get(dut.output.ready):
+                received.append(ctx.get(payload_out))
+            assert ctx.get(dut.level) <= DEPTH
+            await ctx.tick()
+        assert not ctx.get(dut.output.valid)
+        ctx.set(dut.output.ready, 0)
+        ctx.set(dut.input.valid, 1)
+        ctx.set(payload_in, 0xBEEF)
+        await ctx.tick()
+        ctx.set(dut.input.valid, 0)
+        assert ctx.get(dut.output.valid) and ctx.get(payload_out) == 0xBEEF
+        assert ctx.get(dut.output.payload.kind) == (0xBEEF >> 5) & 7      # (kind: bits 5..7)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert received == sent and len(received) > 150
+    if valid_rate == ready_rate == 1.0:
+        assert len(received) == 400

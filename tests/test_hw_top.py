@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hw_bench import (KS, BenchConfig, check_against_golden, region_writes, run_top,
-                      tensor_requests)
+                      tensor_requests, timelines)
+from smartquant.hw import decode
 from smartquant.spec import (BLOCK_WEIGHTS, GROUPS_PER_META_LINE, LINE_BYTES, PLANES, ErrorCause, Opcode, View,
                              host_line_address, lines_per_block)
 from smartquant.sw.image import golden
@@ -90,6 +91,19 @@ def test_minilm_tensor_every_view(minilm_image, view, k):
     result = run_top(minilm_image.dram, region_writes([entry]), requests,
                      dram_lines=minilm_image.dram_lines, cfg=BenchConfig(latency=32, seed=k))
     check_against_golden(minilm_image, requests, result)
+
+
+def test_first_read_reaches_the_dram_and_the_response_stage_without_waiting():
+    """One read into an idle controller (no stalls): its AR leaves `decode.STAGES` + 2
+    cycles after the request is accepted (the decoder, the command queue's register pair
+    reached past the empty queue, the issue stage's read queue), and the response stage
+    starts it the cycle after the last beat of its plane burst."""
+    latency = 20
+    for view, k, timeline in timelines(latency, cases=((View.PACKED, 3), (View.FP16, 2))):
+        assert timeline["AR accepted"] == decode.STAGES + 2, (view, k, timeline)
+        assert timeline["first R beat"] - timeline["AR accepted"] >= latency       # (the RAM model's)
+        assert timeline["landed"] == timeline["response stage starts"] == timeline["plane burst's last beat"] + 1, (view, k)
+        assert list(timeline.values()) == sorted(timeline.values()), (view, k, timeline)
 
 
 def test_bad_requests_poison_and_count(tiny_image):
