@@ -8,7 +8,8 @@ Each (method, variant) is quantized by `model_store.quantize_source` exactly as
 `smartquant quantize minilm --method M` does (calibration on the shipped calibration
 sentences), saved, loaded back (`Image.load` checks the manifest) and read at every k
 through `golden.tensor_values` (fp16 view).  Quality is `quality.quality` over the
-shipped sentence pairs, which calibration never sees.  `--dedicated M` adds, per k, an
+shipped sentence pairs, which calibration never sees (`--pairs-from holdout`: the hold-out
+pairs, which nothing was tuned on either).  `--dedicated M` adds, per k, an
 image of method M with the single view k (a dedicated model per k: the price of
 nesting is nested minus dedicated).  A variant (VARIANTS) sets `MethodSettings` fields
 and `quantize_source` options on top of the command line's: `rotated` stores W·H
@@ -30,7 +31,7 @@ from smartquant.report import format_table, write_json
 from smartquant.spec import ScaleFormat
 from smartquant.sw.image.image import Image
 from smartquant.sw.image.plan import uniform_plan
-from smartquant.sw.infer.evalset import load_pairs, unique_sentences
+from smartquant.sw.infer.evalset import PAIR_SETS, load_pair_set, unique_sentences
 from smartquant.sw.infer.model import linear_weight_names, load_encoder
 from smartquant.sw.infer.quality import quality
 from smartquant.sw.infer.weights import StorePlan, StoreValues
@@ -45,12 +46,12 @@ VARIANTS = {"plain": ({}, {}), "rotated": ({}, {"rotate": "hadamard"}),
 
 
 class Evaluator:
-    """Full-precision reference embeddings of the shipped pairs, and the quality of an
+    """Full-precision reference embeddings of a pair set, and the quality of an
     image read at uniform k through the golden decoder."""
 
-    def __init__(self):
+    def __init__(self, pairs_from: str = "shipped"):
         self.full = load_encoder("minilm")
-        self.pairs = load_pairs()
+        self.pairs = load_pair_set(pairs_from)
         self.sentences = unique_sentences(self.pairs)
         self.reference = dict(zip(self.sentences, self.full.embed(self.sentences)))
         self.names = linear_weight_names(self.full.config)
@@ -94,12 +95,14 @@ def main(argv=None) -> int:
                         help="calibrate each layer behind the already-quantized ones (quantize --sequential-calibration)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the column loops' small steps run best on 1 on a busy machine)")
+    parser.add_argument("--pairs-from", default="shipped", choices=list(PAIR_SETS),
+                        help="the sentence pairs quality is measured on (holdout: nothing was tuned on them)")
     parser.add_argument("--keep", metavar="DIR", help="keep the images under DIR")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     fmt = StoreFormat(args.group_size, args.format == "sym", ScaleFormat.FP16)
-    evaluator = Evaluator()
+    evaluator = Evaluator(args.pairs_from)
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ptq-images-"))
     rows = []
     for variant in args.variants:
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     headers = ["method", "variant", "image"] + [f"k={k}" for k in args.ks] + ["seconds"]
     print(format_table(headers, [[r["method"], r["variant"], r["image"]] + [r[k] for k in args.ks] + [r["seconds"]]
                                  for r in rows]))
-    print(f"\nmean cosine to full precision over {len(evaluator.sentences)} sentences of the shipped pairs; "
+    print(f"\nmean cosine to full precision over {len(evaluator.sentences)} sentences of the {args.pairs_from} pairs; "
           f"images under {folder}")
     if args.json:
         write_json(args.json, [dataclasses.asdict(fmt) | {"rows": rows}])
