@@ -3,18 +3,22 @@ import re
 import subprocess
 import sys
 
-from smartquant.cli import build_parser
+import pytest
+
+from smartquant.cli import build_parser, main
 
 
-def test_every_subcommand_has_help():
+def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert sub.choices, "no subcommands registered"
     for name in sub.choices:
-        out = subprocess.run([sys.executable, "-m", "smartquant.cli", name, "--help"],
-                             capture_output=True, text=True)
-        assert out.returncode == 0, (name, out.stderr)
-        assert "usage: smartquant" in out.stdout
+        with pytest.raises(SystemExit) as exited:
+            main([name, "--help"])
+        assert exited.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: smartquant {name}"), name
+    help_run = subprocess.run([sys.executable, "-m", "smartquant.cli", "--help"], capture_output=True, text=True)
+    assert help_run.returncode == 0 and "usage: smartquant" in help_run.stdout    # the module entry point
 
 
 def test_no_help_text_refers_to_issue_numbers():
