@@ -33,3 +33,11 @@ def test_eval_bad_settings(minilm_image_dir, flags, message, capsys):
 def test_eval_unknown_model(minilm_image_dir, capsys):
     assert main(["eval", str(minilm_image_dir), "--model", "gpt-17", "--pairs", "2"]) == 2
     assert "unknown model 'gpt-17'" in capsys.readouterr().err
+
+
+def test_eval_never_writes_over_its_pairs_file(minilm_image_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("paraphrase\tA cat sleeps.\tA cat naps.\n")
+    assert main(["eval", str(minilm_image_dir), "--pairs-from", str(pairs), "--json", str(pairs)]) == 2
+    assert "pairs.tsv" in capsys.readouterr().err
+    assert pairs.read_text() == "paraphrase\tA cat sleeps.\tA cat naps.\n"

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..report import format_table, write_json
 from .common import check_output_options, number_list
 from ..sw.infer import experiment
-from ..sw.infer.evalset import load_calibration, load_pair_set
+from ..sw.infer.evalset import load_calibration, load_pair_set, pair_set_file
 from ..sw.image.image import Image
 from ..sw.infer.policy import DEFAULT_KS
 
@@ -40,7 +40,7 @@ def run(args) -> int:
     uniform, budgets = number_list(int)(args.uniform), number_list(float)(args.budgets)
     ks = number_list(int)(args.ks)
     experiment.check_settings(uniform, budgets, ks)
-    check_output_options(args, inputs=[args.image])
+    check_output_options(args, inputs=[args.image, pair_set_file(args.pairs_from)])
     image = Image.load(args.image)
     with tqdm(desc="eval", unit="step", file=sys.stderr, disable=None) as bar:
         def progress(label: str) -> None:

@@ -74,6 +74,11 @@ def _parse_pairs(where: str, lines: list[str], limit: int | None) -> list[Senten
 PAIR_SETS = {"shipped": "sentence_pairs.tsv", "holdout": "holdout_pairs.tsv"}
 
 
+def pair_set_file(source: str) -> str | None:
+    """The file a pair set reads from the user's disk (None for a named, shipped set)."""
+    return None if source in PAIR_SETS else source
+
+
 def load_pair_set(source: str, limit: int | None = None) -> list[SentencePair]:
     """The pairs of a named set (PAIR_SETS) or of a TSV file at `source`."""
     if source in PAIR_SETS:
