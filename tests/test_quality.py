@@ -42,23 +42,26 @@ def test_evalset_is_shipped_and_balanced():
     assert len({p.label for p in load_pairs(limit=6)}) == 3
 
 
+def _largest_word_overlap(sentences, others) -> float:
+    """The largest Jaccard overlap of the word sets of a sentence of `sentences` and one of `others`."""
+    words = {s: set(re.findall(r"[a-z]+", s.lower())) for s in [*sentences, *others]}
+    return max(len(words[a] & words[b]) / len(words[a] | words[b]) for a in sentences for b in others)
+
+
 def test_ptq_calibration_extends_the_plan_calibration_and_stays_off_the_pairs():
-    words = lambda text: set(re.findall(r"[a-z]+", text.lower()))
     ptq, plan, evaluated = load_ptq_calibration(), load_calibration(), unique_sentences(load_pairs())
     assert ptq[:len(plan)] == plan and len(ptq) > 10 * len(plan) and len(set(ptq)) == len(ptq)
-    overlap = max(len(words(a) & words(b)) / len(words(a) | words(b)) for a in ptq for b in evaluated)
-    assert overlap <= 0.3          # calibration shares no sentence, nor most of one's words, with the pairs
+    # calibration shares no sentence, nor most of one's words, with the pairs
+    assert _largest_word_overlap(ptq, evaluated) <= 0.3
     assert len(load_ptq_calibration(limit=5)) == 5
 
 
 def test_holdout_pairs_share_no_sentence_with_anything_tuned_on():
-    words = lambda text: set(re.findall(r"[a-z]+", text.lower()))
     holdout = load_pair_set("holdout")
     assert len(holdout) == 40 and {p.label for p in holdout} == set(LABELS)
     assert load_pair_set("shipped") == load_pairs()
     seen = load_ptq_calibration() + unique_sentences(load_pairs())
-    overlap = max(len(words(a) & words(b)) / len(words(a) | words(b)) for a in unique_sentences(holdout) for b in seen)
-    assert overlap <= 0.45         # no hold-out sentence repeats, or nearly repeats, a tuned-on one
+    assert _largest_word_overlap(unique_sentences(holdout), seen) <= 0.45         # no hold-out sentence repeats, or nearly repeats, a tuned-on one
 
 
 def test_malformed_evalset(tmp_path):
