@@ -81,10 +81,8 @@ def pair_set_file(source: str) -> str | None:
 
 def load_pair_set(source: str, limit: int | None = None) -> list[SentencePair]:
     """The pairs of a named set (PAIR_SETS) or of a TSV file at `source`."""
-    if source in PAIR_SETS:
-        where, lines = _lines(None, PAIR_SETS[source])
-        return _parse_pairs(where, lines, limit)
-    return load_pairs(source, limit)
+    where, lines = _lines(pair_set_file(source), PAIR_SETS.get(source, ""))
+    return _parse_pairs(where, lines, limit)
 
 
 def load_calibration(path: str | Path | None = None, limit: int | None = None) -> list[str]:
