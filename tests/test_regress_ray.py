@@ -1,7 +1,8 @@
 """`smartquant regress --ray` against a real one-node Ray cluster (sim/ray_cluster.py,
 sim/regress.py): an unreachable address is a one-line error before any Verilog, the
 documented `ray://HOST:10001` client form runs jobs, and a cluster stopped mid-run
-gives the summary of the finished jobs and exit 3.
+gives the summary of the finished jobs and exit 3 (its jobs slowed down in the driver, so
+the cluster is always killed with jobs left).
 
 The cluster is `ray start --head --block` bound to 127.0.0.1 (every port chosen free,
 one CPU, no dashboard) in its own process group, stopped by the test; each regress runs
@@ -81,6 +82,10 @@ class LocalCluster:
                  CLUSTER_START_S, "the Ray client server")
         assert self.process.poll() is None, (Path(self.temp_dir) / "ray-start.log").read_text()
 
+    def kill(self):
+        """SIGKILL to the whole process group at once: the cluster lost, not shut down."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+
     def stop(self):
         """SIGTERM to `ray start --block` (it stops every Ray process it started), then
         SIGKILL to what is left of its process group; once."""
@@ -122,6 +127,14 @@ def regress(*args: str, python: str = "", env: dict | None = None, **popen) -> s
 NO_VERILOG = ("from smartquant.sim import runner\n"
               "def no_verilog(*a, **k):\n    sys.exit(97)\n"
               "runner.design_verilog = no_verilog")
+
+#: in the subprocess: each job waits 3 s before it starts (on a tiny image a job takes ~0.2 s);
+#: the wrapper is pickled by value, and on the worker the import finds the unpatched job
+SLOW_JOBS = ("import time\nfrom smartquant.sim import regress\n"
+             "def run_job(*args, **kwargs):\n    time.sleep(3)\n"
+             "    from smartquant.sim.regress import run_job as unpatched\n"
+             "    return unpatched(*args, **kwargs)\n"
+             "regress.run_job = run_job")
 
 
 def test_client_address_defaults_to_port_10001_and_local_has_nothing_to_probe():
@@ -191,17 +204,18 @@ def test_a_cluster_address_runs_the_jobs(cluster, tiny_image_dir, tmp_path, form
 
 @pytest.mark.slow
 def test_cluster_stopped_mid_run_prints_the_finished_jobs_and_exits_3(cluster, tiny_image_dir, tmp_path):
-    """Also the documented `ray://HOST:10001` form: the jobs before the stop pass."""
+    """Also the documented `ray://HOST:10001` form: the jobs before the kill pass."""
     seeds, keep = 6, tmp_path / "keep"
     process = regress(str(tiny_image_dir), "--seeds", str(seeds), "--ray", f"ray://{LOOPBACK}:{cluster.client_port}",
-                      "--keep", str(keep), "--json", str(tmp_path / "r.json"),
+                      "--keep", str(keep), "--json", str(tmp_path / "r.json"), python=SLOW_JOBS,
                       env={"RAY_CLIENT_RECONNECT_GRACE_PERIOD": "5"})
     try:
-        # one CPU: jobs run one after another, so the second job's trace means the first finished
+        # one CPU: jobs run one after another, so the second job's trace means the first
+        # finished 3 s ago, and the third cannot finish within 3 s of it
         wait_for(lambda: (keep / "default-seed1").exists() or process.poll() is not None, REGRESS_S,
                  "the second job to start")
         assert process.poll() is None, process.communicate()
-        cluster.stop()
+        cluster.kill()
         out, err = process.communicate(timeout=180)
     finally:
         process.kill()
