@@ -138,16 +138,29 @@ class BlockTags(wiring.Component):
         loads_table, fetch_plane, fetch_meta = Signal(), Signal(), Signal()
         ahead_serves, ahead_dropped = Signal(), Signal()     # the fill ahead holds the block; its drop took it
         p_match, same, plane_slot, m_match = Signal(P), Signal(P), Signal(range(P)), Signal(M)
+        # The hit, without the vector p_match: L1 found the block in at most one slot (a block is
+        # resident at most once); whether that slot lies at the pointer, the next or the one after
+        # is three OR trees over registers, and the pending decision and the table load pick which
+        # of those positions are taken (the table load ahead, the fill ahead, this table load).
+        near, taken, hit = Signal(3), Signal(), Signal()
+        at = [p_hot, _rotate(p_hot), _rotate(_rotate(p_hot))]
+        m.d.comb += [
+            near.eq(Cat(*[(p_hit_base & position) != 0 for position in at])),
+            taken.eq((near[0] & (pend_table | pend_fill | loads_table))
+                     | (near[1] & ((pend_table & pend_fill) | (loads_table & (pend_table ^ pend_fill))))
+                     | (near[2] & loads_table & pend_table & pend_fill)),
+            hit.eq((pend_fill & ahead_serves & ahead_deep) | ((p_hit_base != 0) & ~taken & ~ahead_dropped)),
+        ]
         m.d.comb += [
             loads_table.eq(cmd.lut & ~table_hit),
             ahead_serves.eq(ahead_eq & pend_resident),
             ahead_dropped.eq(ahead_eq & pend_clears),
             same.eq((p_ahead & ahead_serves.replicate(P))
                     | (~p_ahead & p_same_base & ~table_hot_ahead & ~ahead_dropped.replicate(P))),
-            p_match.eq(((p_ahead & (ahead_serves & ahead_deep).replicate(P))
-                        | (~p_ahead & p_hit_base & ~table_hot_ahead & ~ahead_dropped.replicate(P)))
-                       & ~(hot_now & loads_table.replicate(P))),     # the table load's slot, taken first
-            fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & (p_match != 0))),
+            # (the slot a hit names; a hit on the table load's slot is no hit: `taken`)
+            p_match.eq((p_ahead & (ahead_serves & ahead_deep).replicate(P))
+                       | (~p_ahead & p_hit_base & ~table_hot_ahead & ~ahead_dropped.replicate(P))),
+            fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & hit)),
             plane_slot.eq(Mux(loads_table, _next(ptr_now, P), ptr_now)),
             m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M)))),
             fetch_meta.eq(fp & (m_match == 0)),
@@ -156,7 +169,7 @@ class BlockTags(wiring.Component):
         m.d.sync += [pend_fill.eq(live & fetch_plane), pend_table.eq(live & loads_table),
                      pend_resident.eq(live & quantized & ~self.invalidate),
                      pend_write.eq(live & is_write), pend_qmiss.eq(live & quantized & fetch_plane),
-                     pend_clears.eq(live & ((quantized & fetch_plane) | (is_write & (p_match != 0)))),
+                     pend_clears.eq(live & ((quantized & fetch_plane) | (is_write & hit))),
                      pend_match.eq(p_match), pend_same.eq(same),
                      m_ahead.eq(0)]
         with m.If(live):
