@@ -90,6 +90,32 @@ def test_joint_beats_the_grid_alone_at_the_low_views(per_view):
         assert _output_error(x, weight, q.dequantize(k)) < 0.8 * _output_error(x, weight, plain.dequantize(k))
 
 
+def test_joint_anchor_fixes_the_coarse_bits_and_refines_inside_them():
+    weight, x = _layer(cols=256)
+    grid = JointClip(views=(2, 3, 4, 8), view_weights=(0.5, 1, 8, 64))
+
+    def joint(views, lam, **kw):
+        layer = JointGPTQ(weight.shape[1])
+        layer.add_batch(x)
+        return layer.quantize(weight, views=views, view_weights=lam, grid=grid, **kw)
+    anchored = joint((2, 3, 4, 8), (0.5, 1, 8, 64), anchor=3)
+    coarse = joint((2, 3), (0.5, 1))
+    np.testing.assert_array_equal(view_code(anchored.codes, 3), view_code(coarse.codes, 3))
+    # the second pass works around the anchored bits: the finer views beat the bucket middles
+    for k in (4, 8):
+        assert _output_error(x, weight, anchored.dequantize(k)) < 0.7 * _output_error(x, weight, coarse.dequantize(k))
+
+
+@pytest.mark.parametrize("anchor, per_view, message", [(8, True, "below the finest"), (5, True, "below the finest"),
+                                                       (3, False, "needs per-view feedback")])
+def test_joint_anchor_is_checked(anchor, per_view, message):
+    weight, x = _layer(cols=64)
+    layer = JointGPTQ(weight.shape[1])
+    layer.add_batch(x)
+    with pytest.raises(SmartquantError, match=message):
+        layer.quantize(weight, views=(3, 4, 8), anchor=anchor, per_view=per_view)
+
+
 # --- the CLI: every method writes an image --------------------------------------------------
 
 @pytest.fixture
@@ -187,6 +213,10 @@ BAD = {
                                             "--view-weights", "1,2"], "2 view weights for 3 views"),
     "joint feedback on gptq": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
                                                 "--joint-feedback", "mean"], "--joint-feedback belongs to the joint"),
+    "joint anchor on gptq": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
+                                              "--joint-anchor", "3"], "--joint-anchor belongs to the joint"),
+    "joint anchor not a view": (lambda t, m, c: ["--method", "joint", "--calibration-inputs", str(c),
+                                                 "--joint-anchor", "2"], "must be one of the views"),
     "sequential for RTN": (lambda t, m, c: ["--method", "rtn", "--sequential-calibration"], "uses no calibration"),
     "sequential with inputs": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
                                                 "--sequential-calibration"], "minilm only"),
@@ -236,6 +266,15 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
                 + _method_args("joint", inputs_file)) == 0
     image = Image.load(out)
     assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
+
+
+def test_joint_anchor_is_a_quantize_option_recorded_in_the_manifest(model_file, inputs_file, tmp_path):
+    out = tmp_path / "img"
+    assert main(["quantize", str(model_file), "-o", str(out), "--joint-anchor", "4"]
+                + _method_args("joint", inputs_file)) == 0
+    assert Image.load(out).info["joint_anchor"] == 4
+    assert main(["quantize", str(model_file), "-o", str(tmp_path / "plain")] + _method_args("joint", inputs_file)) == 0
+    assert "joint_anchor" not in Image.load(tmp_path / "plain").info
 
 
 @pytest.mark.slow
