@@ -217,6 +217,7 @@ BAD = {
                                               "--joint-anchor", "3"], "--joint-anchor belongs to the joint"),
     "joint anchor not a view": (lambda t, m, c: ["--method", "joint", "--calibration-inputs", str(c),
                                                  "--joint-anchor", "2"], "must be one of the views"),
+    "act order for MSE": (lambda t, m, c: ["--method", "mse", "--act-order"], "--act-order belongs to the calibrated"),
     "sequential for RTN": (lambda t, m, c: ["--method", "rtn", "--sequential-calibration"], "uses no calibration"),
     "sequential with inputs": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
                                                 "--sequential-calibration"], "minilm only"),
@@ -268,13 +269,17 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
     assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
 
 
-def test_joint_anchor_is_a_quantize_option_recorded_in_the_manifest(model_file, inputs_file, tmp_path):
-    out = tmp_path / "img"
-    assert main(["quantize", str(model_file), "-o", str(out), "--joint-anchor", "4"]
-                + _method_args("joint", inputs_file)) == 0
-    assert Image.load(out).info["joint_anchor"] == 4
-    assert main(["quantize", str(model_file), "-o", str(tmp_path / "plain")] + _method_args("joint", inputs_file)) == 0
-    assert "joint_anchor" not in Image.load(tmp_path / "plain").info
+@pytest.mark.parametrize("method", ["joint", "gptq"])
+def test_anchor_and_act_order_are_quantize_options_recorded_in_the_manifest(method, model_file, inputs_file, tmp_path):
+    def quantize(name, options):
+        assert main(["quantize", str(model_file), "-o", str(tmp_path / name)] + options
+                    + _method_args(method, inputs_file)) == 0
+        return Image.load(tmp_path / name)
+    plain = quantize("plain", [])
+    ordered = quantize("ordered", ["--act-order"] + (["--joint-anchor", "4"] if method == "joint" else []))
+    assert ordered.info["act_order"] is True and "act_order" not in plain.info
+    assert ordered.info.get("joint_anchor") == (4 if method == "joint" else None) and "joint_anchor" not in plain.info
+    assert not np.array_equal(tensor_values(ordered, "w2", 3, View.FP16), tensor_values(plain, "w2", 3, View.FP16))
 
 
 @pytest.mark.slow

@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                    help="joint, per-view: fix the codes' top K bits (K one of the views) by a first pass over "
                         "the views <= K, then choose the low bits inside each K-bit bucket by a second pass "
                         "over the finer views")
+    p.add_argument("--act-order", action="store_true",
+                   help="PTQ methods: round the columns by decreasing Hessian diagonal (activation order; "
+                        "default: in input order)")
     p.add_argument("--calibration", type=int_at_least(1), metavar="N",
                    help="minilm, PTQ methods: calibrate on N of the shipped PTQ calibration sentences (default all 234; sw/data/)")
     p.add_argument("--sequential-calibration", action="store_true",
@@ -85,7 +88,7 @@ def accumulator_spec(args) -> AccumulatorSpec | None:
 #: (flag, args attribute) of every option a recipe cannot take (it names each tensor's quantizer)
 METHOD_OPTIONS = (("--method", "method"), ("--views", "views"), ("--view-weights", "view_weights"),
                   ("--joint-feedback", "joint_feedback"), ("--joint-anchor", "joint_anchor"),
-                  ("--calibration", "calibration"),
+                  ("--act-order", "act_order"), ("--calibration", "calibration"),
                   ("--calibration-inputs", "calibration_inputs"),
                   ("--sequential-calibration", "sequential_calibration"), ("--rotate", "rotate"),
                   ("--accumulator-bits", "accumulator_bits"), ("--input-bits", "input_bits"),
@@ -111,7 +114,8 @@ def method_settings(args) -> MethodSettings:
         weights = defaults.view_weights if args.views is None and method == "joint" else None
     fmt = StoreFormat(args.group_size or defaults.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     return MethodSettings(method, fmt, parse_views(args.views) if args.views else defaults.views, weights,
-                          accumulator_spec(args), args.joint_feedback, args.joint_anchor)
+                          accumulator_spec(args), args.joint_feedback, args.joint_anchor,
+                          args.act_order)
 
 
 def run(args) -> int:

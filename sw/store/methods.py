@@ -77,6 +77,7 @@ class MethodSettings:
     accumulator: AccumulatorSpec | None = None          #: AXE methods only
     joint_feedback: str | None = None                   #: joint: "per-view" (None: the default) or "mean"
     joint_anchor: int | None = None                     #: joint: bits fixed by a first pass over the views <= it
+    act_order: bool = False                             #: calibrated methods: columns by decreasing H_jj
 
     def __post_init__(self):
         if self.method not in SEQUENTIAL:
@@ -96,6 +97,8 @@ class MethodSettings:
             check_anchor(views, self.joint_anchor, feedback == "per-view")
         elif self.joint_anchor is not None:
             raise SmartquantError(f"--joint-anchor belongs to the joint method, not {self.method}")
+        if self.act_order and SEQUENTIAL[self.method] is None:
+            raise SmartquantError(f"--act-order belongs to the calibrated methods, not {self.method}")
         if (self.accumulator is not None) != (self.method in AXE_METHODS):
             raise SmartquantError(f"{self.method}: accumulator options (--accumulator-bits, --input-bits) "
                                   + ("are required" if self.method in AXE_METHODS else "belong to the AXE methods"))
@@ -134,6 +137,8 @@ class MethodSettings:
             out["joint_feedback"] = self.joint_feedback
             if self.joint_anchor is not None:
                 out["joint_anchor"] = self.joint_anchor
+        if self.act_order:
+            out["act_order"] = True
         if self.accumulator is not None:
             acc = self.accumulator
             out["accumulator"] = {"bits": acc.accumulator_bits, "input_bits": acc.input_bits,
@@ -163,8 +168,9 @@ class CalibratedQuantizer:
         layer.add_batch(inputs)
         if s.method == "joint":
             return layer.quantize(weight, views=s.views, view_weights=s.view_weights, grid=s.grid(),
-                                  per_view=s.joint_feedback == "per-view", anchor=s.joint_anchor)
-        return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator)
+                                  per_view=s.joint_feedback == "per-view", anchor=s.joint_anchor,
+                                  act_order=s.act_order)
+        return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator, act_order=s.act_order)
 
 
 def make_quantizer(settings: MethodSettings, calibration: dict | None):
