@@ -269,17 +269,17 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
     assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
 
 
-@pytest.mark.parametrize("method", ["joint", "gptq"])
-def test_anchor_and_act_order_are_quantize_options_recorded_in_the_manifest(method, model_file, inputs_file, tmp_path):
+@pytest.mark.parametrize("method, option", [("joint", ["--act-order"]), ("gptq", ["--act-order"]),
+                                            ("joint", ["--joint-anchor", "4"])])
+def test_act_order_and_anchor_change_the_codes_and_are_recorded(method, option, model_file, inputs_file, tmp_path):
     def quantize(name, options):
         assert main(["quantize", str(model_file), "-o", str(tmp_path / name)] + options
                     + _method_args(method, inputs_file)) == 0
         return Image.load(tmp_path / name)
-    plain = quantize("plain", [])
-    ordered = quantize("ordered", ["--act-order"] + (["--joint-anchor", "4"] if method == "joint" else []))
-    assert ordered.info["act_order"] is True and "act_order" not in plain.info
-    assert ordered.info.get("joint_anchor") == (4 if method == "joint" else None) and "joint_anchor" not in plain.info
-    assert not np.array_equal(tensor_values(ordered, "w2", 3, View.FP16), tensor_values(plain, "w2", 3, View.FP16))
+    plain, changed = quantize("plain", []), quantize("changed", option)
+    key, value = ("act_order", True) if option[0] == "--act-order" else ("joint_anchor", 4)
+    assert changed.info[key] == value and key not in plain.info
+    assert not np.array_equal(tensor_values(changed, "w2", 3, View.FP16), tensor_values(plain, "w2", 3, View.FP16))
 
 
 @pytest.mark.slow
