@@ -47,9 +47,9 @@ def register(subparsers) -> None:
                    help="joint: feed back each view's error to its own copy of the weights (per-view, "
                         "default) or the error of the weighted-mean reconstruction (mean)")
     p.add_argument("--joint-anchor", type=int, metavar="K",
-                   help="joint, per-view: fix the codes' top K bits (K one of the views) by a first pass over "
-                        "the views <= K, then choose the low bits inside each K-bit bucket by a second pass "
-                        "over the finer views")
+                   help="joint, per-view: fix the codes' top K bits (K a view below the two finest) by a first "
+                        "pass over the views <= K and the finest, then choose the low bits inside each K-bit "
+                        "bucket by a second pass over the views > K")
     p.add_argument("--act-order", action="store_true",
                    help="PTQ methods: round the columns by decreasing Hessian diagonal (activation order; "
                         "default: in input order)")

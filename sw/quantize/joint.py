@@ -20,10 +20,11 @@ their lower envelope (a step function of t: every code is on it) and looks the c
     a fine view then compensates its own errors instead of carrying the coarse views'.
 
   With an anchor of K bits (`anchor=K`, per-view feedback only), two such passes over the
-  original weights: the first over the views <= K fixes the top K bits of every code, the
-  second over the views > K picks the low bits inside each K-bit bucket (as incremental
-  upscaling does, `nested_ptq`), so view K reads exactly what a joint pass over the views
-  <= K alone gives, and the finer views work around it.
+  original weights: the first over the views <= K and the finest view fixes the top K bits
+  of every code, the second over the views > K picks the low bits inside each K-bit bucket
+  (as incremental upscaling does, `nested_ptq`).  The views between K and the finest then
+  no longer pull on the coarse bits; the finest view stays in the first pass, or the
+  buckets would drift from the weights and view 8 could not follow them.
 
     joint = JointGPTQ(in_features)
     for x in calibration_inputs: joint.add_batch(x)
@@ -210,7 +211,7 @@ class JointGPTQ(GPTQ):
             sequential_round(work, feedback, divisor, rounder, order, block_size, from_original)
             return setup.tensor(rounder.codes.numpy().astype(np.uint8))
         passes = [joint] if anchor is None else [
-            JointCodes(joint.views[:split], joint.view_weights[:split]),
+            JointCodes(joint.views[:split] + joint.views[-1:], joint.view_weights[:split] + joint.view_weights[-1:]),
             JointCodes(joint.views[split:], joint.view_weights[split:])]
         prefix = None
         for codes in passes:
@@ -222,12 +223,14 @@ class JointGPTQ(GPTQ):
 
 
 def check_anchor(views: tuple[int, ...], anchor: int | None, per_view: bool) -> int:
-    """The number of `views` (sorted) at or below `anchor`: it must be a named view below the
-    finest, with per-view feedback (0 when there is no anchor)."""
+    """The number of `views` (sorted) at or below `anchor`: it must be a named view with another
+    between it and the finest (else the second pass re-chooses what the first did), with
+    per-view feedback (0 when there is no anchor)."""
     if anchor is None:
         return 0
-    if anchor not in views[:-1]:
-        raise SmartquantError(f"anchor {anchor} bits must be one of the views {list(views)} below the finest")
+    if anchor not in views[:-2]:
+        raise SmartquantError(f"anchor {anchor} bits must be one of the views {list(views)} "
+                              f"with another view between it and the finest")
     if not per_view:
         raise SmartquantError("an anchor needs per-view feedback (the mean feedback has one working copy)")
     return views.index(anchor) + 1
