@@ -4,13 +4,16 @@ decided in command order over every slot (docs/RTL.md, "Block cache").
 Two register stages at the end of the address decoder (which never stalls):
   L1 compares the command's block (plane line // 8, 29 bits) with every plane slot's tag
      and its k (a raw write: its line's place in the block + 1) with the slot's lines, its
-     metadata line (a raw write: the written line) with every metadata slot's tag, and both
-     with the command one stage ahead, whose allocation the tags do not hold yet;
-  L2 decides: a plane hit is a valid slot holding the block with at least k lines (the slot
-     the command ahead allocated is judged by the forwarded compare), a metadata hit a
-     valid slot holding the line.  A miss takes the slot at the round-robin pointer (the
-     same order the cache component allocates in); the valid bits, tags, pointers and the
-     loaded table change here, so the next command's L2 sees them.
+     metadata line (a raw write: the written line) with every metadata slot's tag, and its
+     (codebook, k) with the table loaded once the command ahead has decided; it compares
+     with the commands one and two ahead as well, whose allocations the tags do not hold yet;
+  L2 decides: a plane hit is a valid slot holding the block with at least k lines, a
+     metadata hit a valid slot holding the line.  A miss takes the slot at the round-robin
+     pointer (the same order the cache component allocates in).  The metadata slots and
+     the loaded table change at the end of L2, so the next command's L2 sees them; the
+     plane slots' valid bits, tags and pointer take the decision a cycle later, from
+     registers, and the next command's L2 forwards it (the decision, a 128-way OR, and the
+     update of every slot would not both fit in one cycle).
 The hit slot's number is encoded from L2's registered one-hot vector on the way out.
 
 Rules (sw/image/dram_errors.py `SlotModel` applies the same ones): a quantized read's miss
@@ -69,67 +72,107 @@ class BlockTags(wiring.Component):
         m = Module()
         P, M = self.plane_slots, self.meta_slots
         c = self.input.cmd
+        l1, l2 = Signal(STAGE), Signal(STAGE)       # the commands in L2 and leaving the lookup
+        # (named: sim/formal_cache.py's k-induction invariants refer to these registers)
         p_tag = [Signal(BLOCK_BITS, name=f"plane_tag{e}") for e in range(P)]
         p_lines = [Signal(4, name=f"plane_lines{e}") for e in range(P)]
         m_tag = [Signal(32, name=f"meta_tag{e}") for e in range(M)]
+        p_valid, p_hot = Signal(P, name="p_valid"), Signal(P, init=1, name="p_hot")
+        p_ptr = Signal(range(P), name="p_ptr")
+        m_valid, m_hot, m_ahead = Signal(M, name="m_valid"), Signal(M, init=1, name="m_hot"), Signal(M, name="m_ahead")
+        m_ptr = Signal(range(M))
+        table_valid, table_codebook = Signal(name="table_valid"), Signal.like(c.codebook, name="table_codebook")
+        table_k = Signal(4)
 
-        # --- L1: compare with every slot and with the command ahead ---
-        l1 = Signal(STAGE)
+        # --- the plane decision of the command leaving (l2), applied to the slots now ---
+        pend_fill, pend_table, pend_resident = Signal(name="pend_fill"), Signal(name="pend_table"), Signal()
+        pend_write, pend_qmiss, pend_clears = Signal(), Signal(), Signal()
+        pend_match, pend_same = Signal(P), Signal(P)        # the slots it hit; those holding its block
+        p_ahead, table_hot_ahead, dropped = Signal(P, name="p_ahead"), Signal(P), Signal(P)
+        valid_now, hot_now, ptr_now = Signal(P, name="p_valid_now"), Signal(P), Signal(range(P))
+        m.d.comb += [
+            p_ahead.eq(Mux(pend_table, _rotate(p_hot), p_hot) & pend_fill.replicate(P)),
+            table_hot_ahead.eq(p_hot & pend_table.replicate(P)),
+            dropped.eq(Mux(pend_write, pend_match, Mux(pend_qmiss, pend_same, 0))),
+            valid_now.eq((p_valid & ~dropped & ~table_hot_ahead & ~p_ahead) | (p_ahead & pend_resident.replicate(P))),
+            hot_now.eq(Mux(pend_table & pend_fill, _rotate(_rotate(p_hot)),
+                           Mux(pend_table | pend_fill, _rotate(p_hot), p_hot))),
+            ptr_now.eq(Mux(pend_table & pend_fill, _next(_next(p_ptr, P), P),
+                           Mux(pend_table | pend_fill, _next(p_ptr, P), p_ptr))),
+        ]
+        m.d.sync += [p_valid.eq(valid_now), p_hot.eq(hot_now), p_ptr.eq(ptr_now)]
+        for e in range(P):
+            with m.If(p_ahead[e]):
+                m.d.sync += [p_tag[e].eq(l2.cmd.plane_line[3:]), p_lines[e].eq(l2.cmd.k)]
+
+        # --- L1: compare with every slot (as L2 will find them) and with the commands ahead ---
         key, need, meta_key = Signal(BLOCK_BITS), Signal(4), Signal(32)
         write = c.kind == Kind.RAW_WR
         m.d.comb += [key.eq(c.plane_line[3:]), need.eq(Mux(write, c.plane_line[:3] + 1, c.k)),
                      meta_key.eq(Mux(write, c.plane_line, c.meta_line))]
         l1_key, l1_meta_key = Signal(BLOCK_BITS), Signal(32)
-        p_eq, p_deep, m_eq = Signal(P), Signal(P), Signal(M)
-        ahead_eq, ahead_deep, ahead_meta_eq = Signal(), Signal(), Signal()
+        p_hit_base, p_same_base, m_eq = Signal(P), Signal(P), Signal(M)
+        ahead_eq, ahead_deep, ahead_meta_eq, table_hit = Signal(), Signal(), Signal(), Signal()
+        valid_next, holds = Signal(P), Signal(P)
+        m.d.comb += [
+            valid_next.eq(Mux(self.invalidate, 0, valid_now)),
+            holds.eq(Cat(*[Mux(p_ahead[e], l2.cmd.plane_line[3:] == key, p_tag[e] == key) for e in range(P)])),
+        ]
+        deep = Cat(*[Mux(p_ahead[e], l2.cmd.k >= need, p_lines[e] >= need) for e in range(P)])
+        ahead_loads_table = l1.valid & l1.cmd.lut & ~table_hit
+        ahead_writes = l1.valid & (l1.cmd.kind == Kind.RAW_WR)
         m.d.sync += [l1.eq(self.input), l1_key.eq(key), l1_meta_key.eq(meta_key),
-                     p_eq.eq(Cat(*[tag == key for tag in p_tag])),
-                     p_deep.eq(Cat(*[lines >= need for lines in p_lines])),
+                     p_same_base.eq(valid_next & holds), p_hit_base.eq(valid_next & holds & deep),
                      m_eq.eq(Cat(*[tag == meta_key for tag in m_tag])),
                      ahead_eq.eq(key == l1_key), ahead_deep.eq(l1.cmd.k >= need),
-                     ahead_meta_eq.eq(meta_key == l1_meta_key)]
+                     ahead_meta_eq.eq(meta_key == l1_meta_key),
+                     table_hit.eq(~self.invalidate & Mux(
+                         ahead_loads_table, (l1.cmd.codebook == c.codebook) & (l1.cmd.k == c.k),
+                         ~ahead_writes & table_valid & (table_codebook == c.codebook) & (table_k == c.k)))]
 
-        # --- L2: decide, update ---
+        # --- L2: decide; the metadata slots and the table change now, the plane slots next ---
         # (every value used more than once is a signal: the Verilog then computes it once)
         cmd = l1.cmd
         quantized, fp, is_write = Signal(), Signal(), Signal()
         m.d.comb += [quantized.eq(is_quantized(cmd.kind)), fp.eq(is_fp(cmd.kind)), is_write.eq(cmd.kind == Kind.RAW_WR)]
-        # (named: sim/formal_cache.py's k-induction invariants refer to these registers)
-        p_valid, p_hot, p_ahead = Signal(P, name="p_valid"), Signal(P, init=1, name="p_hot"), Signal(P, name="p_ahead")
-        p_ptr = Signal(range(P))                                            # ahead: its allocation
-        m_valid, m_hot, m_ahead = Signal(M, name="m_valid"), Signal(M, init=1, name="m_hot"), Signal(M, name="m_ahead")
-        m_ptr = Signal(range(M))
-        table_valid, table_codebook = Signal(name="table_valid"), Signal.like(cmd.codebook, name="table_codebook")
-        table_k = Signal(4)
-
         loads_table, fetch_plane, fetch_meta = Signal(), Signal(), Signal()
-        p_eqc, p_deepc, table_hot, p_match, plane_hot, filled, cleared = (Signal(P) for _ in range(7))
-        plane_slot, m_match = Signal(range(P)), Signal(M)
+        ahead_serves, ahead_dropped = Signal(), Signal()     # the fill ahead holds the block; its drop took it
+        p_match, same, plane_slot, m_match = Signal(P), Signal(P), Signal(range(P)), Signal(M)
+        # The hit, without the vector p_match: L1 found the block in at most one slot (a block is
+        # resident at most once); whether that slot lies at the pointer, the next or the one after
+        # is three OR trees over registers, and the pending decision and the table load pick which
+        # of those positions are taken (the table load ahead, the fill ahead, this table load).
+        near, taken, hit = Signal(3), Signal(), Signal()
+        at = [p_hot, _rotate(p_hot), _rotate(_rotate(p_hot))]
         m.d.comb += [
-            loads_table.eq(cmd.lut & ~(table_valid & (table_codebook == cmd.codebook) & (table_k == cmd.k))),
-            p_eqc.eq((p_eq & ~p_ahead) | (p_ahead & ahead_eq.replicate(P))),
-            p_deepc.eq((p_deep & ~p_ahead) | (p_ahead & ahead_deep.replicate(P))),
-            table_hot.eq(p_hot & loads_table.replicate(P)),         # the table load's slot, taken first
-            p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot),
-            fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & (p_match != 0))),
-            plane_hot.eq(Mux(loads_table, _rotate(p_hot), p_hot)),
-            plane_slot.eq(Mux(loads_table, _next(p_ptr, P), p_ptr)),
+            near.eq(Cat(*[(p_hit_base & position) != 0 for position in at])),
+            taken.eq((near[0] & (pend_table | pend_fill | loads_table))
+                     | (near[1] & ((pend_table & pend_fill) | (loads_table & (pend_table ^ pend_fill))))
+                     | (near[2] & loads_table & pend_table & pend_fill)),
+            hit.eq((pend_fill & ahead_serves & ahead_deep) | ((p_hit_base != 0) & ~taken & ~ahead_dropped)),
+        ]
+        m.d.comb += [
+            loads_table.eq(cmd.lut & ~table_hit),
+            ahead_serves.eq(ahead_eq & pend_resident),
+            ahead_dropped.eq(ahead_eq & pend_clears),
+            same.eq((p_ahead & ahead_serves.replicate(P))
+                    | (~p_ahead & p_same_base & ~table_hot_ahead & ~ahead_dropped.replicate(P))),
+            # (the slot a hit names; a hit on the table load's slot is no hit: `taken`)
+            p_match.eq((p_ahead & (ahead_serves & ahead_deep).replicate(P))
+                       | (~p_ahead & p_hit_base & ~table_hot_ahead & ~ahead_dropped.replicate(P))),
+            fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & hit)),
+            plane_slot.eq(Mux(loads_table, _next(ptr_now, P), ptr_now)),
             m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M)))),
             fetch_meta.eq(fp & (m_match == 0)),
-            filled.eq(plane_hot & fetch_plane.replicate(P)),
-            cleared.eq(Mux(is_write, p_match, Mux(quantized & fetch_plane, p_eqc & p_valid, 0))),
         ]
-        m.d.sync += [p_ahead.eq(0), m_ahead.eq(0)]
-        with m.If(l1.valid):
-            m.d.sync += [p_valid.eq((p_valid & ~cleared & ~table_hot & ~filled) | (filled & quantized.replicate(P))),
-                         p_ahead.eq(filled)]
-            with m.If(fetch_plane):
-                m.d.sync += [p_ptr.eq(_next(plane_slot, P)), p_hot.eq(_rotate(plane_hot))]
-            with m.Elif(loads_table):
-                m.d.sync += [p_ptr.eq(_next(p_ptr, P)), p_hot.eq(_rotate(p_hot))]
-            for e in range(P):
-                with m.If(filled[e]):
-                    m.d.sync += [p_tag[e].eq(cmd.plane_line[3:]), p_lines[e].eq(cmd.k)]
+        live = l1.valid
+        m.d.sync += [pend_fill.eq(live & fetch_plane), pend_table.eq(live & loads_table),
+                     pend_resident.eq(live & quantized & ~self.invalidate),
+                     pend_write.eq(live & is_write), pend_qmiss.eq(live & quantized & fetch_plane),
+                     pend_clears.eq(live & ((quantized & fetch_plane) | (is_write & hit))),
+                     pend_match.eq(p_match), pend_same.eq(same),
+                     m_ahead.eq(0)]
+        with m.If(live):
             with m.If(is_write):
                 m.d.sync += [m_valid.eq(m_valid & ~m_match), table_valid.eq(0)]
             with m.If(fetch_meta):
@@ -145,16 +188,15 @@ class BlockTags(wiring.Component):
             m.d.sync += [p_valid.eq(0), m_valid.eq(0), table_valid.eq(0)]
 
         # --- out: L2's decision, registered; the hit slots encoded ---
-        l2 = Signal(STAGE)
-        l2_p_match, l2_m_match = Signal(P), Signal(M)
+        l2_m_match = Signal(M)
         l2_plane_slot, l2_meta_slot = Signal(range(P)), Signal(range(M))
         m.d.sync += [l2.eq(l1), l2.cmd.fetch_plane.eq(fetch_plane), l2.cmd.fetch_meta.eq(fetch_meta),
-                     l2.cmd.fetch_table.eq(loads_table), l2_p_match.eq(p_match), l2_m_match.eq(m_match),
+                     l2.cmd.fetch_table.eq(loads_table), l2_m_match.eq(m_match),
                      l2_plane_slot.eq(plane_slot), l2_meta_slot.eq(m_ptr)]
         out = l2.cmd
         m.d.comb += [
             self.output.eq(l2),
-            self.output.cmd.plane_slot.eq(Mux(out.fetch_plane, l2_plane_slot, _encode(l2_p_match, len(l2_plane_slot)))),
+            self.output.cmd.plane_slot.eq(Mux(out.fetch_plane, l2_plane_slot, _encode(pend_match, len(l2_plane_slot)))),
             self.output.cmd.meta_slot.eq(Mux(out.fetch_meta, l2_meta_slot, _encode(l2_m_match, len(l2_meta_slot)))),
             self.events.plane_lookup.eq(l2.valid & is_quantized(out.kind)),
             self.events.plane_miss.eq(l2.valid & is_quantized(out.kind) & out.fetch_plane),

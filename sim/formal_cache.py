@@ -35,8 +35,10 @@ class _LookupModel:
     """The slots as the rules describe them, updated by each command leaving the lookup
     (`out`, a STAGE); `invalidate` of the cycle before clears them after it (the design
     judges the command in its decision stage by the state before the invalidation).
-    Every register `r` has its next value `self.next[r.name]`: the design's state, which
-    has already taken the command now leaving, must equal it (the k-induction invariant)."""
+    Every register `r` has its next value `self.next[r.name]`.  The design's metadata slots
+    and table have already taken the command now leaving, so they equal the next values;
+    its plane slots take it in this cycle, so they equal the model's registers (the
+    k-induction invariants)."""
 
     def __init__(self, m: Module, out, invalidate):
         P, M = TAG_PLANE_SLOTS, TAG_META_SLOTS
@@ -67,8 +69,8 @@ class _LookupModel:
         self.hit, self.fetch_plane = Signal(name="model_hit"), Signal(name="model_fetch_plane")
         self.meta_resident, self.fetch_meta = Signal(M, name="model_meta_resident"), Signal(name="model_fetch_meta")
         self.fill_hot, self.meta_hot = Signal(P, name="model_fill_hot"), Signal(M, name="model_meta_hot")
-        self.valid, self.tags, self.pointer, self.meta_valid, self.meta_tags, self.meta_pointer = \
-            valid, tags, pointer, meta_valid, meta_tags, meta_pointer
+        self.valid, self.tags, self.lines, self.pointer, self.meta_valid, self.meta_tags, self.meta_pointer = \
+            valid, tags, lines, pointer, meta_valid, meta_tags, meta_pointer
         is_write = cmd.kind == Kind.RAW_WR
         m.d.comb += [
             self.quantized.eq(is_quantized(cmd.kind)), self.fp.eq(is_fp(cmd.kind)),
@@ -112,14 +114,20 @@ class _LookupModel:
             for e in range(M):
                 with m.If(self.meta_hot[e]):
                     m.d.comb += nxt[f"meta_tag{e}"].eq(cmd.meta_line)
-        with m.If(previous(m, invalidate, "invalidate_before")):
+        self.invalidated = previous(m, invalidate, "invalidate_before")
+        with m.If(self.invalidated):
             m.d.comb += [nxt["p_valid"].eq(0), nxt["m_valid"].eq(0), nxt["table_valid"].eq(0)]
 
     def invariants(self, inner: Module) -> list:
-        """The design's state equals the model's next state; no block or metadata line is
-        resident twice; the one-hot pointers and forwarded allocations agree."""
+        """The design's state equals the model's (its plane slots with the invalidation of
+        the cycle before applied); its plane slots once they take the command leaving, and
+        its other state, equal the model's next; no block or metadata line is resident
+        twice; the one-hot pointers and forwarded allocations agree."""
         P, M = TAG_PLANE_SLOTS, TAG_META_SLOTS
-        checks = [Assert(driven(inner, name) == following) for name, following in self.next.items()]
+        now = {"p_valid": Mux(self.invalidated, 0, self.valid), "p_ptr": self.pointer}
+        now |= {f"plane_tag{e}": self.tags[e] for e in range(P)} | {f"plane_lines{e}": self.lines[e] for e in range(P)}
+        checks = [Assert(driven(inner, name) == now.get(name, following)) for name, following in self.next.items()]
+        checks.append(Assert(driven(inner, "p_valid_now") == self.next["p_valid"]))
         checks += [Assert(~(self.valid[e] & self.valid[f] & (self.tags[e] == self.tags[f])))
                    for e in range(P) for f in range(e + 1, P)]
         checks += [Assert(~(self.meta_valid[e] & self.meta_valid[f] & (self.meta_tags[e] == self.meta_tags[f])))

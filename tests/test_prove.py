@@ -104,11 +104,15 @@ def _mutant(module: types.ModuleType, old: str, new: str) -> types.ModuleType:
 #: replaces the module where the property's harness module reads it
 SOURCE_MUTANTS = [
     ("the lookup forgets the allocation of the command just ahead", blocktags,
-     "p_ahead.eq(filled)", "p_ahead.eq(0)", "tags_model"),
+     "hit.eq((pend_fill & ahead_serves & ahead_deep)", "hit.eq((pend_fill & ahead_serves & 0)", "tags_model"),
+    ("the lookup forgets the drop by the command just ahead", blocktags,
+     "ahead_dropped.eq(ahead_eq & pend_clears)", "ahead_dropped.eq(0)", "tags_model"),
+    ("the table compare ignores the table load just ahead", blocktags,
+     "ahead_loads_table, (l1.cmd.codebook", "0, (l1.cmd.codebook", "tags_model"),
     ("a hit may land on the slot the table load takes", blocktags,
-     "p_match.eq(p_valid & p_eqc & p_deepc & ~table_hot)", "p_match.eq(p_valid & p_eqc & p_deepc)", "tags_model"),
+     "(near[0] & (pend_table | pend_fill | loads_table))", "(near[0] & (pend_table | pend_fill))", "tags_model"),
     ("a quantized miss leaves the block's shallower copy resident", blocktags,
-     "Mux(quantized & fetch_plane, p_eqc & p_valid, 0)", "0", "tags_model"),
+     "Mux(pend_qmiss, pend_same, 0)", "0", "tags_model"),
     ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
      "& ~up)          # (an acquire", ")          # (an acquire", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
