@@ -198,7 +198,8 @@ class JointGPTQ(GPTQ):
         (default: `JointClip` with the same views and weights on the default format);
         `per_view` keeps one working copy of the weights per view (`PerViewRounder`)
         instead of feeding back the error of the weighted-mean reconstruction; `anchor`
-        (a named view below the finest, per-view only) splits the pass in two (module docstring)."""
+        (a named view with another between it and the finest, per-view only) splits the pass
+        in two (module docstring)."""
         joint = JointCodes(views, view_weights)
         split = check_anchor(joint.views, anchor, per_view)
         grid = grid or JointClip(views=joint.views, view_weights=joint.view_weights)
