@@ -90,6 +90,32 @@ def test_joint_beats_the_grid_alone_at_the_low_views(per_view):
         assert _output_error(x, weight, q.dequantize(k)) < 0.8 * _output_error(x, weight, plain.dequantize(k))
 
 
+def test_joint_anchor_fixes_the_coarse_bits_and_refines_inside_them():
+    weight, x = _layer(cols=256)
+    grid = JointClip(views=(2, 3, 4, 8), view_weights=(0.5, 1, 8, 64))
+
+    def joint(views, lam, **kw):
+        layer = JointGPTQ(weight.shape[1])
+        layer.add_batch(x)
+        return layer.quantize(weight, views=views, view_weights=lam, grid=grid, **kw)
+    anchored = joint((2, 3, 4, 8), (0.5, 1, 8, 64), anchor=3)
+    first = joint((2, 3, 8), (0.5, 1, 64))
+    np.testing.assert_array_equal(view_code(anchored.codes, 3), view_code(first.codes, 3))
+    # the second pass re-chooses the low bits for views 4 and 8 inside the anchored buckets
+    assert not np.array_equal(anchored.codes, first.codes)
+    assert _output_error(x, weight, anchored.dequantize(4)) < _output_error(x, weight, first.dequantize(4))
+
+
+@pytest.mark.parametrize("anchor, per_view, message", [(4, True, "another view between"), (5, True, "one of the views"),
+                                                       (3, False, "needs per-view feedback")])
+def test_joint_anchor_is_checked(anchor, per_view, message):
+    weight, x = _layer(cols=64)
+    layer = JointGPTQ(weight.shape[1])
+    layer.add_batch(x)
+    with pytest.raises(SmartquantError, match=message):
+        layer.quantize(weight, views=(3, 4, 8), anchor=anchor, per_view=per_view)
+
+
 # --- the CLI: every method writes an image --------------------------------------------------
 
 @pytest.fixture
@@ -187,6 +213,11 @@ BAD = {
                                             "--view-weights", "1,2"], "2 view weights for 3 views"),
     "joint feedback on gptq": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
                                                 "--joint-feedback", "mean"], "--joint-feedback belongs to the joint"),
+    "joint anchor on gptq": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
+                                              "--joint-anchor", "3"], "--joint-anchor belongs to the joint"),
+    "joint anchor not a view": (lambda t, m, c: ["--method", "joint", "--calibration-inputs", str(c),
+                                                 "--joint-anchor", "2"], "must be one of the views"),
+    "act order for MSE": (lambda t, m, c: ["--method", "mse", "--act-order"], "--act-order belongs to the calibrated"),
     "sequential for RTN": (lambda t, m, c: ["--method", "rtn", "--sequential-calibration"], "uses no calibration"),
     "sequential with inputs": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
                                                 "--sequential-calibration"], "minilm only"),
@@ -236,6 +267,19 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
                 + _method_args("joint", inputs_file)) == 0
     image = Image.load(out)
     assert image.info["method"] == "joint" and image.entry("w2").rotation is not None
+
+
+@pytest.mark.parametrize("method, option", [("joint", ["--act-order"]), ("gptq", ["--act-order"]),
+                                            ("joint", ["--joint-anchor", "3"])])
+def test_act_order_and_anchor_change_the_codes_and_are_recorded(method, option, model_file, inputs_file, tmp_path):
+    def quantize(name, options):
+        assert main(["quantize", str(model_file), "-o", str(tmp_path / name)] + options
+                    + _method_args(method, inputs_file)) == 0
+        return Image.load(tmp_path / name)
+    plain, changed = quantize("plain", []), quantize("changed", option)
+    key, value = ("act_order", True) if option[0] == "--act-order" else ("joint_anchor", 3)
+    assert changed.info[key] == value and key not in plain.info
+    assert not np.array_equal(tensor_values(changed, "w2", 3, View.FP16), tensor_values(plain, "w2", 3, View.FP16))
 
 
 @pytest.mark.slow

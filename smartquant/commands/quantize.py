@@ -46,6 +46,13 @@ def register(subparsers) -> None:
     p.add_argument("--joint-feedback", choices=JOINT_FEEDBACK,
                    help="joint: feed back each view's error to its own copy of the weights (per-view, "
                         "default) or the error of the weighted-mean reconstruction (mean)")
+    p.add_argument("--joint-anchor", type=int, metavar="K",
+                   help="joint, per-view: fix the codes' top K bits (K a view below the two finest) by a first "
+                        "pass over the views <= K and the finest, then choose the low bits inside each K-bit "
+                        "bucket by a second pass over the views > K")
+    p.add_argument("--act-order", action="store_true",
+                   help="PTQ methods: round the columns by decreasing Hessian diagonal (activation order; "
+                        "default: in input order)")
     p.add_argument("--calibration", type=int_at_least(1), metavar="N",
                    help="minilm, PTQ methods: calibrate on N of the shipped PTQ calibration sentences (default all 234; sw/data/)")
     p.add_argument("--sequential-calibration", action="store_true",
@@ -80,7 +87,8 @@ def accumulator_spec(args) -> AccumulatorSpec | None:
 
 #: (flag, args attribute) of every option a recipe cannot take (it names each tensor's quantizer)
 METHOD_OPTIONS = (("--method", "method"), ("--views", "views"), ("--view-weights", "view_weights"),
-                  ("--joint-feedback", "joint_feedback"), ("--calibration", "calibration"),
+                  ("--joint-feedback", "joint_feedback"), ("--joint-anchor", "joint_anchor"),
+                  ("--act-order", "act_order"), ("--calibration", "calibration"),
                   ("--calibration-inputs", "calibration_inputs"),
                   ("--sequential-calibration", "sequential_calibration"), ("--rotate", "rotate"),
                   ("--accumulator-bits", "accumulator_bits"), ("--input-bits", "input_bits"),
@@ -106,7 +114,8 @@ def method_settings(args) -> MethodSettings:
         weights = defaults.view_weights if args.views is None and method == "joint" else None
     fmt = StoreFormat(args.group_size or defaults.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     return MethodSettings(method, fmt, parse_views(args.views) if args.views else defaults.views, weights,
-                          accumulator_spec(args), args.joint_feedback)
+                          accumulator_spec(args), args.joint_feedback, args.joint_anchor,
+                          args.act_order)
 
 
 def run(args) -> int:

@@ -19,6 +19,13 @@ their lower envelope (a step function of t: every code is on it) and looks the c
     e_k,j = (w'_k,j - w_k,j) / U_jj, and the code minimising sum_k lambda_k (w'_k,j - w_k,j)^2;
     a fine view then compensates its own errors instead of carrying the coarse views'.
 
+  With an anchor of K bits (`anchor=K`, per-view feedback only), two such passes over the
+  original weights: the first over the views <= K and the finest view fixes the top K bits
+  of every code, the second over the views > K picks the low bits inside each K-bit bucket
+  (as incremental upscaling does, `nested_ptq`).  The views between K and the finest then
+  no longer pull on the coarse bits; the finest view stays in the first pass, or the
+  buckets would drift from the weights and view 8 could not follow them.
+
     joint = JointGPTQ(in_features)
     for x in calibration_inputs: joint.add_batch(x)
     q = joint.quantize(weight, views=(3, 4, 8), view_weights=(1, 1, 64), per_view=True)
@@ -150,10 +157,12 @@ class JointRounder:
 class PerViewRounder:
     """The rounder of per-view feedback: the working weights hold one copy per view
     (stacked rows, view-major), each carrying its own GPTQ error; the column's code
-    minimises sum_k lambda_k (w'_k - s (r_k(q) - z))^2 over all 256 codes, and each copy
-    gets its own view's reconstruction back."""
+    minimises sum_k lambda_k (w'_k - s (r_k(q) - z))^2 over all 256 codes (with `prefix`, the
+    (out, padded_in) codes of view `prefix_k`: over the codes in that view's bucket), and each
+    copy gets its own view's reconstruction back."""
 
-    def __init__(self, joint: JointCodes, scale: torch.Tensor, zero: torch.Tensor):
+    def __init__(self, joint: JointCodes, scale: torch.Tensor, zero: torch.Tensor,
+                 prefix: torch.Tensor | None = None, prefix_k: int | None = None):
         self.joint = joint
         self.scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         self.zero = zero.to(torch.float64)
@@ -164,11 +173,17 @@ class PerViewRounder:
         self.points = torch.from_numpy(points)
         self.weighted = torch.from_numpy(2 * lam * points)                                   # 2 lambda_k r_k(q)
         self.offset = torch.from_numpy((lam * points ** 2).sum(0))                           # B(q)
+        self.prefix = prefix
+        if prefix is not None:
+            self.bucket = torch.arange(CODE_LEVELS + 1, dtype=torch.int64) >> (CODE_BITS - prefix_k)
 
     def __call__(self, j: int, w: torch.Tensor) -> torch.Tensor:
         s, z = self.scale[:, j], self.zero[:, j]
         t = w.reshape(len(self.joint.views), -1) / s + z                                     # (V, rows)
-        q = torch.argmin(self.offset[None, :] - t.T @ self.weighted, dim=1)
+        cost = self.offset[None, :] - t.T @ self.weighted                                    # (rows, 256)
+        if self.prefix is not None:
+            cost = cost.masked_fill(self.bucket[None, :] != self.prefix[:, j, None], torch.inf)
+        q = torch.argmin(cost, dim=1)
         self.codes[:, j] = q
         return (s * (self.points[:, q] - z)).reshape(-1)
 
@@ -177,21 +192,46 @@ class JointGPTQ(GPTQ):
     """GPTQ with one pass choosing every code by J over the target views (module docstring)."""
 
     def quantize(self, weight, views=DEFAULT_VIEWS, view_weights=None, grid=None, per_view: bool = True,
-                 act_order: bool = False, percdamp: float = 0.01, block_size: int = 128) -> QuantizedTensor:
+                 anchor: int | None = None, act_order: bool = False, percdamp: float = 0.01,
+                 block_size: int = 128) -> QuantizedTensor:
         """Nested codes for `weight` (out x in); `grid` picks the group scales and zeros
         (default: `JointClip` with the same views and weights on the default format);
         `per_view` keeps one working copy of the weights per view (`PerViewRounder`)
-        instead of feeding back the error of the weighted-mean reconstruction."""
+        instead of feeding back the error of the weighted-mean reconstruction; `anchor`
+        (a named view with another between it and the finest, per-view only) splits the pass
+        in two (module docstring)."""
         joint = JointCodes(views, view_weights)
+        split = check_anchor(joint.views, anchor, per_view)
         grid = grid or JointClip(views=joint.views, view_weights=joint.view_weights)
         setup = self.prepare(weight, grid, percdamp, block_size)
         order = setup.order(act_order)
         feedback, divisor, from_original = self.feedback(setup.hessian[order][:, order])
         work = setup.weights[:, order]
-        if per_view:
-            rounder = PerViewRounder(joint, setup.scale, setup.zero)
-            work = work.repeat(len(joint.views), 1)
-        else:
+        if not per_view:
             rounder = JointRounder(joint, setup.scale, setup.zero)
-        sequential_round(work, feedback, divisor, rounder, order, block_size, from_original)
+            sequential_round(work, feedback, divisor, rounder, order, block_size, from_original)
+            return setup.tensor(rounder.codes.numpy().astype(np.uint8))
+        passes = [joint] if anchor is None else [
+            JointCodes(joint.views[:split] + joint.views[-1:], joint.view_weights[:split] + joint.view_weights[-1:]),
+            JointCodes(joint.views[split:], joint.view_weights[split:])]
+        prefix = None
+        for codes in passes:
+            rounder = PerViewRounder(codes, setup.scale, setup.zero, prefix, anchor)
+            sequential_round(work.repeat(len(codes.views), 1), feedback, divisor, rounder, order,
+                             block_size, from_original)
+            prefix = rounder.codes >> (CODE_BITS - anchor) if anchor is not None else None
         return setup.tensor(rounder.codes.numpy().astype(np.uint8))
+
+
+def check_anchor(views: tuple[int, ...], anchor: int | None, per_view: bool) -> int:
+    """The number of `views` (sorted) at or below `anchor`: it must be a named view with another
+    between it and the finest (else the second pass re-chooses what the first did), with
+    per-view feedback (0 when there is no anchor)."""
+    if anchor is None:
+        return 0
+    if anchor not in views[:-2]:
+        raise SmartquantError(f"anchor {anchor} bits must be one of the views {list(views)} "
+                              f"with another view between it and the finest")
+    if not per_view:
+        raise SmartquantError("an anchor needs per-view feedback (the mean feedback has one working copy)")
+    return views.index(anchor) + 1

@@ -25,7 +25,7 @@ from ...errors import SmartquantError, about_tensor
 from ..quantize.axe import AccumulatorSpec, check_feasible
 from ..quantize.gpfq import GPFQ
 from ..quantize.gptq import GPTQ
-from ..quantize.joint import JointClip, JointGPTQ, check_view_weights
+from ..quantize.joint import JointClip, JointGPTQ, check_anchor, check_view_weights
 from ..quantize.quantizer import NestedMSEClip, NestedRTN, QuantizedTensor, StoreFormat
 from .sources import MINILM, read_safetensors
 
@@ -76,6 +76,8 @@ class MethodSettings:
     view_weights: tuple[float, ...] | None = None      #: lambda_k of `joint`, one per view
     accumulator: AccumulatorSpec | None = None          #: AXE methods only
     joint_feedback: str | None = None                   #: joint: "per-view" (None: the default) or "mean"
+    joint_anchor: int | None = None                     #: joint: bits fixed by a first pass over the views <= it
+    act_order: bool = False                             #: calibrated methods: columns by decreasing H_jj
 
     def __post_init__(self):
         if self.method not in SEQUENTIAL:
@@ -92,6 +94,11 @@ class MethodSettings:
             if feedback not in JOINT_FEEDBACK:
                 raise SmartquantError(f"joint feedback {feedback!r} is not one of {', '.join(JOINT_FEEDBACK)}")
             object.__setattr__(self, "joint_feedback", feedback)
+            check_anchor(views, self.joint_anchor, feedback == "per-view")
+        elif self.joint_anchor is not None:
+            raise SmartquantError(f"--joint-anchor belongs to the joint method, not {self.method}")
+        if self.act_order and SEQUENTIAL[self.method] is None:
+            raise SmartquantError(f"--act-order belongs to the calibrated methods, not {self.method}")
         if (self.accumulator is not None) != (self.method in AXE_METHODS):
             raise SmartquantError(f"{self.method}: accumulator options (--accumulator-bits, --input-bits) "
                                   + ("are required" if self.method in AXE_METHODS else "belong to the AXE methods"))
@@ -128,6 +135,10 @@ class MethodSettings:
         if self.view_weights is not None:
             out["view_weights"] = list(self.view_weights)
             out["joint_feedback"] = self.joint_feedback
+            if self.joint_anchor is not None:
+                out["joint_anchor"] = self.joint_anchor
+        if self.act_order:
+            out["act_order"] = True
         if self.accumulator is not None:
             acc = self.accumulator
             out["accumulator"] = {"bits": acc.accumulator_bits, "input_bits": acc.input_bits,
@@ -157,8 +168,9 @@ class CalibratedQuantizer:
         layer.add_batch(inputs)
         if s.method == "joint":
             return layer.quantize(weight, views=s.views, view_weights=s.view_weights, grid=s.grid(),
-                                  per_view=s.joint_feedback == "per-view")
-        return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator)
+                                  per_view=s.joint_feedback == "per-view", anchor=s.joint_anchor,
+                                  act_order=s.act_order)
+        return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator, act_order=s.act_order)
 
 
 def make_quantizer(settings: MethodSettings, calibration: dict | None):
