@@ -132,18 +132,24 @@ class BlockCache(wiring.Component):
                 _landed(m, fills, burst_end, getattr(self.use.started, kind), kind))
             # references per slot, and the next slot's freedom
             acquired = self.acquire_valid & getattr(self.acquire, kind)
+            acquired_slot = getattr(self.acquire, f"{kind}_slot")
             released = self.use.release_valid & getattr(self.use.release, kind)
             idle = []
             for s in range(slots):
-                up = acquired & (getattr(self.acquire, f"{kind}_slot") == s)
+                up = acquired & (acquired_slot == s)
                 down = released & (getattr(self.use.release, f"{kind}_slot") == s)
                 count = Signal(range(self.max_references + 1), name=f"{kind}_refs{s}")
                 m.d.sync += count.eq(count + up - down)
-                idle.append(held_below(m, count, 1, up, down, name=f"{kind}_idle{s}")
-                            & ~up)          # (an acquire this cycle: not idle next cycle)
-            idle_soon = Cat(*idle)
+                idle.append(held_below(m, count, 1, up, down, name=f"{kind}_idle{s}"))
+            idle_now = Cat(*idle)
+
+            def stays_idle(slot):
+                """`slot` has no reference now and gets none this cycle (the slot is picked among
+                registers; the acquire, which comes late in the cycle, meets one compare)."""
+                return idle_now.bit_select(slot, 1) & ~(acquired & (acquired_slot == slot))
+
             following = _next(pointer, slots)
-            m.d.sync += free.eq(Mux(alloc, idle_soon.bit_select(following, 1), idle_soon.bit_select(pointer, 1)))
+            m.d.sync += free.eq(Mux(alloc, stays_idle(following), stays_idle(pointer)))
             with m.If(alloc):
                 m.d.sync += pointer.eq(following)
         return m

@@ -114,7 +114,7 @@ SOURCE_MUTANTS = [
     ("a quantized miss leaves the block's shallower copy resident", blocktags,
      "Mux(pend_qmiss, pend_same, 0)", "0", "tags_model"),
     ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
-     "& ~up)          # (an acquire", ")          # (an acquire", "cache_references"),
+     "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
     ("the table read ignores its region's codebook base", fetch,
