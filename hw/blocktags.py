@@ -83,24 +83,31 @@ class BlockTags(wiring.Component):
         m_ptr = Signal(range(M))
         table_valid, table_codebook = Signal(name="table_valid"), Signal.like(c.codebook, name="table_codebook")
         table_k = Signal(4)
+        # the command in L2: its kind, and whether it loads the table (L1's `table_hit` forwarded)
+        cmd, live = l1.cmd, l1.valid
+        quantized, fp, is_write, loads_table, table_hit = Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [quantized.eq(is_quantized(cmd.kind)), fp.eq(is_fp(cmd.kind)), is_write.eq(cmd.kind == Kind.RAW_WR),
+                     loads_table.eq(cmd.lut & ~table_hit)]
 
         # --- the plane decision of the command leaving (l2), applied to the slots now ---
         pend_fill, pend_table, pend_resident = Signal(name="pend_fill"), Signal(name="pend_table"), Signal()
         pend_write, pend_qmiss, pend_clears = Signal(), Signal(), Signal()
         pend_match, pend_same = Signal(P), Signal(P)        # the slots it hit; those holding its block
         p_ahead, table_hot_ahead, dropped = Signal(P, name="p_ahead"), Signal(P), Signal(P)
-        valid_now, hot_now, ptr_now = Signal(P, name="p_valid_now"), Signal(P), Signal(range(P))
+        valid_now, valid_next = Signal(P, name="p_valid_now"), Signal(P)   # (valid_next: invalidated too)
+        hot_now, ptr_now = Signal(P), Signal(range(P))
+        after = [p_hot, _rotate(p_hot), _rotate(_rotate(p_hot))]      # the pointer's slot, the next, the one after
         m.d.comb += [
-            p_ahead.eq(Mux(pend_table, _rotate(p_hot), p_hot) & pend_fill.replicate(P)),
+            p_ahead.eq(Mux(pend_table, after[1], after[0]) & pend_fill.replicate(P)),
             table_hot_ahead.eq(p_hot & pend_table.replicate(P)),
             dropped.eq(Mux(pend_write, pend_match, Mux(pend_qmiss, pend_same, 0))),
             valid_now.eq((p_valid & ~dropped & ~table_hot_ahead & ~p_ahead) | (p_ahead & pend_resident.replicate(P))),
-            hot_now.eq(Mux(pend_table & pend_fill, _rotate(_rotate(p_hot)),
-                           Mux(pend_table | pend_fill, _rotate(p_hot), p_hot))),
+            valid_next.eq(Mux(self.invalidate, 0, valid_now)),
+            hot_now.eq(Mux(pend_table & pend_fill, after[2], Mux(pend_table | pend_fill, after[1], after[0]))),
             ptr_now.eq(Mux(pend_table & pend_fill, _next(_next(p_ptr, P), P),
                            Mux(pend_table | pend_fill, _next(p_ptr, P), p_ptr))),
         ]
-        m.d.sync += [p_valid.eq(valid_now), p_hot.eq(hot_now), p_ptr.eq(ptr_now)]
+        m.d.sync += [p_valid.eq(valid_next), p_hot.eq(hot_now), p_ptr.eq(ptr_now)]
         for e in range(P):
             with m.If(p_ahead[e]):
                 m.d.sync += [p_tag[e].eq(l2.cmd.plane_line[3:]), p_lines[e].eq(l2.cmd.k)]
@@ -112,15 +119,18 @@ class BlockTags(wiring.Component):
                      meta_key.eq(Mux(write, c.plane_line, c.meta_line))]
         l1_key, l1_meta_key = Signal(BLOCK_BITS), Signal(32)
         p_hit_base, p_same_base, m_eq = Signal(P), Signal(P), Signal(M)
-        ahead_eq, ahead_deep, ahead_meta_eq, table_hit = Signal(), Signal(), Signal(), Signal()
-        valid_next, holds = Signal(P), Signal(P)
-        m.d.comb += [
-            valid_next.eq(Mux(self.invalidate, 0, valid_now)),
-            holds.eq(Cat(*[Mux(p_ahead[e], l2.cmd.plane_line[3:] == key, p_tag[e] == key) for e in range(P)])),
-        ]
-        deep = Cat(*[Mux(p_ahead[e], l2.cmd.k >= need, p_lines[e] >= need) for e in range(P)])
-        ahead_loads_table = l1.valid & l1.cmd.lut & ~table_hit
-        ahead_writes = l1.valid & (l1.cmd.kind == Kind.RAW_WR)
+        ahead_eq, ahead_deep, ahead_meta_eq = Signal(), Signal(), Signal()
+
+        def as_l2_finds(filled, per_slot):
+            """Per slot: `filled` for the slot the command leaving fills, else `per_slot(e)`."""
+            return Cat(*[Mux(p_ahead[e], filled, per_slot(e)) for e in range(P)])
+
+        holds = Signal(P)
+        m.d.comb += holds.eq(as_l2_finds(l2.cmd.plane_line[3:] == key, lambda e: p_tag[e] == key))
+        deep = as_l2_finds(l2.cmd.k >= need, lambda e: p_lines[e] >= need)
+        # (`live & loads_table`, spelled out: with that signal shared here the k-induction of
+        # sim/formal_cache.py's `tags_model` takes about 18 s instead of 3)
+        ahead_loads_table, ahead_writes = live & cmd.lut & ~table_hit, live & is_write
         m.d.sync += [l1.eq(self.input), l1_key.eq(key), l1_meta_key.eq(meta_key),
                      p_same_base.eq(valid_next & holds), p_hit_base.eq(valid_next & holds & deep),
                      m_eq.eq(Cat(*[tag == meta_key for tag in m_tag])),
@@ -132,10 +142,7 @@ class BlockTags(wiring.Component):
 
         # --- L2: decide; the metadata slots and the table change now, the plane slots next ---
         # (every value used more than once is a signal: the Verilog then computes it once)
-        cmd = l1.cmd
-        quantized, fp, is_write = Signal(), Signal(), Signal()
-        m.d.comb += [quantized.eq(is_quantized(cmd.kind)), fp.eq(is_fp(cmd.kind)), is_write.eq(cmd.kind == Kind.RAW_WR)]
-        loads_table, fetch_plane, fetch_meta = Signal(), Signal(), Signal()
+        fetch_plane, fetch_meta = Signal(), Signal()
         ahead_serves, ahead_dropped = Signal(), Signal()     # the fill ahead holds the block; its drop took it
         p_match, same, plane_slot, m_match = Signal(P), Signal(P), Signal(range(P)), Signal(M)
         # The hit, without the vector p_match: L1 found the block in at most one slot (a block is
@@ -143,29 +150,30 @@ class BlockTags(wiring.Component):
         # is three OR trees over registers, and the pending decision and the table load pick which
         # of those positions are taken (the table load ahead, the fill ahead, this table load).
         near, taken, hit = Signal(3), Signal(), Signal()
-        at = [p_hot, _rotate(p_hot), _rotate(_rotate(p_hot))]
         m.d.comb += [
-            near.eq(Cat(*[(p_hit_base & position) != 0 for position in at])),
+            near.eq(Cat(*[(p_hit_base & position) != 0 for position in after])),
             taken.eq((near[0] & (pend_table | pend_fill | loads_table))
                      | (near[1] & ((pend_table & pend_fill) | (loads_table & (pend_table ^ pend_fill))))
                      | (near[2] & loads_table & pend_table & pend_fill)),
             hit.eq((pend_fill & ahead_serves & ahead_deep) | ((p_hit_base != 0) & ~taken & ~ahead_dropped)),
         ]
+
+        def after_ahead(filled, base):
+            """Per slot, once the command leaving has taken its slots: `filled` for the slot it
+            fills; L1's `base` for the others, but for its table load's slot and its dropped block."""
+            return (p_ahead & filled.replicate(P)) | (~p_ahead & base & ~table_hot_ahead & ~ahead_dropped.replicate(P))
+
         m.d.comb += [
-            loads_table.eq(cmd.lut & ~table_hit),
             ahead_serves.eq(ahead_eq & pend_resident),
             ahead_dropped.eq(ahead_eq & pend_clears),
-            same.eq((p_ahead & ahead_serves.replicate(P))
-                    | (~p_ahead & p_same_base & ~table_hot_ahead & ~ahead_dropped.replicate(P))),
+            same.eq(after_ahead(ahead_serves, p_same_base)),
             # (the slot a hit names; a hit on the table load's slot is no hit: `taken`)
-            p_match.eq((p_ahead & (ahead_serves & ahead_deep).replicate(P))
-                       | (~p_ahead & p_hit_base & ~table_hot_ahead & ~ahead_dropped.replicate(P))),
+            p_match.eq(after_ahead(ahead_serves & ahead_deep, p_hit_base)),
             fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & hit)),
             plane_slot.eq(Mux(loads_table, _next(ptr_now, P), ptr_now)),
             m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M)))),
             fetch_meta.eq(fp & (m_match == 0)),
         ]
-        live = l1.valid
         m.d.sync += [pend_fill.eq(live & fetch_plane), pend_table.eq(live & loads_table),
                      pend_resident.eq(live & quantized & ~self.invalidate),
                      pend_write.eq(live & is_write), pend_qmiss.eq(live & quantized & fetch_plane),
@@ -185,7 +193,7 @@ class BlockTags(wiring.Component):
                 m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
 
         with m.If(self.invalidate):
-            m.d.sync += [p_valid.eq(0), m_valid.eq(0), table_valid.eq(0)]
+            m.d.sync += [m_valid.eq(0), table_valid.eq(0)]
 
         # --- out: L2's decision, registered; the hit slots encoded ---
         l2_m_match = Signal(M)
