@@ -115,6 +115,8 @@ SOURCE_MUTANTS = [
      "Mux(pend_qmiss, pend_same, 0)", "0", "tags_model"),
     ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
      "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
+    ("a slot whose acquire awaits its count is offered for refill", blockcache,
+     "& ~(counted & (counted_slot == slot))", "", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
     ("the table read ignores its region's codebook base", fetch,
