@@ -18,7 +18,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from ..hw import counter, queue
-from . import formal_cache, formal_csr, formal_fetch
+from . import formal_cache, formal_csr, formal_decode, formal_fetch
 from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, stream_source
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
@@ -227,6 +227,9 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("cache_references", "BlockCache", "prove", 4, formal_cache.cache_references),
     FormalProperty("cache_failed_flags", "BlockCache", "prove", 4, formal_cache.cache_failed_flags),
     FormalProperty("cache_cover", "BlockCache", "cover", 16, formal_cache.cache_cover),
+    FormalProperty("decode_causes", "AddressDecoder", "bmc", 11, formal_decode.decode_causes),
+    FormalProperty("decode_isolation", "AddressDecoder", "bmc", 11, formal_decode.decode_isolation),
+    FormalProperty("decode_cover", "AddressDecoder", "cover", 12, formal_decode.decode_cover),
     FormalProperty("fetch_axi_rules", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_axi_rules),
     FormalProperty("fetch_isolation", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_isolation),
     FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
