@@ -16,7 +16,7 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, csr, dram, fetch, queue
+from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, queue
 from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES, FormalProperty
 
@@ -117,6 +117,10 @@ SOURCE_MUTANTS = [
      "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
+    ("a k above 8 passes as a valid k", decode,
+     "((k == 0) | (k > PLANES))", "(k == 0)", "decode_causes"),
+    ("a region holds the block just past its end", decode,
+     "(block >= near[i].first) & (block < end)", "(block >= near[i].first) & (block <= end)", "decode_isolation"),
     ("the table read ignores its region's codebook base", fetch,
      "Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,", "Mux(need_table, table_first,",
      "fetch_isolation"),
