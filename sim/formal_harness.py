@@ -18,7 +18,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from ..hw import counter, queue
-from . import formal_cache, formal_csr, formal_decode, formal_fetch
+from . import formal_cache, formal_csr, formal_decode, formal_fetch, formal_respond
 from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, stream_source
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
@@ -235,6 +235,9 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
     FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
     FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
+    FormalProperty("router_stream_rules", "output queue+OutputRouter", "bmc", 10, formal_respond.router_stream_rules),
+    FormalProperty("router_order", "output queue+OutputRouter", "bmc", 10, formal_respond.router_order),
+    FormalProperty("router_cover", "output queue+OutputRouter", "cover", 10, formal_respond.router_cover),
     FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
     FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

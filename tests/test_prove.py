@@ -16,7 +16,7 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, queue
+from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, output, queue
 from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES, FormalProperty
 
@@ -130,6 +130,10 @@ SOURCE_MUTANTS = [
      "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
     ("AR offered without room in the landing queue", dram,
      "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
+    ("the router dequeues a line only when a DRS is taken (an NDR repeats)", output,
+     "self.lines.ready.eq(drs_done | ndr_done)", "self.lines.ready.eq(drs_done)", "router_order"),
+    ("the router offers DRS and NDR for every line", output,
+     "self.drs.valid.eq(self.lines.valid & ~head.ndr)", "self.drs.valid.eq(self.lines.valid)", "router_stream_rules"),
     ("every register write clears the counters", csr,
      "clear = bus.w_en & (bus.addr == CSR_COUNTER_CLEAR)", "clear = bus.w_en", "csr_counters"),
     ("a decoder's and a DRAM error of one cause in one cycle count once", csr,
