@@ -12,12 +12,15 @@ bus is free every cycle (no stream rules needed: the decoder takes whatever it s
 
 The region table and the DRAM size are free constants.  Three regions are programmed
 (`USED_REGIONS`: two in the region select's first group, one in another), the rest are
-invalid; each keeps the set-up rules that sw/ and spec.region_csr_writes enforce and the
-decoder relies on: an 8-aligned plane base, a group size of 2**5..2**15, and plane and
-metadata lines inside the 32-bit DRAM line space.
+invalid; each keeps the set-up rules that spec.region_csr_writes enforces: an 8-aligned
+plane base, a group size of 2**5..2**15; and its plane base, metadata base and block
+count are below 2**16 (`REGION_FIELD_BITS`), which keeps its lines inside the 32-bit
+DRAM line space.  The request's address is unrestricted.
 """
 
 from __future__ import annotations
+
+import functools
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.hdl import Assert, Assume, Cover
@@ -46,7 +49,8 @@ def _meta_lines(region):
 
 
 class _Region:
-    """One programmed region-table entry, and its blocks [first, end)."""
+    """One programmed region-table entry: its fields, its blocks [first, end) and the end of
+    its metadata lines."""
 
     def __init__(self, h: Harness, m: Module, index: int):
         self.fields = REGION(constant(h, m, REGION.size, f"region{index}"))
@@ -70,7 +74,6 @@ class _DecodeBench:
         req = dut.req
         valid, write, tag, addr = (h.free(1, "req_valid"), h.free(1, "req_write"), h.free(TAG_BITS, "req_tag"),
                                    h.free(LINE_ADDR_BITS, "req_addr"))
-        self.req_valid, self.req_addr = valid, addr
         m.d.comb += [req.valid.eq(valid), req.payload.opcode.eq(write), req.payload.tag.eq(tag),
                      req.payload.addr.eq(addr), req.payload.data.eq(0),
                      dut.cmd.ready.eq(h.free(1, "cmd_ready")), dut.write_data.ready.eq(h.free(1, "data_ready")),
@@ -107,10 +110,9 @@ class _DecodeBench:
         with m.Elif((self.view == View.RAW) & (self.offset >= self.dram_lines)):
             m.d.comb += self.early_cause.eq(ErrorCause.RAW_RANGE)
 
-        # the command's block and the lowest-numbered region holding it
+        # the command's block and whether a region holds it
         self.block = self.out.cmd.plane_line[3:]
         self.hit = Cat(r.holds(self.block) for r in self.regions).any()
-        self.found = _first_holding(self.regions, self.block)
 
         # the block of a view whose lines per block are a power of two, from the offset alone
         # and its line within the block; the kind of an unpoisoned quantized request
@@ -136,18 +138,11 @@ class _DecodeBench:
         self.exact_hit = Cat(r.holds(self.exact_block) for r in self.regions).any()
 
 
-def _first_holding(regions, block) -> _Region:
-    """The fields and block range of the lowest-numbered region holding `block` (the last
-    region's when none does)."""
-    fields, first, end, meta_end = (regions[-1].fields.as_value(), regions[-1].first, regions[-1].end,
-                                    regions[-1].meta_end)
-    for r in reversed(regions[:-1]):
-        here = r.holds(block)
-        fields, first = Mux(here, r.fields.as_value(), fields), Mux(here, r.first, first)
-        end, meta_end = Mux(here, r.end, end), Mux(here, r.meta_end, meta_end)
-    found = _Region.__new__(_Region)
-    found.fields, found.first, found.end, found.meta_end = REGION(fields), first, end, meta_end
-    return found
+def _lowest_holding(regions, block, value):
+    """`value(region)` of the lowest-numbered region holding `block` (the last region's
+    when none does)."""
+    return functools.reduce(lambda later, r: Mux(r.holds(block), value(r), later), reversed(regions[:-1]),
+                            value(regions[-1]))
 
 
 def decode_causes(h, m):
@@ -187,14 +182,15 @@ def decode_isolation(h, m):
     exactly on an asymmetric or table-lookup region."""
     b = _DecodeBench(h, m)
     c = b.out.cmd
-    region = b.found.fields
+    region = REGION(_lowest_holding(b.regions, b.block, lambda r: r.fields.as_value()))
+    meta_end = _lowest_holding(b.regions, b.block, lambda r: r.meta_end)
     fp = (b.view == View.FP16) | (b.view == View.BF16)
     with m.If(b.out.valid & (b.early_cause == ErrorCause.NONE) & b.quantized & (c.cause != ErrorCause.NO_REGION)):
         m.d.comb += [
             Assert(b.hit),
             Assert((c.plane_line >= region.plane_base)
                    & (c.plane_line + PLANES <= region.plane_base + (region.blocks << 3))),
-            Assert((c.meta_line >= region.meta_base) & (c.meta_line < b.found.meta_end)),
+            Assert((c.meta_line >= region.meta_base) & (c.meta_line < meta_end)),
             Assert(c.codebook == region.codebook), Assert(c.log2_group == region.log2_group),
             Assert(c.lut == (region.lut & fp & (c.cause == ErrorCause.NONE))),
             Assert((c.cause == ErrorCause.INT8_ASYMMETRIC)
