@@ -1,7 +1,8 @@
 """Formal harnesses around the leaf components (hw/counter.py's `held_below`, hw/queue.py's
 `BlockRamQueue` and `HeadPair`) at small parameters, one per property, and `PROPERTIES`:
 every property `smartquant prove` checks, these and those of formal_cache.py (block
-cache), formal_fetch.py (read path) and formal_csr.py (counters).
+cache), formal_decode.py (address decoder), formal_fetch.py (read path), formal_respond.py
+(output queue and router) and formal_csr.py (counters).
 
 `prove` properties must hold by k-induction at their depth, `bmc` ones for every trace
 of that many cycles from the initial state; `cover` properties list `Cover`s that must
