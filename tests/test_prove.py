@@ -117,6 +117,8 @@ SOURCE_MUTANTS = [
      "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
+    ("a command skips the FIFO while entries wait in it", queue,
+     "skip = (fifo.level == 0) & head.input.ready", "skip = head.input.ready", "bypass_order"),
     ("a k above 8 passes as a valid k", decode,
      "((k == 0) | (k > PLANES))", "(k == 0)", "decode_causes"),
     ("a region holds the block just past its end", decode,
