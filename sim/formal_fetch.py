@@ -12,7 +12,7 @@ free: it answers R and B only while bursts are outstanding.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..hw import dram, fetch
