@@ -235,6 +235,9 @@ def region_csr_writes(index: int, plane_base: int, meta_base: int, blocks: int, 
     for name, value in (("plane_base", plane_base), ("meta_base", meta_base), ("blocks", blocks)):
         if not 0 <= value < (1 << CSR_DATA_BITS):
             raise ValueError(f"{name}={value} does not fit {CSR_DATA_BITS} bits")
+    if plane_base + PLANES * blocks > 1 << CSR_DATA_BITS:
+        raise ValueError(f"region's plane lines {plane_base}..{plane_base + PLANES * blocks - 1} "
+                         f"pass the {CSR_DATA_BITS}-bit line space (its block lines would wrap)")
     base = CSR_REGION_BASE + CSR_REGION_STRIDE * index
     return [(base + REGION_PLANE_BASE, plane_base), (base + REGION_META_BASE, meta_base),
             (base + REGION_BLOCKS, blocks),

@@ -239,6 +239,15 @@ def test_csr_file():
     sim.run()
 
 
+def test_region_writes_refuse_a_region_past_the_line_space():
+    """A region whose plane lines pass 2**32 would have its block lines wrap to low DRAM
+    lines (the decoder checks a block against the region, not the sum): refused."""
+    last_fit = (1 << 32) - 8 * 10
+    assert region_csr_writes(0, last_fit, 0, 10, 128, True, ScaleFormat.FP16)
+    with pytest.raises(ValueError, match="pass the 32-bit line space"):
+        region_csr_writes(0, last_fit + 8, 0, 10, 128, True, ScaleFormat.FP16)
+
+
 def test_rtl_command_writes_verilog(tmp_path):
     from smartquant.cli import main
     assert main(["rtl", "-o", str(tmp_path), "--lanes", "4", "--axi-width", "128"]) == 0
