@@ -9,14 +9,15 @@ cycle the queue has room (`w_rdy`).  The host's `ready` on DRS and NDR is free.
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Cat, Const, Module, Mux, Value
 from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from ..hw import output
-from ..spec import TAG_BITS
-from .formal_bench import Harness, previous, shadow_count, sticky
+from ..hw import output, respond
+from ..hw.layouts import Kind, is_fp
+from ..spec import TAG_BITS, View
+from .formal_bench import Harness, previous, shadow_count, sticky, stream_source
 
 ROUTER_QUEUE_DEPTH = 4              #: output queue lines (the design's is `respond.PIPELINE_DEPTH` + 8)
 
@@ -72,3 +73,84 @@ def router_cover(h, m):
     drs_taken = previous(m, b.drs.valid & b.drs.ready, "drs_taken")
     m.d.comb += [Cover(b.held == ROUTER_QUEUE_DEPTH), Cover(drs_waited & b.drs.ready),
                  Cover(drs_taken & b.ndr.valid & b.ndr.ready), Cover(was_full & (b.held == 0))]
+
+
+# -- the whole response stage: jobs -> lines ------------------------------------------------
+
+RESPONDER_LANES = 16        #: 2 steps per fp16 / bf16 line: the widest lanes that still split a line
+RESPONDER_QUEUE_DEPTH = 4   #: output queue lines: 3 in flight before the credit stops the sequencer
+SEQUENCE_BITS = TAG_BITS - 2   #: a line job's number within its tag (tag bits 0, 1: write, error)
+
+
+class _ResponderBench:
+    """`Responder` (`RESPONDER_LANES`, 2 + 2 slots) fed legal jobs as the issue stage makes
+    them (stream rules; `last_step` from kind and k; a write is RAW_WR or an ERROR; slots in
+    range), with free `landed` flags, slot data, failed flags, write responses and host
+    `ready`s.  A job that asks for a line carries tag (n, error, write): n counts the line
+    jobs taken before it (mod 2**SEQUENCE_BITS), so a line's tag names the job it answers."""
+
+    def __init__(self, h: Harness, m: Module):
+        self.responder = r = respond.Responder(lanes=RESPONDER_LANES, plane_slots=2, meta_slots=2,
+                                               out_depth=RESPONDER_QUEUE_DEPTH)
+        m.submodules.responder = r
+        valid, job = stream_source(h, m, r.job, "job")
+        stream_source(h, m, r.wresp, "wresp")
+        m.d.comb += [r.slots.plane_landed.eq(h.free(1, "plane_landed")), r.slots.meta_landed.eq(h.free(1, "meta_landed"))]
+        m.d.comb += [r.read.plane_failed.eq(h.free(2, "plane_failed")), r.read.meta_failed.eq(h.free(2, "meta_failed"))]
+        m.d.comb += [r.drs.ready.eq(h.free(1, "drs_ready")), r.ndr.ready.eq(h.free(1, "ndr_ready"))]
+
+        self.kind = kind = job.kind
+        self.is_load = is_load = kind == Kind.LUT_LOAD
+        last_step = Mux(is_load, (Const(1, 9) << job.k) - 1, Mux(is_fp(kind), r.steps - 1, 0))
+        self.taken = valid & r.job.ready
+        self.lines_asked = shadow_count(m, self.taken & ~is_load, 0, "lines_asked", SEQUENCE_BITS)
+        m.d.comb += Assume(~valid | ((job.last_step == last_step) & (job.plane_slot < 2) & (job.meta_slot < 2)
+                                     & (~is_load | ((job.k >= 1) & (job.k <= 8)))
+                                     & ((kind == Kind.ERROR) | (job.write == (kind == Kind.RAW_WR)))
+                                     & (is_load | (job.tag == Cat(job.write, kind == Kind.ERROR, self.lines_asked)))))
+        self.line = r.packer.line           # the output queue's input
+        self.drs, self.ndr = r.drs, r.ndr
+        self.responses = shadow_count(m, (r.drs.valid & r.drs.ready) | (r.ndr.valid & r.ndr.ready), 0,
+                                      "responses", SEQUENCE_BITS)
+
+
+def _answers(line, number, *, ndr) -> Value:
+    """`line` (a valid DRS, NDR or queue entry) answers line job `number`: its tag says so,
+    it goes the job's way (NDR for a write) and a refused job's is poisoned."""
+    tag = line.tag
+    return (tag[2:] == number) & (tag[0] == ndr) & (~tag[1] | line.poison)
+
+
+def respond_one_line_per_job(h, m):
+    """Every job taken makes exactly one line, `respond.PIPELINE_DEPTH` cycles after its last
+    step starts (an fp16 / bf16 job's 2 steps packed into one, a LUT_LOAD none), written into
+    an output queue with room, in job order with the job's tag; the host receives them in
+    that order, each as a DRS or NDR as its job asked, nothing else."""
+    b = _ResponderBench(h, m)
+    line_due = b.taken & ~b.is_load
+    for n in range(respond.PIPELINE_DEPTH):
+        line_due = previous(m, line_due, f"line_due{n}")
+    written = shadow_count(m, b.line.valid, 0, "lines_written", SEQUENCE_BITS)
+    m.d.comb += [
+        Assert(b.line.valid == line_due), Assert(~b.line.valid | b.line.ready),
+        Assert(~b.line.valid | _answers(b.line.payload, written, ndr=b.line.payload.ndr)),
+        Assert(~b.drs.valid | _answers(b.drs.payload, b.responses, ndr=0)),
+        Assert(~b.ndr.valid | _answers(b.ndr.payload, b.responses, ndr=1)),
+    ]
+
+
+def respond_cover(h, m):
+    """A DRS and an NDR taken by the host; an fp16 / bf16 line (2 steps) written; a
+    LUT_LOAD job with no line `respond.PIPELINE_DEPTH` cycles after it; the output queue's
+    credit stopping a job whose data have landed."""
+    b = _ResponderBench(h, m)
+    load_done = b.taken & b.is_load
+    for n in range(respond.PIPELINE_DEPTH):
+        load_done = previous(m, load_done, f"load_done{n}")
+    seq = b.responder.sequencer
+    m.d.comb += [
+        Cover(b.drs.valid & b.drs.ready), Cover(b.ndr.valid & b.ndr.ready),
+        Cover(b.line.valid & b.line.payload.view.matches(View.FP16, View.BF16)),
+        Cover(load_done & ~b.line.valid),
+        Cover(seq.job.valid & ~seq.dram_stall & ~seq.job.ready & (seq.job.payload.last_step == 0)),
+    ]
