@@ -267,7 +267,7 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("router_order", "output queue+OutputRouter", "bmc", 10, formal_respond.router_order),
     FormalProperty("router_cover", "output queue+OutputRouter", "cover", 10, formal_respond.router_cover),
     FormalProperty("respond_one_line_per_job", "Responder", "bmc", 20, formal_respond.respond_one_line_per_job),
-    FormalProperty("respond_cover", "Responder", "cover", 20, formal_respond.respond_cover),
+    FormalProperty("respond_cover", "Responder", "cover", 21, formal_respond.respond_cover),
     FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
     FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

@@ -140,17 +140,17 @@ def respond_one_line_per_job(h, m):
 
 
 def respond_cover(h, m):
-    """A DRS and an NDR taken by the host; an fp16 / bf16 line (2 steps) written; a
-    LUT_LOAD job with no line `respond.PIPELINE_DEPTH` cycles after it; the output queue's
-    credit stopping a job whose data have landed."""
+    """The output queue's credit stopping the sequencer (3 lines in flight, the oldest job's
+    data landed); a LUT_LOAD step reaching the lanes as a table entry, with no line beside
+    it; a write job taken with its write response; an fp16 / bf16 line (2 steps packed)
+    taken by the host as a DRS."""
     b = _ResponderBench(h, m)
-    load_done = b.taken & b.is_load
-    for n in range(respond.PIPELINE_DEPTH):
-        load_done = previous(m, load_done, f"load_done{n}")
-    seq = b.responder.sequencer
+    seq, gather = b.responder.sequencer, b.responder.gather
+    fp_written = sticky(m, b.line.valid & b.line.payload.view.matches(View.FP16, View.BF16), "fp_written")
     m.d.comb += [
-        Cover(b.drs.valid & b.drs.ready), Cover(b.ndr.valid & b.ndr.ready),
-        Cover(b.line.valid & b.line.payload.view.matches(View.FP16, View.BF16)),
-        Cover(load_done & ~b.line.valid),
-        Cover(seq.job.valid & ~seq.dram_stall & ~seq.job.ready & (seq.job.payload.last_step == 0)),
+        Cover((b.lines_asked == RESPONDER_QUEUE_DEPTH - 1) & seq.job.valid & ~seq.dram_stall & ~seq.job.ready
+              & (seq.job.payload.last_step == 0)),
+        Cover(gather.load.valid & ~gather.line.valid),
+        Cover(b.taken & (b.kind == Kind.RAW_WR)),
+        Cover(fp_written & b.drs.valid & b.drs.ready),
     ]
