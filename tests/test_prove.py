@@ -3,6 +3,7 @@ components holds on the default configuration, each is caught when the design is
 on purpose (mutants patched in, one at a time), and bad input is a one-line error.
 Budget: ~3 s per property run (sby + boolector from YoWASP)."""
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -16,7 +17,7 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, output, queue
+from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, output, queue, respond, sequencer
 from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES, FormalProperty
 
@@ -101,7 +102,8 @@ def _mutant(module: types.ModuleType, old: str, new: str) -> types.ModuleType:
 
 
 #: (fault, module, source text, broken text, the property that must fail); the copy
-#: replaces the module where the property's harness module reads it
+#: replaces the module where the property's harness module reads it, and the classes
+#: `Responder` builds its parts from
 SOURCE_MUTANTS = [
     ("the lookup forgets the allocation of the command just ahead", blocktags,
      "hit.eq((pend_fill & ahead_serves & ahead_deep)", "hit.eq((pend_fill & ahead_serves & 0)", "tags_model"),
@@ -136,6 +138,11 @@ SOURCE_MUTANTS = [
      "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
     ("the router dequeues a line only when a DRS is taken (an NDR repeats)", output,
      "self.lines.ready.eq(drs_done | ndr_done)", "self.lines.ready.eq(drs_done)", "router_order"),
+    ("the line packer writes a line for every step (an fp16 / bf16 line twice)", output,
+     "self.line.valid.eq(self.input.valid & meta.last)", "self.line.valid.eq(self.input.valid)",
+     "respond_one_line_per_job"),
+    ("the sequencer takes a job at every step (an fp16 / bf16 job after its first)", sequencer,
+     "self.job.ready.eq(go & last)", "self.job.ready.eq(go)", "respond_one_line_per_job"),
     ("the router offers DRS and NDR for every line", output,
      "self.drs.valid.eq(self.lines.valid & ~head.ndr)", "self.drs.valid.eq(self.lines.valid)", "router_stream_rules"),
     ("every register write clears the counters", csr,
@@ -152,8 +159,15 @@ def _broken(number: int, module: types.ModuleType, old: str, new: str, caught_by
     harness = sys.modules[prop.builder.__module__]
     copy = _mutant(module, old, new)
 
+    imported = [name for name, value in vars(respond).items()
+                if isinstance(value, type) and value.__module__ == module.__name__]
+
     def build(h, m):
-        with mock.patch.object(harness, module.__name__.rsplit(".", 1)[1], copy):
+        with contextlib.ExitStack() as patches:
+            if hasattr(harness, short := module.__name__.rsplit(".", 1)[1]):
+                patches.enter_context(mock.patch.object(harness, short, copy))
+            for name in imported:
+                patches.enter_context(mock.patch.object(respond, name, getattr(copy, name)))
             prop.builder(h, m)
     return dataclasses.replace(prop, name=f"{caught_by}_mutant{number}", builder=build)
 
