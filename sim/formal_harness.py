@@ -2,7 +2,7 @@
 `BlockRamQueue` and `HeadPair`) at small parameters, one per property, and `PROPERTIES`:
 every property `smartquant prove` checks, these and those of formal_cache.py (block
 cache), formal_decode.py (address decoder), formal_fetch.py (read path), formal_respond.py
-(output queue and router) and formal_csr.py (counters).
+(the response stage; its output queue and router) and formal_csr.py (counters).
 
 `prove` properties must hold by k-induction at their depth, `bmc` ones for every trace
 of that many cycles from the initial state; `cover` properties list `Cover`s that must

@@ -1,10 +1,12 @@
-"""Formal harnesses around the response stage's end (hw/respond.py): the ordered output
+"""Formal harnesses around the response stage (hw/respond.py): the whole `Responder`, from
+its job stream to the host's DRS and NDR streams, and its end alone: the ordered output
 queue (`SyncFIFOBuffered`, as `Responder` builds it, at `ROUTER_QUEUE_DEPTH` lines) and the
 `OutputRouter` behind it, which hands each line to the host's DRS or NDR stream.
 
 The line packer writes the queue without looking at its ready flag: the sequencer's
-credit flow keeps room for every line in flight, so the harness writes a free line in any
-cycle the queue has room (`w_rdy`).  The host's `ready` on DRS and NDR is free.
+credit flow keeps room for every line in flight (the whole stage's property asserts it),
+so the router's harness writes a free line in any cycle the queue has room (`w_rdy`).
+The host's `ready` on DRS and NDR is free.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def router_cover(h, m):
 # -- the whole response stage: jobs -> lines ------------------------------------------------
 
 RESPONDER_LANES = 16        #: 2 steps per fp16 / bf16 line: the widest lanes that still split a line
-RESPONDER_QUEUE_DEPTH = 4   #: output queue lines: 3 in flight before the credit stops the sequencer
+RESPONDER_QUEUE_DEPTH = 4   #: output queue lines: the credit stops the sequencer at 3 or 4 in flight
 SEQUENCE_BITS = TAG_BITS - 2   #: a line job's number within its tag (tag bits 0, 1: write, error)
 
 
