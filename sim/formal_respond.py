@@ -87,8 +87,8 @@ SEQUENCE_BITS = TAG_BITS - 2   #: a line job's number within its tag (tag bits 0
 class _ResponderBench:
     """`Responder` (`RESPONDER_LANES`, 2 + 2 slots) fed legal jobs as the issue stage makes
     them (stream rules; `last_step` from kind and k; a write is RAW_WR or an ERROR; slots in
-    range), with free `landed` flags, slot data, failed flags, write responses and host
-    `ready`s.  A job that asks for a line carries tag (n, error, write): n counts the line
+    range), with free `landed` flags, failed flags, write responses and host `ready`s; the
+    slots' data are left zero (only line data and table entries read them).  A job that asks for a line carries tag (n, error, write): n counts the line
     jobs taken before it (mod 2**SEQUENCE_BITS), so a line's tag names the job it answers."""
 
     def __init__(self, h: Harness, m: Module):
