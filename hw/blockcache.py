@@ -7,9 +7,11 @@ slot serves each request (blocktags.py, in the decoder's last stages).
 - Allocation: slots are filled in round-robin order, the order of the lookup's misses
   (`plane_alloc` / `meta_alloc`: a burst into slot `plane_next` / `meta_next` was issued).
   The slot at the pointer may be filled again only when no job in flight refers to it:
-  each slot counts its references (`acquire`: a job issued with its slots; `release`: the
-  response stage started the job's last step, so it reads the slot no more), and
-  `plane_free` / `meta_free` is a register: the next slot's count is zero.
+  each slot counts its references (`acquire`: a job issued with its slots, counted a cycle
+  later from a register, so the issue decision reaches no slot's counter; `release`: the
+  response stage started the job's last step a cycle ago, so it reads the slot no more), and
+  `plane_free` / `meta_free` is a register: the next slot's count is zero and no acquire
+  awaits its count or comes this cycle.
 - Fill and failure: bursts complete in issue order, so completion is a count per kind; a
   job that allocated a slot has its data once more bursts have completed than the
   allocating jobs the response stage started before it (`started`, `plane_landed` /
@@ -35,7 +37,8 @@ PER_KIND = data.StructLayout({"plane": 1, "meta": 1})
 
 #: the response stage's use of the slots, as it drives them: an allocating job started
 #: (its data are awaited no more), a job's last step started (it refers to its slots no
-#: more); and whether the oldest allocating job's data have landed (registers)
+#: more; a register, set the cycle after); and whether the oldest allocating job's data
+#: have landed (registers)
 SLOT_USE = wiring.Signature({
     "started": Out(PER_KIND), "release": Out(REFERENCES), "release_valid": Out(1),
     "plane_landed": In(1), "meta_landed": In(1),
@@ -130,13 +133,17 @@ class BlockCache(wiring.Component):
                     m.d.sync += flags[s].eq(burst_failed)
             m.d.comb += getattr(self.use, f"{kind}_landed").eq(
                 _landed(m, fills, burst_end, getattr(self.use.started, kind), kind))
-            # references per slot, and the next slot's freedom
+            # references per slot, counted from registered acquires and releases, and the next
+            # slot's freedom
             acquired = self.acquire_valid & getattr(self.acquire, kind)
             acquired_slot = getattr(self.acquire, f"{kind}_slot")
+            counted = Signal(name=f"{kind}_acquired")            # last cycle's acquire, not yet counted
+            counted_slot = Signal.like(acquired_slot, name=f"{kind}_acquired_slot")
+            m.d.sync += [counted.eq(acquired), counted_slot.eq(acquired_slot)]
             released = self.use.release_valid & getattr(self.use.release, kind)
             idle = []
             for s in range(slots):
-                up = acquired & (acquired_slot == s)
+                up = counted & (counted_slot == s)
                 down = released & (getattr(self.use.release, f"{kind}_slot") == s)
                 count = Signal(range(self.max_references + 1), name=f"{kind}_refs{s}")
                 m.d.sync += count.eq(count + up - down)
@@ -144,9 +151,11 @@ class BlockCache(wiring.Component):
             idle_now = Cat(*idle)
 
             def stays_idle(slot):
-                """`slot` has no reference now and gets none this cycle (the slot is picked among
-                registers; the acquire, which comes late in the cycle, meets one compare)."""
-                return idle_now.bit_select(slot, 1) & ~(acquired & (acquired_slot == slot))
+                """`slot` has no reference counted, none awaiting its count and none acquired this
+                cycle (the slot is picked among registers; the acquire, which comes late in the
+                cycle, meets one compare)."""
+                return (idle_now.bit_select(slot, 1) & ~(counted & (counted_slot == slot))
+                        & ~(acquired & (acquired_slot == slot)))
 
             following = _next(pointer, slots)
             m.d.sync += free.eq(Mux(alloc, stays_idle(following), stays_idle(pointer)))

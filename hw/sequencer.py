@@ -5,9 +5,10 @@ A step is one whole output line, except for fp16 / bf16, where a line of 32 weig
 entry.  A job that allocated a slot waits for the block cache's `landed` (slots fill in
 allocation order; a job hitting a slot follows the one that allocated it, later steps of a
 job follow its first), a write for its write response.  The cache learns when a job that
-allocated a slot starts (`slots.started`) and when a job's last step starts, so that it no
-longer refers to its slots (`slots.release`: the slot is read in the cycles after, and
-filled again at the earliest two cycles later, its references counted in a register).
+allocated a slot starts (`slots.started`) and, the cycle after a job's last step starts,
+that it no longer refers to its slots (`slots.release`, a register, so that the start
+decision does not reach every slot's reference count: the slot is read in the cycles
+after, and filled again at the earliest three cycles later).
 
 Credit flow: a line's step starts only when the output queue (`queue_depth` lines) has
 room for it and every line started before it and not yet taken from the queue (`credit`:
@@ -85,12 +86,14 @@ class Sequencer(wiring.Component):
         m.d.comb += [
             slots.started.plane.eq(go & first & j.plane_alloc),
             slots.started.meta.eq(go & first & j.meta_alloc),
-            slots.release_valid.eq(go & last),
-            slots.release.eq(pack(REFERENCES, plane=holds_plane(j.kind), plane_slot=j.plane_slot,
-                                  meta=fp, meta_slot=j.meta_slot)),
             self.job.ready.eq(go & last),
             self.wresp.ready.eq(go & (j.kind == Kind.RAW_WR)),
             self.dram_stall.eq(self.job.valid & ~ready),
+        ]
+        m.d.sync += [
+            slots.release_valid.eq(go & last),
+            slots.release.eq(pack(REFERENCES, plane=holds_plane(j.kind), plane_slot=j.plane_slot,
+                                  meta=fp, meta_slot=j.meta_slot)),
         ]
         with m.If(go):
             m.d.sync += [step.eq(Mux(last, 0, step + 1)), first.eq(last)]

@@ -34,7 +34,7 @@ from .scoreboard import Mismatch, Scoreboard
 from .testbench import BenchConfig, counter_disagreement, region_writes, summarize
 
 #: C++ optimisation of the harness build (SMARTQUANT_FAST_OPT overrides; docs/COVERIFY.md has the measurement)
-DEFAULT_OPT = "-O0"
+DEFAULT_OPT = "-O1"
 RUNTIME_OPT = "-O2"                #: Verilator's runtime library (verilated.cpp: $fread, $fwrite)
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-WIDTH", "-Wno-MULTIDRIVEN"]
 CHANNELS = ("drs", "ndr")

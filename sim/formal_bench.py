@@ -79,6 +79,14 @@ def sticky(m: Module, condition, name: str) -> Signal:
     return seen
 
 
+def constant(h: Harness, m: Module, shape, name: str) -> Signal:
+    """A value the solver picks once: free in the first cycle, then held."""
+    value, first = h.free(shape, name), Signal(init=1, name=f"{name}_first")
+    m.d.sync += first.eq(0)
+    m.d.comb += Assume(first | (value == previous(m, value, f"{name}_before")))
+    return value
+
+
 def elaborated(m: Module, component, name: str) -> Module:
     """`component` elaborated here as submodule `name`, so that the harness can read the
     registers it drives (`driven`)."""

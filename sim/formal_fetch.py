@@ -12,7 +12,7 @@ free: it answers R and B only while bursts are outstanding.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..hw import dram, fetch
@@ -20,7 +20,7 @@ from ..hw.axi import AXI_BURST_INCR
 from ..hw.layouts import Kind, is_fp, is_quantized, needs_plane
 from ..hw.queue import BlockRamQueue
 from ..spec import CODEBOOK_LINES, LINE_BYTES
-from .formal_bench import Harness, previous, shadow_count, stream_source, sticky
+from .formal_bench import Harness, constant, previous, shadow_count, stream_source, sticky
 
 FETCH_SLOTS = 2                 #: plane slots and metadata slots
 FETCH_DATA_WIDTH = 512          #: one beat a line
@@ -29,14 +29,6 @@ FETCH_ADDR_WIDTH = 32
 READS_LIMIT = 2 * FETCH_SLOTS - 1 + BlockRamQueue.HEAD_DEPTH
 _PAGE_BYTES = 4096
 _LINES_PER_BURST = 8            #: a block's plane lines, the longest burst
-
-
-def _constant(h: Harness, m: Module, shape, name: str) -> Signal:
-    """A value the solver picks once: free in the first cycle, then held."""
-    value, first = h.free(shape, name), Signal(init=1, name=f"{name}_first")
-    m.d.sync += first.eq(0)
-    m.d.comb += Assume(first | (value == previous(m, value, f"{name}_before")))
-    return value
 
 
 class _FetchBench:
@@ -68,7 +60,7 @@ class _FetchBench:
         m.d.comb += [Assume(~axi.rvalid | (self.outstanding != 0)), Assume(~axi.bvalid | (writes != 0))]
 
         # the decoder's and the lookup's guarantees
-        self.dram_lines = _constant(h, m, 32, "dram_lines")
+        self.dram_lines = constant(h, m, 32, "dram_lines")
         lines = self.dram_lines
         quantized = is_quantized(c.kind)
         m.d.comb += Assume(lines <= 1 << (FETCH_ADDR_WIDTH - 6))
@@ -82,9 +74,9 @@ class _FetchBench:
                 Assume((c.codebook + 1) * CODEBOOK_LINES <= lines),
             ]
         if region:
-            self.first_block, self.end_block = _constant(h, m, 29, "first_block"), _constant(h, m, 30, "end_block")
-            self.meta_first, self.meta_end = _constant(h, m, 32, "meta_first"), _constant(h, m, 33, "meta_end")
-            self.codebook = _constant(h, m, c.codebook.shape(), "codebook")
+            self.first_block, self.end_block = constant(h, m, 29, "first_block"), constant(h, m, 30, "end_block")
+            self.meta_first, self.meta_end = constant(h, m, 32, "meta_first"), constant(h, m, 33, "meta_end")
+            self.codebook = constant(h, m, c.codebook.shape(), "codebook")
             with m.If(cmd_valid):
                 m.d.comb += [
                     Assume(quantized | (c.kind == Kind.ERROR)),

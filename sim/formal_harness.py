@@ -1,7 +1,8 @@
 """Formal harnesses around the leaf components (hw/counter.py's `held_below`, hw/queue.py's
 `BlockRamQueue` and `HeadPair`) at small parameters, one per property, and `PROPERTIES`:
 every property `smartquant prove` checks, these and those of formal_cache.py (block
-cache), formal_fetch.py (read path) and formal_csr.py (counters).
+cache), formal_decode.py (address decoder), formal_fetch.py (read path), formal_respond.py
+(output queue and router) and formal_csr.py (counters).
 
 `prove` properties must hold by k-induction at their depth, `bmc` ones for every trace
 of that many cycles from the initial state; `cover` properties list `Cover`s that must
@@ -18,12 +19,13 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from ..hw import counter, queue
-from . import formal_cache, formal_csr, formal_fetch
-from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, stream_source
+from . import formal_cache, formal_csr, formal_decode, formal_fetch, formal_respond
+from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, sticky, stream_source
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
 QUEUE_DEPTH = 4          #: block RAM part: 3 entries + 4 in the head = 7
 PAIR_LAYOUT = data.StructLayout({"low": 2, "kind": 2})   #: 4-bit payload with an early field
+BYPASS_DEPTH = 4         #: BypassQueue's FIFO: 4 entries + the HeadPair's 2 = 6
 COUNT_WIDTH = 3          #: held_below's counter: 0..7
 COUNT_LIMIT = 5          #: held_below's limit for the one-per-cycle case
 
@@ -151,16 +153,18 @@ def queue_cover(h, m):
 
 @dataclasses.dataclass
 class _PairBench:
-    dut: queue.HeadPair
+    dut: queue.HeadPair | queue.BypassQueue
     load: Signal
     take: Signal
     held: Signal
 
 
-def _pair_bench(h: Harness, m: Module, *, numbered: bool = False) -> _PairBench:
-    """The real HeadPair (with an early field) fed by a producer that obeys the stream
-    rules: `valid` held and the payload stable until `ready`."""
-    dut = queue.HeadPair(PAIR_LAYOUT, early=("kind",))
+def _pair_bench(h: Harness, m: Module, *, numbered: bool = False, bypass: bool = False) -> _PairBench:
+    """The real HeadPair (with an early field), or with `bypass` the BypassQueue around one
+    (`BYPASS_DEPTH` FIFO entries in front), fed by a producer that obeys the stream rules:
+    `valid` held and the payload stable until `ready`."""
+    dut = queue.BypassQueue(PAIR_LAYOUT, depth=BYPASS_DEPTH, early=("kind",)) if bypass else \
+        queue.HeadPair(PAIR_LAYOUT, early=("kind",))
     m.submodules.dut = dut
     valid, payload = stream_source(h, m, dut.input, "in")
     ready = h.free(1, "out_ready")
@@ -168,7 +172,7 @@ def _pair_bench(h: Harness, m: Module, *, numbered: bool = False) -> _PairBench:
     load, take = valid & dut.input.ready, dut.output.valid & ready
     if numbered:
         m.d.comb += Assume(~valid | (payload.as_value() == shadow_count(m, load, 0, "loaded", PAIR_LAYOUT.size)))
-    return _PairBench(dut, load, take, shadow_count(m, load, take, "held", 2))
+    return _PairBench(dut, load, take, shadow_count(m, load, take, "held", 4))
 
 
 def pair_occupancy(h, m):
@@ -208,6 +212,28 @@ def pair_cover(h, m):
                  Cover(was_full & (p.held == 0))]
 
 
+def bypass_order(h, m):
+    """The command queue (BypassQueue): entries leave in order, none lost or repeated
+    (payload n holds n mod 16), whether they skip the FIFO or pass through it; at most 6
+    held; the output keeps the stream rules."""
+    p = _pair_bench(h, m, numbered=True, bypass=True)
+    out = p.dut.output
+    taken = shadow_count(m, p.take, 0, "taken", PAIR_LAYOUT.size)
+    waiting = previous(m, out.valid & ~out.ready, "out_waiting")
+    payload_before = previous(m, out.payload.as_value(), "out_payload_before")
+    m.d.comb += [Assert(p.held <= BYPASS_DEPTH + 2), Assert(~out.valid | (out.payload.as_value() == taken)),
+                 Assert(~waiting | (out.valid & (out.payload.as_value() == payload_before)))]
+
+
+def bypass_cover(h, m):
+    """The command queue full (6 held); an entry skipping the FIFO into the empty pair, taken
+    the next cycle; empty again after having been full."""
+    p = _pair_bench(h, m, bypass=True)
+    was_full = sticky(m, p.held == BYPASS_DEPTH + 2, "was_full")
+    skipped = previous(m, p.load & (p.held == 0), "skipped")
+    m.d.comb += [Cover(p.held == BYPASS_DEPTH + 2), Cover(skipped & p.take), Cover(was_full & (p.held == 0))]
+
+
 #: every property `smartquant prove` checks, by name
 PROPERTIES = {p.name: p for p in [
     FormalProperty("held_below_step", "held_below", "prove", 10, held_below_step),
@@ -222,16 +248,24 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("pair_stream_rules", "HeadPair", "bmc", 20, pair_stream_rules),
     FormalProperty("pair_order", "HeadPair", "bmc", 20, pair_order),
     FormalProperty("pair_cover", "HeadPair", "cover", 12, pair_cover),
+    FormalProperty("bypass_order", "BypassQueue", "bmc", 14, bypass_order),
+    FormalProperty("bypass_cover", "BypassQueue", "cover", 14, bypass_cover),
     FormalProperty("tags_model", "BlockTags", "prove", 7, formal_cache.tags_model),
     FormalProperty("tags_cover", "BlockTags", "cover", 12, formal_cache.tags_cover),
     FormalProperty("cache_references", "BlockCache", "prove", 4, formal_cache.cache_references),
     FormalProperty("cache_failed_flags", "BlockCache", "prove", 4, formal_cache.cache_failed_flags),
     FormalProperty("cache_cover", "BlockCache", "cover", 16, formal_cache.cache_cover),
+    FormalProperty("decode_causes", "AddressDecoder", "bmc", 11, formal_decode.decode_causes),
+    FormalProperty("decode_isolation", "AddressDecoder", "bmc", 11, formal_decode.decode_isolation),
+    FormalProperty("decode_cover", "AddressDecoder", "cover", 12, formal_decode.decode_cover),
     FormalProperty("fetch_axi_rules", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_axi_rules),
     FormalProperty("fetch_isolation", "FetchIssue+DramPort", "bmc", 8, formal_fetch.fetch_isolation),
     FormalProperty("fetch_cover", "FetchIssue+DramPort", "cover", 8, formal_fetch.fetch_cover),
     FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
     FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
+    FormalProperty("router_stream_rules", "output queue+OutputRouter", "bmc", 10, formal_respond.router_stream_rules),
+    FormalProperty("router_order", "output queue+OutputRouter", "bmc", 10, formal_respond.router_order),
+    FormalProperty("router_cover", "output queue+OutputRouter", "cover", 10, formal_respond.router_cover),
     FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
     FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

@@ -151,7 +151,7 @@ def _timeline_events(dut) -> dict:
         "first R beat": axi.rvalid & axi.rready,
         "plane burst's last beat": dut.dram.beat.valid & dut.dram.beat.payload.last & ~dut.dram.beat.payload.meta,
         "landed": cache.use.plane_landed,
-        "response stage starts": cache.use.release_valid,
+        "response stage starts": cache.use.started.plane,
         "DRS valid": resp.drs.valid,
     }
 

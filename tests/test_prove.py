@@ -16,7 +16,7 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, csr, dram, fetch, queue
+from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, output, queue
 from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES, FormalProperty
 
@@ -115,8 +115,16 @@ SOURCE_MUTANTS = [
      "Mux(pend_qmiss, pend_same, 0)", "0", "tags_model"),
     ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
      "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
+    ("a slot whose acquire awaits its count is offered for refill", blockcache,
+     "& ~(counted & (counted_slot == slot))", "", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
+    ("a command skips the FIFO while entries wait in it", queue,
+     "skip = (fifo.level == 0) & head.input.ready", "skip = head.input.ready", "bypass_order"),
+    ("a k above 8 passes as a valid k", decode,
+     "((k == 0) | (k > PLANES))", "(k == 0)", "decode_causes"),
+    ("a region holds the block just past its end", decode,
+     "(block >= near[i].first) & (block < end)", "(block >= near[i].first) & (block <= end)", "decode_isolation"),
     ("the table read ignores its region's codebook base", fetch,
      "Mux(need_table, (c.codebook * CODEBOOK_LINES) + table_first,", "Mux(need_table, table_first,",
      "fetch_isolation"),
@@ -126,6 +134,10 @@ SOURCE_MUTANTS = [
      "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
     ("AR offered without room in the landing queue", dram,
      "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
+    ("the router dequeues a line only when a DRS is taken (an NDR repeats)", output,
+     "self.lines.ready.eq(drs_done | ndr_done)", "self.lines.ready.eq(drs_done)", "router_order"),
+    ("the router offers DRS and NDR for every line", output,
+     "self.drs.valid.eq(self.lines.valid & ~head.ndr)", "self.drs.valid.eq(self.lines.valid)", "router_stream_rules"),
     ("every register write clears the counters", csr,
      "clear = bus.w_en & (bus.addr == CSR_COUNTER_CLEAR)", "clear = bus.w_en", "csr_counters"),
     ("a decoder's and a DRAM error of one cause in one cycle count once", csr,
