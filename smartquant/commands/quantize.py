@@ -17,7 +17,7 @@ from ..sw.store.methods import (DEFAULT_DAMPING, JOINT_FEEDBACK, METHODS, MINILM
                                 SourceDefaults, defaults_for)
 from ..sw.store.recipe_store import quantize_with_recipe
 from ..sw.store.model_store import parse_views, quantize_source
-from .common import int_at_least, number_list, source_input
+from .common import int_at_least, number_list, one_torch_thread, source_input
 
 
 def _listed(values) -> str:
@@ -131,6 +131,7 @@ def run(args) -> int:
     if args.recipe:
         check_recipe_options(args)
     check_output(args.output, "image", inputs=[source_input(args.source), args.recipe, args.calibration_inputs])
+    one_torch_thread()
     start = time.perf_counter()
     if args.recipe:
         image = quantize_with_recipe(args.source, args.recipe)
