@@ -2,7 +2,7 @@
 STORE IMAGES through the golden decoder (docs/PTQ.md, "Quality per method").
 
     python benchmarks/ptq_images.py [--methods rtn mse gptq joint] [--dedicated gptq joint]
-                                    [--variants plain] [--keep DIR] [--json FILE]
+                                    [--variants plain] [--damping F] [--act-order] [--keep DIR] [--json FILE]
 
 Each (method, variant) is quantized by `model_store.quantize_source` exactly as
 `smartquant quantize minilm --method M` does (calibration on the shipped calibration
@@ -36,7 +36,7 @@ from smartquant.sw.infer.model import linear_weight_names, load_encoder
 from smartquant.sw.infer.quality import quality
 from smartquant.sw.infer.weights import StorePlan, StoreValues
 from smartquant.sw.quantize.quantizer import StoreFormat
-from smartquant.sw.store.methods import MethodSettings
+from smartquant.sw.store.methods import SEQUENTIAL, MethodSettings
 from smartquant.sw.store.model_store import quantize_source
 
 KS = tuple(range(2, 9))
@@ -67,6 +67,13 @@ def applicable(methods, fields: dict) -> list[str]:
     return [m for m in methods if m == "joint" or "joint_feedback" not in fields]
 
 
+def calibration_options(method: str, args) -> dict:
+    """`--damping` and `--act-order` as MethodSettings fields, for the calibrated methods only."""
+    if SEQUENTIAL[method] is None:
+        return {}
+    return {"damping": args.damping, "act_order": args.act_order}
+
+
 def image_of(settings: MethodSettings, calibration: int | None, folder: Path, label: str,
              **options) -> tuple[Image, float]:
     """(the image loaded back from disk, seconds to quantize) of MiniLM by `settings`."""
@@ -88,6 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dedicated-ks", type=int, nargs="+", help="k of the dedicated images (default --ks)")
     parser.add_argument("--views", type=int, nargs="+", default=[3, 4, 8])
     parser.add_argument("--view-weights", type=float, nargs="+", help="joint: lambda_k per view")
+    parser.add_argument("--damping", type=float, help="calibrated methods: Hessian damping (quantize --damping)")
+    parser.add_argument("--act-order", action="store_true", help="calibrated methods: quantize --act-order")
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--format", choices=("asym", "sym"), default="asym")
     parser.add_argument("--calibration", type=int, help="calibration sentences (default all)")
@@ -110,7 +119,8 @@ def main(argv=None) -> int:
         options = {**options, "sequential": args.sequential_calibration}
         for method in applicable(args.methods, fields):
             weights = tuple(args.view_weights) if method == "joint" and args.view_weights else None
-            settings = MethodSettings(method, fmt, tuple(args.views), weights, **fields)
+            settings = MethodSettings(method, fmt, tuple(args.views), weights, **fields,
+                                      **calibration_options(method, args))
             image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}", **options)
             row = {"method": method, "variant": variant, "image": "nested " + ",".join(map(str, args.views)),
                    "seconds": round(seconds, 1), **{k: evaluator.at(image, k)["cosine_mean"] for k in args.ks}}
@@ -120,7 +130,7 @@ def main(argv=None) -> int:
             row = {"method": method, "variant": variant, "image": "dedicated per k", "seconds": 0.0,
                    **dict.fromkeys(args.ks, "")}
             for k in args.dedicated_ks or args.ks:
-                settings = MethodSettings(method, fmt, (k,), **fields)
+                settings = MethodSettings(method, fmt, (k,), **fields, **calibration_options(method, args))
                 image, seconds = image_of(settings, args.calibration, folder, f"{method}-{variant}-k{k}", **options)
                 row[k] = evaluator.at(image, k)["cosine_mean"]
                 row["seconds"] = round(row["seconds"] + seconds, 1)

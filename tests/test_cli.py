@@ -39,3 +39,21 @@ def test_trace_order_is_checked_before_anything_is_written(tiny_image_dir, tmp_p
                            "--order", "window:2", "--views", "packed:2"], capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert json.loads((out / "trace.json").read_text())["settings"]["order"] == "window:2"
+
+
+def test_quantize_and_demo_pin_torch_to_one_thread_unless_told(monkeypatch):
+    """The quantizers' small steps run best on one thread on a shared machine; an explicit
+    OMP_NUM_THREADS is left to torch."""
+    import torch
+    from smartquant.commands.common import one_torch_thread
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        one_torch_thread()
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        one_torch_thread()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

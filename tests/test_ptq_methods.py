@@ -18,7 +18,7 @@ from smartquant.sw.image.image import Image
 from smartquant.sw.quantize.gptq import GPTQ
 from smartquant.sw.quantize.joint import JointClip, JointCodes, JointGPTQ
 from smartquant.sw.quantize.quantizer import NestedMSEClip, NestedRTN, group_view, pad_columns
-from smartquant.sw.store.methods import METHODS
+from smartquant.sw.store.methods import DEFAULT_DAMPING, METHODS
 
 from cli_errors import assert_one_line_error
 
@@ -218,6 +218,9 @@ BAD = {
     "joint anchor not a view": (lambda t, m, c: ["--method", "joint", "--calibration-inputs", str(c),
                                                  "--joint-anchor", "2"], "must be one of the views"),
     "act order for MSE": (lambda t, m, c: ["--method", "mse", "--act-order"], "--act-order belongs to the calibrated"),
+    "damping for RTN": (lambda t, m, c: ["--method", "rtn", "--damping", "0.1"], "--damping belongs to the calibrated"),
+    "damping out of range": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c), "--damping", "1"],
+                             "damping 1 must be a fraction of the mean Hessian diagonal in [0, 1)"),
     "sequential for RTN": (lambda t, m, c: ["--method", "rtn", "--sequential-calibration"], "uses no calibration"),
     "sequential with inputs": (lambda t, m, c: ["--method", "gptq", "--calibration-inputs", str(c),
                                                 "--sequential-calibration"], "minilm only"),
@@ -270,15 +273,17 @@ def test_a_calibrated_method_on_a_rotated_source_declares_h(model_file, inputs_f
 
 
 @pytest.mark.parametrize("method, option", [("joint", ["--act-order"]), ("gptq", ["--act-order"]),
-                                            ("joint", ["--joint-anchor", "3"])])
-def test_act_order_and_anchor_change_the_codes_and_are_recorded(method, option, model_file, inputs_file, tmp_path):
+                                            ("joint", ["--joint-anchor", "3"]), ("gptq", ["--damping", "0.5"])])
+def test_act_order_anchor_and_damping_change_the_codes_and_are_recorded(method, option, model_file, inputs_file,
+                                                                        tmp_path):
     def quantize(name, options):
         assert main(["quantize", str(model_file), "-o", str(tmp_path / name)] + options
                     + _method_args(method, inputs_file)) == 0
         return Image.load(tmp_path / name)
     plain, changed = quantize("plain", []), quantize("changed", option)
-    key, value = ("act_order", True) if option[0] == "--act-order" else ("joint_anchor", 3)
-    assert changed.info[key] == value and key not in plain.info
+    key, value, before = {"--act-order": ("act_order", True, None), "--joint-anchor": ("joint_anchor", 3, None),
+                          "--damping": ("damping", 0.5, DEFAULT_DAMPING)}[option[0]]
+    assert changed.info[key] == value and plain.info.get(key) == before
     assert not np.array_equal(tensor_values(changed, "w2", 3, View.FP16), tensor_values(plain, "w2", 3, View.FP16))
 
 
@@ -303,10 +308,14 @@ def test_option_defaults_follow_the_source():
     def settings(*argv):
         return method_settings(build_parser().parse_args(["quantize", *argv, "-o", "img"]))
     minilm = settings("minilm")
-    assert (minilm.method, minilm.views, minilm.view_weights, minilm.fmt.group_size) == \
-        ("joint", (2, 3, 4, 8), (0.5, 1.0, 8.0, 64.0), 32) and MINILM_DEFAULTS.rotate == "hadamard"
-    assert minilm == MINILM_DEFAULTS.settings()
+    assert (minilm.method, minilm.views, minilm.view_weights, minilm.fmt.group_size, minilm.damping,
+            minilm.act_order) == ("joint", (3, 4, 8), (1.0, 1.0, 3.0), 32, 0.3, True)
+    assert MINILM_DEFAULTS.rotate == "hadamard" and minilm == MINILM_DEFAULTS.settings()
     plain = settings("w.safetensors")
     assert (plain.method, plain.views, plain.view_weights, plain.fmt.group_size) == ("mse", (3, 4, 8), None, 128)
-    named = settings("minilm", "--views", "3,4,8", "--group-size", "128")
-    assert (named.method, named.views, named.view_weights, named.fmt.group_size) == ("joint", (3, 4, 8), (1.0, 1.0, 64.0), 128)
+    named = settings("minilm", "--views", "3,4", "--group-size", "128", "--no-act-order", "--damping", "0.05")
+    assert (named.method, named.views, named.view_weights, named.fmt.group_size, named.damping, named.act_order) == \
+        ("joint", (3, 4), (1.0, 1.0), 128, 0.05, False)
+    other = settings("minilm", "--method", "gptq")       # another method: the reference damping, input order
+    assert (other.method, other.damping, other.act_order) == ("gptq", 0.01, False)
+    assert settings("w.safetensors", "--method", "joint").damping == 0.01

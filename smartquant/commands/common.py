@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable, Iterable
 
 from ..atomic import FILE, check_output
@@ -21,6 +22,15 @@ def number_list(kind: Callable[[str], float]) -> Callable[[str], tuple]:
         except ValueError:
             raise SmartquantError(f"{text!r} is not a comma-separated list of numbers") from None
     return parse
+
+
+def one_torch_thread() -> None:
+    """Run torch on one thread unless OMP_NUM_THREADS says otherwise: the quantizers' column
+    loops take small steps, and on a 2-core machine shared with other jobs torch's default
+    threads made `smartquant quantize minilm` 5-10x slower (docs/PTQ.md)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+        torch.set_num_threads(1)
 
 
 def check_output_options(args, inputs: Iterable = ()) -> None:

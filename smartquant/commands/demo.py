@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..atomic import check_output
 from ..report import format_table
 from ..sim.demo import COLUMNS, REPORT_FILE, DemoSettings, run_demo, table_rows
-from .common import number_list
+from .common import number_list, one_torch_thread
 
 
 def register(subparsers) -> None:
@@ -33,6 +33,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     out = check_output(args.out, "demo")
+    one_torch_thread()
     settings = DemoSettings(out, pairs=args.pairs, uniform=number_list(int)(args.uniform),
                             budgets=number_list(float)(args.budgets), layer=args.layer)
     with tqdm(desc="demo", unit="step", file=sys.stderr, disable=None) as bar:

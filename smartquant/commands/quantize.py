@@ -5,6 +5,7 @@ docs/PTQ.md.  docs/FORMATS.md."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from ..atomic import check_output
@@ -12,10 +13,11 @@ from ..errors import SmartquantError
 from ..spec import GROUP_SIZES, ScaleFormat
 from ..sw.quantize.axe import AccumulatorSpec
 from ..sw.quantize.quantizer import StoreFormat
-from ..sw.store.methods import JOINT_FEEDBACK, METHODS, MINILM_DEFAULTS, MethodSettings, SourceDefaults, defaults_for
+from ..sw.store.methods import (DEFAULT_DAMPING, JOINT_FEEDBACK, METHODS, MINILM_DEFAULTS, MethodSettings,
+                                SourceDefaults, defaults_for)
 from ..sw.store.recipe_store import quantize_with_recipe
 from ..sw.store.model_store import parse_views, quantize_source
-from .common import int_at_least, number_list, source_input
+from .common import int_at_least, number_list, one_torch_thread, source_input
 
 
 def _listed(values) -> str:
@@ -50,9 +52,12 @@ def register(subparsers) -> None:
                    help="joint, per-view: fix the codes' top K bits (K a view below the two finest) by a first "
                         "pass over the views <= K and the finest, then choose the low bits inside each K-bit "
                         "bucket by a second pass over the views > K")
-    p.add_argument("--act-order", action="store_true",
+    p.add_argument("--act-order", action=argparse.BooleanOptionalAction,
                    help="PTQ methods: round the columns by decreasing Hessian diagonal (activation order; "
-                        "default: in input order)")
+                        "default: on for minilm's default method, else in input order)")
+    p.add_argument("--damping", type=float, metavar="F",
+                   help=f"PTQ methods: add F times the mean Hessian diagonal to it (default "
+                        f"{MINILM_DEFAULTS.damping:g} for minilm's default method, {DEFAULT_DAMPING:g} otherwise)")
     p.add_argument("--calibration", type=int_at_least(1), metavar="N",
                    help="minilm, PTQ methods: calibrate on N of the shipped PTQ calibration sentences (default all 234; sw/data/)")
     p.add_argument("--sequential-calibration", action="store_true",
@@ -88,7 +93,7 @@ def accumulator_spec(args) -> AccumulatorSpec | None:
 #: (flag, args attribute) of every option a recipe cannot take (it names each tensor's quantizer)
 METHOD_OPTIONS = (("--method", "method"), ("--views", "views"), ("--view-weights", "view_weights"),
                   ("--joint-feedback", "joint_feedback"), ("--joint-anchor", "joint_anchor"),
-                  ("--act-order", "act_order"), ("--calibration", "calibration"),
+                  ("--act-order", "act_order"), ("--damping", "damping"), ("--calibration", "calibration"),
                   ("--calibration-inputs", "calibration_inputs"),
                   ("--sequential-calibration", "sequential_calibration"), ("--rotate", "rotate"),
                   ("--accumulator-bits", "accumulator_bits"), ("--input-bits", "input_bits"),
@@ -112,16 +117,21 @@ def method_settings(args) -> MethodSettings:
         weights = number_list(float)(args.view_weights)
     else:
         weights = defaults.view_weights if args.views is None and method == "joint" else None
+    # the source's default method also takes its default damping and column order
+    own = method == defaults.method
+    damping = args.damping if args.damping is not None or not own else defaults.damping
+    act_order = args.act_order if args.act_order is not None else own and defaults.act_order
     fmt = StoreFormat(args.group_size or defaults.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     return MethodSettings(method, fmt, parse_views(args.views) if args.views else defaults.views, weights,
                           accumulator_spec(args), args.joint_feedback, args.joint_anchor,
-                          args.act_order)
+                          act_order, damping)
 
 
 def run(args) -> int:
     if args.recipe:
         check_recipe_options(args)
     check_output(args.output, "image", inputs=[source_input(args.source), args.recipe, args.calibration_inputs])
+    one_torch_thread()
     start = time.perf_counter()
     if args.recipe:
         image = quantize_with_recipe(args.source, args.recipe)

@@ -40,6 +40,9 @@ JOINT_FEEDBACK = ("per-view", "mean")
 DEFAULT_METHOD = "mse"
 #: the views a method optimises when none are named
 DEFAULT_VIEWS = (3, 4, 8)
+#: Hessian damping of the calibrated methods when none is named: the fraction of the mean
+#: Hessian diagonal added to its diagonal (reference GPTQ's percdamp)
+DEFAULT_DAMPING = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +53,20 @@ class SourceDefaults:
     view_weights: tuple[float, ...] | None = None   #: joint's lambda_k, with the default views only
     group_size: int = StoreFormat().group_size
     rotate: str | None = None
+    damping: float | None = None                    #: of the default method (None: DEFAULT_DAMPING)
+    act_order: bool = False                         #: of the default method
 
     def settings(self) -> "MethodSettings":
         """MethodSettings with every default (asymmetric, fp16 scales)."""
-        return MethodSettings(self.method, StoreFormat(self.group_size), self.views, self.view_weights)
+        return MethodSettings(self.method, StoreFormat(self.group_size), self.views, self.view_weights,
+                              damping=self.damping, act_order=self.act_order)
 
 
 #: MiniLM (shipped calibration sentences): the configuration that meets the any-precision
-#: targets on the hold-out pairs (docs/PTQ.md): joint, rotated, G = 32, views 2, 3, 4, 8
-MINILM_DEFAULTS = SourceDefaults(method="joint", views=(2, 3, 4, 8), view_weights=(0.5, 1.0, 8.0, 64.0),
-                                 group_size=32, rotate="hadamard")
+#: targets, nesting gaps included, on the hold-out pairs (docs/PTQ.md): joint, rotated, G = 32,
+#: views 3, 4, 8 with lambda 1, 1, 3, damping 0.3, activation order
+MINILM_DEFAULTS = SourceDefaults(method="joint", views=(3, 4, 8), view_weights=(1.0, 1.0, 3.0),
+                                 group_size=32, rotate="hadamard", damping=0.3, act_order=True)
 
 
 def defaults_for(source: str) -> SourceDefaults:
@@ -78,6 +85,7 @@ class MethodSettings:
     joint_feedback: str | None = None                   #: joint: "per-view" (None: the default) or "mean"
     joint_anchor: int | None = None                     #: joint: bits fixed by a first pass over the views <= it
     act_order: bool = False                             #: calibrated methods: columns by decreasing H_jj
+    damping: float | None = None                        #: calibrated methods (None: DEFAULT_DAMPING)
 
     def __post_init__(self):
         if self.method not in SEQUENTIAL:
@@ -99,6 +107,7 @@ class MethodSettings:
             raise SmartquantError(f"--joint-anchor belongs to the joint method, not {self.method}")
         if self.act_order and SEQUENTIAL[self.method] is None:
             raise SmartquantError(f"--act-order belongs to the calibrated methods, not {self.method}")
+        object.__setattr__(self, "damping", self.checked_damping())
         if (self.accumulator is not None) != (self.method in AXE_METHODS):
             raise SmartquantError(f"{self.method}: accumulator options (--accumulator-bits, --input-bits) "
                                   + ("are required" if self.method in AXE_METHODS else "belong to the AXE methods"))
@@ -109,6 +118,18 @@ class MethodSettings:
     @property
     def calibrated(self) -> bool:
         return SEQUENTIAL[self.method] is not None
+
+    def checked_damping(self) -> float | None:
+        """The damping of a calibrated method (DEFAULT_DAMPING when none is named), in [0, 1);
+        None for the others, which refuse one."""
+        if not self.calibrated:
+            if self.damping is not None:
+                raise SmartquantError(f"--damping belongs to the calibrated methods, not {self.method}")
+            return None
+        damping = DEFAULT_DAMPING if self.damping is None else float(self.damping)
+        if not 0.0 <= damping < 1.0:
+            raise SmartquantError(f"damping {damping:g} must be a fraction of the mean Hessian diagonal in [0, 1)")
+        return damping
 
     def grid(self):
         """The group-grid quantizer (scales and zeros) of the method."""
@@ -139,6 +160,8 @@ class MethodSettings:
                 out["joint_anchor"] = self.joint_anchor
         if self.act_order:
             out["act_order"] = True
+        if self.damping is not None:
+            out["damping"] = self.damping
         if self.accumulator is not None:
             acc = self.accumulator
             out["accumulator"] = {"bits": acc.accumulator_bits, "input_bits": acc.input_bits,
@@ -169,8 +192,9 @@ class CalibratedQuantizer:
         if s.method == "joint":
             return layer.quantize(weight, views=s.views, view_weights=s.view_weights, grid=s.grid(),
                                   per_view=s.joint_feedback == "per-view", anchor=s.joint_anchor,
-                                  act_order=s.act_order)
-        return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator, act_order=s.act_order)
+                                  act_order=s.act_order, percdamp=s.damping)
+        return layer.quantize(weight, views=s.views, grid=s.grid(), accumulator=s.accumulator, act_order=s.act_order,
+                              percdamp=s.damping)
 
 
 def make_quantizer(settings: MethodSettings, calibration: dict | None):
