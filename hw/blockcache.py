@@ -137,13 +137,13 @@ class BlockCache(wiring.Component):
             # slot's freedom
             acquired = self.acquire_valid & getattr(self.acquire, kind)
             acquired_slot = getattr(self.acquire, f"{kind}_slot")
-            counted = Signal(name=f"{kind}_acquired")            # last cycle's acquire, not yet counted
-            counted_slot = Signal.like(acquired_slot, name=f"{kind}_acquired_slot")
-            m.d.sync += [counted.eq(acquired), counted_slot.eq(acquired_slot)]
+            uncounted = Signal(name=f"{kind}_acquired")          # last cycle's acquire, not yet counted
+            uncounted_slot = Signal.like(acquired_slot, name=f"{kind}_acquired_slot")
+            m.d.sync += [uncounted.eq(acquired), uncounted_slot.eq(acquired_slot)]
             released = self.use.release_valid & getattr(self.use.release, kind)
             idle = []
             for s in range(slots):
-                up = counted & (counted_slot == s)
+                up = uncounted & (uncounted_slot == s)
                 down = released & (getattr(self.use.release, f"{kind}_slot") == s)
                 count = Signal(range(self.max_references + 1), name=f"{kind}_refs{s}")
                 m.d.sync += count.eq(count + up - down)
@@ -154,7 +154,7 @@ class BlockCache(wiring.Component):
                 """`slot` has no reference counted, none awaiting its count and none acquired this
                 cycle (the slot is picked among registers; the acquire, which comes late in the
                 cycle, meets one compare)."""
-                return (idle_now.bit_select(slot, 1) & ~(counted & (counted_slot == slot))
+                return (idle_now.bit_select(slot, 1) & ~(uncounted & (uncounted_slot == slot))
                         & ~(acquired & (acquired_slot == slot)))
 
             following = _next(pointer, slots)

@@ -64,6 +64,21 @@ def previous(m: Module, value, name: str) -> Signal:
     return before
 
 
+def delayed(m: Module, value, cycles: int, name: str) -> Signal:
+    """`value` `cycles` cycles ago, through a chain of `previous` registers named `name`0, 1, ..."""
+    for n in range(cycles):
+        value = previous(m, value, f"{name}{n}")
+    return value
+
+
+def kept_until_taken(m: Module, valid, ready, payload, name: str) -> Value:
+    """The stream rules this cycle: if `payload` was offered (`valid`) and not taken
+    (`ready`) last cycle, it is offered again, unchanged."""
+    waiting = previous(m, valid & ~ready, f"{name}_waiting")
+    payload_before = previous(m, payload, f"{name}_payload_before")
+    return ~waiting | (valid & (payload == payload_before))
+
+
 def shadow_count(m: Module, up, down, name: str, width: int) -> Signal:
     """A shadow counter: +1 on `up`, -1 on `down`, wrapping at `width` bits."""
     count = Signal(width, name=name)
@@ -110,9 +125,7 @@ def stream_source(h: Harness, m: Module, port, name: str):
     stream rules: `valid` held and the payload stable until `ready`.  Returns (valid,
     payload) as the design sees them."""
     valid, payload = h.free(1, f"{name}_valid"), h.free(len(Value.cast(port.payload)), f"{name}_payload")
-    m.d.comb += [port.valid.eq(valid), port.payload.eq(payload)]
-    waiting = previous(m, valid & ~port.ready, f"{name}_waiting")
-    payload_before = previous(m, payload, f"{name}_payload_before")
-    m.d.comb += Assume(~waiting | (valid & (payload == payload_before)))
+    m.d.comb += [port.valid.eq(valid), port.payload.eq(payload),
+                 Assume(kept_until_taken(m, valid, port.ready, payload, name))]
     return valid, port.payload
 

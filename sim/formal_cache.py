@@ -282,10 +282,10 @@ def cache_references(h, m):
         m.d.comb += [Assert(getattr(dut, f"{k.kind}_next") == k.pointer),
                      Assert(~k.free | (Cat(*k.refs).word_select(k.pointer, 4) == 0)),
                      Assert(k.total == sum(k.refs))]
-        counted, counted_slot = driven(inner, f"{k.kind}_acquired"), driven(inner, f"{k.kind}_acquired_slot")
+        uncounted, uncounted_slot = driven(inner, f"{k.kind}_acquired"), driven(inner, f"{k.kind}_acquired_slot")
         for s, shadow in enumerate(k.refs):
             count = driven(inner, f"{k.kind}_refs{s}")
-            m.d.comb += [Assert(count + (counted & (counted_slot == s)) == shadow), Assert(shadow <= CACHE_REFERENCES),
+            m.d.comb += [Assert(count + (uncounted & (uncounted_slot == s)) == shadow), Assert(shadow <= CACHE_REFERENCES),
                          Assert(driven(inner, f"{k.kind}_idle{s}") == (count == 0))]
 
 

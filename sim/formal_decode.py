@@ -29,7 +29,7 @@ from ..hw import decode
 from ..hw.csr import REGION
 from ..hw.layouts import Kind
 from ..spec import K_SHIFT, LINE_ADDR_BITS, MAX_REGIONS, OFFSET_BITS, PLANES, TAG_BITS, VIEW_SHIFT, ErrorCause, View
-from .formal_bench import Harness, constant, elaborated, previous
+from .formal_bench import Harness, constant, delayed, elaborated
 
 #: the programmed regions (the others invalid): 0 and 1 in the region select's first
 #: group of `decode.SELECT_GROUP`, 5 in the second
@@ -89,9 +89,7 @@ class _DecodeBench:
             else:
                 m.d.comb += dut.regions[i].eq(0)
 
-        shadow = Cat(valid & req.ready, write, tag, addr)
-        for n in range(decode.STAGES):
-            shadow = previous(m, shadow, f"sent{n}")
+        shadow = delayed(m, Cat(valid & req.ready, write, tag, addr), decode.STAGES, "sent")
         self.sent_valid, self.sent_write = shadow[0], shadow[1]
         self.sent_tag, self.sent_addr = shadow[2:2 + TAG_BITS], shadow[2 + TAG_BITS:]
         self.out = inner.submodules["tags"].output

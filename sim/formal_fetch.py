@@ -20,7 +20,7 @@ from ..hw.axi import AXI_BURST_INCR
 from ..hw.layouts import Kind, is_fp, is_quantized, needs_plane
 from ..hw.queue import BlockRamQueue
 from ..spec import CODEBOOK_LINES, LINE_BYTES
-from .formal_bench import Harness, constant, previous, shadow_count, stream_source, sticky
+from .formal_bench import Harness, constant, kept_until_taken, previous, shadow_count, stream_source, sticky
 
 FETCH_SLOTS = 2                 #: plane slots and metadata slots
 FETCH_DATA_WIDTH = 512          #: one beat a line
@@ -102,9 +102,7 @@ def fetch_axi_rules(h, m):
                 ("aw", axi.awvalid, axi.awready, Cat(axi.awaddr, axi.awlen, axi.awsize, axi.awburst, axi.awid)),
                 ("w", axi.wvalid, axi.wready, Cat(axi.wdata, axi.wstrb, axi.wlast))]
     for name, valid, ready, payload in channels:
-        waiting = previous(m, valid & ~ready, f"{name}_waiting")
-        before = previous(m, payload, f"{name}_before")
-        m.d.comb += Assert(~waiting | (valid & (payload == before)))
+        m.d.comb += Assert(kept_until_taken(m, valid, ready, payload, name))
     with m.If(axi.arvalid):
         m.d.comb += [Assert(axi.arlen < _LINES_PER_BURST), Assert(axi.arsize == 6),
                      Assert(axi.arburst == AXI_BURST_INCR),

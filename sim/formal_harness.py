@@ -20,7 +20,8 @@ from amaranth.lib import data
 
 from ..hw import counter, queue
 from . import formal_cache, formal_csr, formal_decode, formal_fetch, formal_respond
-from .formal_bench import FormalProperty, Harness, elaborated, previous, shadow_count, sticky, stream_source
+from .formal_bench import (FormalProperty, Harness, elaborated, kept_until_taken, previous, shadow_count, sticky,
+                           stream_source)
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
 QUEUE_DEPTH = 4          #: block RAM part: 3 entries + 4 in the head = 7
@@ -122,11 +123,9 @@ def queue_stream_rules(h, m):
     """Once offered, an entry stays offered with the same data until read; room once
     offered stays until used."""
     q = _queue_bench(h, m)
-    waiting = previous(m, q.dut.r_rdy & ~q.dut.r_en, "read_waiting")
-    data_before = previous(m, q.dut.r_data, "r_data_before")
     room_waiting = previous(m, q.dut.w_rdy & ~q.dut.w_en, "write_waiting")
     m.d.comb += [Assert(q.held == q.levels),
-                 Assert(~waiting | (q.dut.r_rdy & (q.dut.r_data == data_before))),
+                 Assert(kept_until_taken(m, q.dut.r_rdy, q.dut.r_en, q.dut.r_data, "read")),
                  Assert(~room_waiting | q.dut.w_rdy)]
 
 
@@ -187,10 +186,9 @@ def pair_stream_rules(h, m):
     """Given a producer that keeps the rules, the output keeps them: `valid` held and the
     payload (early field included) stable until `ready`."""
     p = _pair_bench(h, m)
-    waiting = previous(m, p.dut.output.valid & ~p.dut.output.ready, "out_waiting")
-    payload_before = previous(m, p.dut.output.payload.as_value(), "out_payload_before")
-    m.d.comb += [Assert(p.dut.input.ready == (p.held < 2)), Assert(p.dut.output.valid == (p.held > 0)),
-                 Assert(~waiting | (p.dut.output.valid & (p.dut.output.payload.as_value() == payload_before)))]
+    out = p.dut.output
+    m.d.comb += [Assert(p.dut.input.ready == (p.held < 2)), Assert(out.valid == (p.held > 0)),
+                 Assert(kept_until_taken(m, out.valid, out.ready, out.payload.as_value(), "out"))]
 
 
 def pair_order(h, m):
@@ -219,10 +217,8 @@ def bypass_order(h, m):
     p = _pair_bench(h, m, numbered=True, bypass=True)
     out = p.dut.output
     taken = shadow_count(m, p.take, 0, "taken", PAIR_LAYOUT.size)
-    waiting = previous(m, out.valid & ~out.ready, "out_waiting")
-    payload_before = previous(m, out.payload.as_value(), "out_payload_before")
     m.d.comb += [Assert(p.held <= BYPASS_DEPTH + 2), Assert(~out.valid | (out.payload.as_value() == taken)),
-                 Assert(~waiting | (out.valid & (out.payload.as_value() == payload_before)))]
+                 Assert(kept_until_taken(m, out.valid, out.ready, out.payload.as_value(), "out"))]
 
 
 def bypass_cover(h, m):

@@ -19,7 +19,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from ..hw import output, respond
 from ..hw.layouts import Kind, is_fp
 from ..spec import TAG_BITS, View
-from .formal_bench import Harness, previous, shadow_count, sticky, stream_source
+from .formal_bench import Harness, delayed, kept_until_taken, previous, shadow_count, sticky, stream_source
 
 ROUTER_QUEUE_DEPTH = 4              #: output queue lines (the design's is `respond.PIPELINE_DEPTH` + 8)
 
@@ -51,9 +51,7 @@ def router_stream_rules(h, m):
     stable until `ready`; one response offered at a time, only while a line is held."""
     b = _RouterBench(h, m)
     for name, port in (("drs", b.drs), ("ndr", b.ndr)):
-        waiting = previous(m, port.valid & ~port.ready, f"{name}_waiting")
-        before = previous(m, port.payload.as_value(), f"{name}_before")
-        m.d.comb += Assert(~waiting | (port.valid & (port.payload.as_value() == before)))
+        m.d.comb += Assert(kept_until_taken(m, port.valid, port.ready, port.payload.as_value(), name))
     m.d.comb += [Assert(~(b.drs.valid & b.ndr.valid)), Assert(~(b.drs.valid | b.ndr.valid) | (b.held != 0))]
 
 
@@ -129,9 +127,7 @@ def respond_one_line_per_job(h, m):
     an output queue with room, in job order with the job's tag; the host receives them in
     that order, each as a DRS or NDR as its job asked, nothing else."""
     b = _ResponderBench(h, m)
-    line_due = b.taken & ~b.is_load
-    for n in range(respond.PIPELINE_DEPTH):
-        line_due = previous(m, line_due, f"line_due{n}")
+    line_due = delayed(m, b.taken & ~b.is_load, respond.PIPELINE_DEPTH, "line_due")
     written = shadow_count(m, b.line.valid, 0, "lines_written", SEQUENCE_BITS)
     m.d.comb += [
         Assert(b.line.valid == line_due), Assert(~b.line.valid | b.line.ready),

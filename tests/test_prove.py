@@ -118,7 +118,7 @@ SOURCE_MUTANTS = [
     ("a slot acquired in the cycle it is judged is offered for refill", blockcache,
      "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
     ("a slot whose acquire awaits its count is offered for refill", blockcache,
-     "& ~(counted & (counted_slot == slot))", "", "cache_references"),
+     "& ~(uncounted & (uncounted_slot == slot))", "", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
     ("a command skips the FIFO while entries wait in it", queue,

@@ -119,7 +119,7 @@ def method_settings(args) -> MethodSettings:
         weights = defaults.view_weights if args.views is None and method == "joint" else None
     # the source's default method also takes its default damping and column order
     own = method == defaults.method
-    damping = args.damping if args.damping is not None or not own else defaults.damping
+    damping = args.damping if args.damping is not None else (defaults.damping if own else None)
     act_order = args.act_order if args.act_order is not None else own and defaults.act_order
     fmt = StoreFormat(args.group_size or defaults.group_size, args.format == "sym", ScaleFormat[args.scale.upper()])
     return MethodSettings(method, fmt, parse_views(args.views) if args.views else defaults.views, weights,
