@@ -27,6 +27,8 @@ of its own (`write_data`, to the DRAM port), so the commands stay narrow.  Stage
      and the slots, so the issue stage compares no addresses.
 The command queue at the end (`BypassQueue`) hands a command to the issue stage from a
 register pair, which a command reaches one cycle after L2 while the queue is empty.
+(Past 250 lines: one pipeline whose stages each use the fields the stage before
+registered; split into files, every part would import the others' layouts.)
 """
 
 import functools
