@@ -197,6 +197,7 @@ def test_verdicts_on_measured_points_follow_the_limits(all_rows):
                          ("added latency", 20)]
 
 
+@pytest.mark.slow
 def test_cli_table_json_plots_and_simulator_speed(tmp_path):
     out = subprocess.run([sys.executable, "-m", "smartquant.cli", "bench", "--views", "int8", "--ks", "2",
                           "--latencies", "64", "--stall", "0", "--blocks", "8", "--speed-blocks", "1",

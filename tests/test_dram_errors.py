@@ -248,7 +248,8 @@ def error_trace(tiny_image, tiny_image_dir, tmp_path_factory):
     return path, trace, bad_requests
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus", "amaranth"])
+# Icarus runs the same trace in the slow sweep: the default run has Icarus in test_sim_cocotb.py
+@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.slow), "amaranth"])
 def test_dram_errors_coverify(error_trace, simulator, request):
     if simulator == "icarus":
         request.getfixturevalue("iverilog")        # skips with the reason where Icarus is missing

@@ -54,7 +54,9 @@ def smallest_tensor(image):
 PREFIX_BLOCKS = 64
 
 
-@pytest.mark.parametrize("view,k,streams", [(View.PACKED, 3, 1), (View.FP16, 4, 1), (View.PACKED, 3, 16), (View.FP16, 4, 4)],
+@pytest.mark.parametrize("view,k,streams", [pytest.param(View.PACKED, 3, 1, marks=pytest.mark.slow),
+                                            pytest.param(View.FP16, 4, 1, marks=pytest.mark.slow),
+                                            (View.PACKED, 3, 16), (View.FP16, 4, 4)],
                          ids=["packed-3", "fp16-4", "packed-3-16-hosts", "fp16-4-4-hosts"])
 def test_minilm_tensor_reads_each_line_once(minilm_image, view, k, streams):
     """The first PREFIX_BLOCKS blocks of a MiniLM tensor read by

@@ -66,6 +66,7 @@ endmodule
 """
 
 
+@pytest.mark.slow
 def test_ports_thousands_of_bits_wide_are_scanned_in_segments():
     """One 5,000-bit scan chain made yosys run out of WebAssembly stack; segments do not."""
     report = synth.synthesize(WIDE_PORT_VERILOG, "wide_parity", "ecp5")
