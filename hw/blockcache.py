@@ -152,8 +152,9 @@ class BlockCache(wiring.Component):
 
             def stays_idle(slot):
                 """`slot` has no reference counted, none awaiting its count and none acquired this
-                cycle (the slot is picked among registers; the acquire, which comes late in the
-                cycle, meets one compare)."""
+                cycle (the slot is picked among registers and compared with the acquire's slot
+                and kind, which the issue stage picks from registers; only `acquire_valid`, the
+                issue decision, comes late in the cycle)."""
                 return (idle_now.bit_select(slot, 1) & ~(uncounted & (uncounted_slot == slot))
                         & ~(acquired & (acquired_slot == slot)))
 

@@ -11,8 +11,9 @@ Two register stages at the end of the address decoder (which never stalls):
      metadata hit a valid slot holding the line.  A miss takes the slot at the round-robin
      pointer (the same order the cache component allocates in).  The loaded table changes
      at the end of L2, so the next command's L2 sees it; the slots' valid bits, tags and
-     pointers (plane and metadata alike) take the decision a cycle later, from registers,
-     and the next command's L1 and L2 forward it (the decision, a 128-way or 32-way OR,
+     pointers (plane and metadata alike) take the decision a cycle later, from registers;
+     while they do, the next command's L2 forwards it and the command after compares in
+     L1 with the slot being filled as it will be (the decision, a 128-way or 32-way OR,
      and the update of every slot would not both fit in one cycle).
 The hit slot's number is encoded from L2's registered one-hot vector on the way out.
 
