@@ -143,18 +143,19 @@ class BlockTags(wiring.Component):
             """Per slot: `filled` for the slot the command leaving fills, else `per_slot(e)`."""
             return Cat(*[Mux(p_ahead[e], filled, per_slot(e)) for e in range(P)])
 
-        holds, meta_holds, meta_filled_holds = Signal(P), Signal(M), Signal()
-        m.d.comb += [holds.eq(as_l2_finds(l2.cmd.plane_line[3:] == key, lambda e: p_tag[e] == key)),
-                     meta_filled_holds.eq(l2.cmd.meta_line == meta_key),
-                     meta_holds.eq(Cat(*[Mux(m_ahead[e], meta_filled_holds, m_tag[e] == meta_key)
-                                         for e in range(M)]))]
+        holds = Signal(P)
+        m.d.comb += holds.eq(as_l2_finds(l2.cmd.plane_line[3:] == key, lambda e: p_tag[e] == key))
+        # (the metadata slots are compared as they are; the one being filled now is compared
+        # with the command leaving, two ahead, and L2 picks that compare for it)
+        two_ahead_meta_eq, two_ahead_meta_fill = Signal(), Signal()
         deep = as_l2_finds(l2.cmd.k >= need, lambda e: p_lines[e] >= need)
         # (`live & loads_table`, spelled out: with that signal shared here the k-induction of
         # sim/formal_cache.py's `tags_model` takes about 18 s instead of 3)
         ahead_loads_table, ahead_writes = live & cmd.lut & ~table_hit, live & is_write
         m.d.sync += [l1.eq(self.input), l1_key.eq(key), l1_meta_key.eq(meta_key),
                      p_same_base.eq(valid_next & holds), p_hit_base.eq(valid_next & holds & deep),
-                     m_eq.eq(meta_holds),
+                     m_eq.eq(Cat(*[tag == meta_key for tag in m_tag])),
+                     two_ahead_meta_eq.eq(l2.cmd.meta_line == meta_key), two_ahead_meta_fill.eq(pend_meta_fill),
                      ahead_eq.eq(key == l1_key), ahead_deep.eq(l1.cmd.k >= need),
                      ahead_meta_eq.eq(meta_key == l1_meta_key),
                      table_hit.eq(~self.invalidate & Mux(
@@ -166,6 +167,7 @@ class BlockTags(wiring.Component):
         fetch_plane, fetch_meta = Signal(), Signal()
         ahead_serves, ahead_dropped = Signal(), Signal()     # the fill ahead holds the block; its drop took it
         p_match, same, plane_slot, m_match = Signal(P), Signal(P), Signal(range(P)), Signal(M)
+        m_two_ahead, m_holds = Signal(M), Signal(M)     # the slot the command two ahead filled; L1's compares
         # The hit, without the vector p_match: L1 found the block in at most one slot (a block is
         # resident at most once); whether that slot lies at the pointer, the next or the one after
         # is three OR trees over registers, and the pending decision and the table load pick which
@@ -192,8 +194,11 @@ class BlockTags(wiring.Component):
             p_match.eq(after_ahead(ahead_serves & ahead_deep, p_hit_base)),
             fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & hit)),
             plane_slot.eq(Mux(loads_table, _next(ptr_now, P), ptr_now)),
-            # (a metadata slot the command leaving fills holds its line: `ahead_meta_eq`)
-            m_match.eq(m_valid_now & ((m_ahead & ahead_meta_eq.replicate(M)) | (~m_ahead & m_eq))),
+            # (a metadata slot holds the line of the command that filled it: the command leaving
+            # fills `m_ahead`, the one before it filled the slot just behind the pointer)
+            m_two_ahead.eq(Cat(m_hot[1:], m_hot[0]) & two_ahead_meta_fill.replicate(M)),
+            m_holds.eq((m_two_ahead & two_ahead_meta_eq.replicate(M)) | (~m_two_ahead & m_eq)),
+            m_match.eq(m_valid_now & ((m_ahead & ahead_meta_eq.replicate(M)) | (~m_ahead & m_holds))),
             fetch_meta.eq(fp & (m_match == 0)),
         ]
         m.d.sync += [pend_fill.eq(live & fetch_plane), pend_table.eq(live & loads_table),
