@@ -288,12 +288,14 @@ def cache_references(h, m):
     design's counters plus the acquire awaiting its count equal the shadow counts, <= 3);
     the pointer is round-robin; a slot is offered for refill (`free`) only with no
     reference.  Invariants for k-induction: each slot's held zero flag equals its count's
-    comparison, and the references in flight are the slots' counts summed."""
+    comparison, the references in flight are the slots' counts summed, and the design's
+    register of the slot after the pointer is that slot."""
     dut, inner, kinds, _ = _cache_bench(h, m)
     for k in kinds:
         m.d.comb += [Assert(getattr(dut, f"{k.kind}_next") == k.pointer),
                      Assert(~k.free | (Cat(*k.refs).word_select(k.pointer, 4) == 0)),
-                     Assert(k.total == sum(k.refs))]
+                     Assert(k.total == sum(k.refs)),
+                     Assert(driven(inner, f"{k.kind}_following") == _next(k.pointer, CACHE_SLOTS))]
         uncounted, uncounted_slot = driven(inner, f"{k.kind}_acquired"), driven(inner, f"{k.kind}_acquired_slot")
         for s, shadow in enumerate(k.refs):
             count = driven(inner, f"{k.kind}_refs{s}")
@@ -304,11 +306,13 @@ def cache_references(h, m):
 def cache_failed_flags(h, m):
     """A slot's failed flag is set exactly when the last burst into it since its
     allocation had an SLVERR / DECERR beat, and stays set until the slot is allocated
-    again.  Invariant for k-induction: the design's open-burst error bit equals the shadow's."""
+    again.  Invariants for k-induction: the design's open-burst error bit equals the
+    shadow's, and its register of the slot after the pointer is that slot."""
     dut, inner, kinds, open_failed = _cache_bench(h, m)
     m.d.comb += Assert(driven(inner, "failed") == open_failed)
     for k in kinds:
         m.d.comb += [Assert(getattr(dut, f"{k.kind}_next") == k.pointer),
+                     Assert(driven(inner, f"{k.kind}_following") == _next(k.pointer, CACHE_SLOTS)),
                      Assert(getattr(dut.read, f"{k.kind}_failed") == k.failed)]
 
 

@@ -127,6 +127,8 @@ SOURCE_MUTANTS = [
      "& ~(acquired & (acquired_slot == slot))", "", "cache_references"),
     ("a slot whose acquire awaits its count is offered for refill", blockcache,
      "& ~(uncounted & (uncounted_slot == slot))", "", "cache_references"),
+    ("the register of the slot after the pointer stays put", blockcache,
+     "following.eq(_next(following, slots))", "following.eq(following)", "cache_references"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
     ("a command skips the FIFO while entries wait in it", queue,
