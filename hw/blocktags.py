@@ -138,6 +138,9 @@ class BlockTags(wiring.Component):
         l1_key, l1_meta_key = Signal(BLOCK_BITS), Signal(32)
         p_hit_base, p_same_base, m_eq = Signal(P), Signal(P), Signal(M)
         ahead_eq, ahead_deep, ahead_meta_eq = Signal(), Signal(), Signal()
+        # (the metadata slots are compared as they are; the one being filled now is compared
+        # with the command leaving, two ahead, and L2 picks that compare for it)
+        two_ahead_meta_eq, two_ahead_meta_fill = Signal(), Signal()
 
         def as_l2_finds(filled, per_slot):
             """Per slot: `filled` for the slot the command leaving fills, else `per_slot(e)`."""
@@ -145,9 +148,6 @@ class BlockTags(wiring.Component):
 
         holds = Signal(P)
         m.d.comb += holds.eq(as_l2_finds(l2.cmd.plane_line[3:] == key, lambda e: p_tag[e] == key))
-        # (the metadata slots are compared as they are; the one being filled now is compared
-        # with the command leaving, two ahead, and L2 picks that compare for it)
-        two_ahead_meta_eq, two_ahead_meta_fill = Signal(), Signal()
         deep = as_l2_finds(l2.cmd.k >= need, lambda e: p_lines[e] >= need)
         # (`live & loads_table`, spelled out: with that signal shared here the k-induction of
         # sim/formal_cache.py's `tags_model` takes about 18 s instead of 3)
