@@ -11,7 +11,7 @@ slot serves each request (blocktags.py, in the decoder's last stages).
   later from a register, so the issue decision reaches no slot's counter; `release`: the
   response stage started the job's last step a cycle ago, so it reads the slot no more), and
   `plane_free` / `meta_free` is a register: the next slot's count is zero and no acquire
-  awaits its count or comes this cycle.
+  awaits its count or comes this cycle (the pointer and the slot after it are registers).
 - Fill and failure: bursts complete in issue order, so completion is a count per kind; a
   job that allocated a slot has its data once more bursts have completed than the
   allocating jobs the response stage started before it (`started`, `plane_landed` /
@@ -152,15 +152,17 @@ class BlockCache(wiring.Component):
 
             def stays_idle(slot):
                 """`slot` has no reference counted, none awaiting its count and none acquired this
-                cycle (the slot is picked among registers; the acquire, which comes late in the
-                cycle, meets one compare)."""
+                cycle (the slot is picked among registers and compared with the acquire's slot
+                and kind, which the issue stage picks from registers; only `acquire_valid`, the
+                issue decision, comes late in the cycle)."""
                 return (idle_now.bit_select(slot, 1) & ~(uncounted & (uncounted_slot == slot))
                         & ~(acquired & (acquired_slot == slot)))
 
-            following = _next(pointer, slots)
+            # (the slot after the pointer is a register too: no adder before the slot select)
+            following = Signal(range(slots), init=1, name=f"{kind}_following")
             m.d.sync += free.eq(Mux(alloc, stays_idle(following), stays_idle(pointer)))
             with m.If(alloc):
-                m.d.sync += pointer.eq(following)
+                m.d.sync += [pointer.eq(following), following.eq(_next(following, slots))]
         return m
 
 

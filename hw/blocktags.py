@@ -9,11 +9,12 @@ Two register stages at the end of the address decoder (which never stalls):
      with the commands one and two ahead as well, whose allocations the tags do not hold yet;
   L2 decides: a plane hit is a valid slot holding the block with at least k lines, a
      metadata hit a valid slot holding the line.  A miss takes the slot at the round-robin
-     pointer (the same order the cache component allocates in).  The metadata slots and
-     the loaded table change at the end of L2, so the next command's L2 sees them; the
-     plane slots' valid bits, tags and pointer take the decision a cycle later, from
-     registers, and the next command's L2 forwards it (the decision, a 128-way OR, and the
-     update of every slot would not both fit in one cycle).
+     pointer (the same order the cache component allocates in).  The loaded table changes
+     at the end of L2, so the next command's L2 sees it; the slots' valid bits, tags and
+     pointers (plane and metadata alike) take the decision a cycle later, from registers;
+     while they do, the next command's L2 forwards it and the command after compares in
+     L1 with the slot being filled as it will be (the decision, a 128-way or 32-way OR,
+     and the update of every slot would not both fit in one cycle).
 The hit slot's number is encoded from L2's registered one-hot vector on the way out.
 
 Rules (sw/image/dram_errors.py `SlotModel` applies the same ones): a quantized read's miss
@@ -79,8 +80,8 @@ class BlockTags(wiring.Component):
         m_tag = [Signal(32, name=f"meta_tag{e}") for e in range(M)]
         p_valid, p_hot = Signal(P, name="p_valid"), Signal(P, init=1, name="p_hot")
         p_ptr = Signal(range(P), name="p_ptr")
-        m_valid, m_hot, m_ahead = Signal(M, name="m_valid"), Signal(M, init=1, name="m_hot"), Signal(M, name="m_ahead")
-        m_ptr = Signal(range(M))
+        m_valid, m_hot = Signal(M, name="m_valid"), Signal(M, init=1, name="m_hot")
+        m_ptr = Signal(range(M), name="m_ptr")
         table_valid, table_codebook = Signal(name="table_valid"), Signal.like(c.codebook, name="table_codebook")
         table_k = Signal(4)
         # the command in L2: its kind, and whether it loads the table (L1's `table_hit` forwarded)
@@ -112,6 +113,23 @@ class BlockTags(wiring.Component):
             with m.If(p_ahead[e]):
                 m.d.sync += [p_tag[e].eq(l2.cmd.plane_line[3:]), p_lines[e].eq(l2.cmd.k)]
 
+        # --- the metadata decision of the command leaving, applied to the slots now ---
+        pend_meta_fill, pend_meta_resident = Signal(name="pend_meta_fill"), Signal(name="pend_meta_resident")
+        l2_m_match = Signal(M, name="l2_m_match")               # the metadata slots it hit
+        m_ahead, m_valid_now = Signal(M, name="m_ahead"), Signal(M, name="m_valid_now")
+        meta_ptr_now = Signal(range(M))
+        m.d.comb += [
+            m_ahead.eq(m_hot & pend_meta_fill.replicate(M)),
+            m_valid_now.eq((m_valid & ~Mux(pend_write, l2_m_match, 0))
+                           | (m_ahead & pend_meta_resident.replicate(M))),
+            meta_ptr_now.eq(Mux(pend_meta_fill, _next(m_ptr, M), m_ptr)),
+        ]
+        m.d.sync += [m_valid.eq(Mux(self.invalidate, 0, m_valid_now)), m_ptr.eq(meta_ptr_now),
+                     m_hot.eq(Mux(pend_meta_fill, _rotate(m_hot), m_hot))]
+        for e in range(M):
+            with m.If(m_ahead[e]):
+                m.d.sync += m_tag[e].eq(l2.cmd.meta_line)
+
         # --- L1: compare with every slot (as L2 will find them) and with the commands ahead ---
         key, need, meta_key = Signal(BLOCK_BITS), Signal(4), Signal(32)
         write = c.kind == Kind.RAW_WR
@@ -120,6 +138,9 @@ class BlockTags(wiring.Component):
         l1_key, l1_meta_key = Signal(BLOCK_BITS), Signal(32)
         p_hit_base, p_same_base, m_eq = Signal(P), Signal(P), Signal(M)
         ahead_eq, ahead_deep, ahead_meta_eq = Signal(), Signal(), Signal()
+        # (the metadata slots are compared as they are; the one being filled now is compared
+        # with the command leaving, two ahead, and L2 picks that compare for it)
+        two_ahead_meta_eq, two_ahead_meta_fill = Signal(), Signal()
 
         def as_l2_finds(filled, per_slot):
             """Per slot: `filled` for the slot the command leaving fills, else `per_slot(e)`."""
@@ -134,17 +155,19 @@ class BlockTags(wiring.Component):
         m.d.sync += [l1.eq(self.input), l1_key.eq(key), l1_meta_key.eq(meta_key),
                      p_same_base.eq(valid_next & holds), p_hit_base.eq(valid_next & holds & deep),
                      m_eq.eq(Cat(*[tag == meta_key for tag in m_tag])),
+                     two_ahead_meta_eq.eq(l2.cmd.meta_line == meta_key), two_ahead_meta_fill.eq(pend_meta_fill),
                      ahead_eq.eq(key == l1_key), ahead_deep.eq(l1.cmd.k >= need),
                      ahead_meta_eq.eq(meta_key == l1_meta_key),
                      table_hit.eq(~self.invalidate & Mux(
                          ahead_loads_table, (l1.cmd.codebook == c.codebook) & (l1.cmd.k == c.k),
                          ~ahead_writes & table_valid & (table_codebook == c.codebook) & (table_k == c.k)))]
 
-        # --- L2: decide; the metadata slots and the table change now, the plane slots next ---
+        # --- L2: decide; the table changes now, the slots next ---
         # (every value used more than once is a signal: the Verilog then computes it once)
         fetch_plane, fetch_meta = Signal(), Signal()
         ahead_serves, ahead_dropped = Signal(), Signal()     # the fill ahead holds the block; its drop took it
         p_match, same, plane_slot, m_match = Signal(P), Signal(P), Signal(range(P)), Signal(M)
+        m_two_ahead, m_holds = Signal(M), Signal(M)     # the slot the command two ahead filled; L1's compares
         # The hit, without the vector p_match: L1 found the block in at most one slot (a block is
         # resident at most once); whether that slot lies at the pointer, the next or the one after
         # is three OR trees over registers, and the pending decision and the table load pick which
@@ -171,7 +194,11 @@ class BlockTags(wiring.Component):
             p_match.eq(after_ahead(ahead_serves & ahead_deep, p_hit_base)),
             fetch_plane.eq(needs_plane(cmd.kind) & ~(quantized & hit)),
             plane_slot.eq(Mux(loads_table, _next(ptr_now, P), ptr_now)),
-            m_match.eq(m_valid & ((m_eq & ~m_ahead) | (m_ahead & ahead_meta_eq.replicate(M)))),
+            # (a metadata slot holds the line of the command that filled it: the command leaving
+            # fills `m_ahead`, the one before it filled the slot just behind the pointer)
+            m_two_ahead.eq(Cat(m_hot[1:], m_hot[0]) & two_ahead_meta_fill.replicate(M)),
+            m_holds.eq((m_two_ahead & two_ahead_meta_eq.replicate(M)) | (~m_two_ahead & m_eq)),
+            m_match.eq(m_valid_now & ((m_ahead & ahead_meta_eq.replicate(M)) | (~m_ahead & m_holds))),
             fetch_meta.eq(fp & (m_match == 0)),
         ]
         m.d.sync += [pend_fill.eq(live & fetch_plane), pend_table.eq(live & loads_table),
@@ -179,28 +206,21 @@ class BlockTags(wiring.Component):
                      pend_write.eq(live & is_write), pend_qmiss.eq(live & quantized & fetch_plane),
                      pend_clears.eq(live & ((quantized & fetch_plane) | (is_write & hit))),
                      pend_match.eq(p_match), pend_same.eq(same),
-                     m_ahead.eq(0)]
+                     pend_meta_fill.eq(live & fetch_meta), pend_meta_resident.eq(live & fetch_meta & ~self.invalidate)]
         with m.If(live):
             with m.If(is_write):
-                m.d.sync += [m_valid.eq(m_valid & ~m_match), table_valid.eq(0)]
-            with m.If(fetch_meta):
-                m.d.sync += [m_valid.eq(m_valid | m_hot), m_ptr.eq(_next(m_ptr, M)), m_hot.eq(_rotate(m_hot)),
-                             m_ahead.eq(m_hot)]
-                for e in range(M):
-                    with m.If(m_hot[e]):
-                        m.d.sync += m_tag[e].eq(cmd.meta_line)
+                m.d.sync += table_valid.eq(0)
             with m.If(loads_table):
                 m.d.sync += [table_valid.eq(1), table_codebook.eq(cmd.codebook), table_k.eq(cmd.k)]
 
         with m.If(self.invalidate):
-            m.d.sync += [m_valid.eq(0), table_valid.eq(0)]
+            m.d.sync += table_valid.eq(0)
 
         # --- out: L2's decision, registered; the hit slots encoded ---
-        l2_m_match = Signal(M)
         l2_plane_slot, l2_meta_slot = Signal(range(P)), Signal(range(M))
         m.d.sync += [l2.eq(l1), l2.cmd.fetch_plane.eq(fetch_plane), l2.cmd.fetch_meta.eq(fetch_meta),
                      l2.cmd.fetch_table.eq(loads_table), l2_m_match.eq(m_match),
-                     l2_plane_slot.eq(plane_slot), l2_meta_slot.eq(m_ptr)]
+                     l2_plane_slot.eq(plane_slot), l2_meta_slot.eq(meta_ptr_now)]
         out = l2.cmd
         m.d.comb += [
             self.output.eq(l2),

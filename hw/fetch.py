@@ -101,13 +101,17 @@ class FetchIssue(wiring.Component):
         fire = self.cmd.valid & ~need_table & self.job.ready & plane_ok & meta_ok & write_ok
 
         m.d.comb += [self.job.valid.eq(fire | load_table), self.cmd.ready.eq(fire)]
-        last_step = Mux(load_table, (1 << c.k) - 1,          # one step per entry of view k's table
+        # The job's kind, slot and steps are picked by `need_table`, from registers: a job is
+        # valid while the table is needed only if it is the table load (`fire` needs the table
+        # loaded), so the pick equals `load_table`'s whenever the job is, and the acquire's slot
+        # and kind reach the block cache without the issue decision.
+        last_step = Mux(need_table, (1 << c.k) - 1,          # one step per entry of view k's table
                         Mux(is_fp(c.kind), self.fp_steps - 1, 0))
         passed_on = {name: getattr(c, name) for name in COMMON_FIELDS}
         job_kind = Signal(Kind)
-        m.d.comb += job_kind.eq(Mux(load_table, Kind.LUT_LOAD, c.kind))
+        m.d.comb += job_kind.eq(Mux(need_table, Kind.LUT_LOAD, c.kind))
         passed_on["kind"] = job_kind
-        plane_slot = Mux(load_table, plane_next, c.plane_slot)
+        plane_slot = Mux(need_table, plane_next, c.plane_slot)
         m.d.comb += self.job.payload.eq(pack(
             JOB, **passed_on, plane_slot=plane_slot, plane_alloc=plane_pending | alloc_plane | load_table,
             meta_slot=c.meta_slot, meta_alloc=meta_pending | alloc_meta, last_step=last_step))

@@ -35,9 +35,9 @@ class _LookupModel:
     """The slots as the rules describe them, updated by each command leaving the lookup
     (`out`, a STAGE); `invalidate` of the cycle before clears them after it (the design
     judges the command in its decision stage by the state before the invalidation).
-    Every register `r` has its next value `self.next[r.name]`.  The design's metadata slots
-    and table have already taken the command now leaving, so they equal the next values;
-    its plane slots take it in this cycle, so they equal the model's registers (the
+    Every register `r` has its next value `self.next[r.name]`.  The design's table has
+    already taken the command now leaving, so it equals the next values; its plane and
+    metadata slots take it in this cycle, so they equal the model's registers (the
     k-induction invariants)."""
 
     def __init__(self, m: Module, out, invalidate):
@@ -119,15 +119,17 @@ class _LookupModel:
             m.d.comb += [nxt["p_valid"].eq(0), nxt["m_valid"].eq(0), nxt["table_valid"].eq(0)]
 
     def invariants(self, inner: Module) -> list:
-        """The design's state equals the model's (its plane slots with the invalidation of
-        the cycle before applied); its plane slots once they take the command leaving, and
-        its other state, equal the model's next; no block or metadata line is resident
-        twice; the one-hot pointers and forwarded allocations agree."""
+        """The design's slots equal the model's (with the invalidation of the cycle before
+        applied); its slots once they take the command leaving, and its table, equal the
+        model's next; no block or metadata line is resident twice; the one-hot pointers and
+        forwarded allocations agree."""
         P, M = TAG_PLANE_SLOTS, TAG_META_SLOTS
-        now = {"p_valid": Mux(self.invalidated, 0, self.valid), "p_ptr": self.pointer}
+        now = {"p_valid": Mux(self.invalidated, 0, self.valid), "p_ptr": self.pointer,
+               "m_valid": Mux(self.invalidated, 0, self.meta_valid), "m_ptr": self.meta_pointer}
         now |= {f"plane_tag{e}": self.tags[e] for e in range(P)} | {f"plane_lines{e}": self.lines[e] for e in range(P)}
+        now |= {f"meta_tag{e}": self.meta_tags[e] for e in range(M)}
         checks = [Assert(driven(inner, name) == now.get(name, following)) for name, following in self.next.items()]
-        checks.append(Assert(driven(inner, "p_valid_now") == self.next["p_valid"]))
+        checks += [Assert(driven(inner, f"{kind}_valid_now") == self.next[f"{kind}_valid"]) for kind in ("p", "m")]
         checks += [Assert(~(self.valid[e] & self.valid[f] & (self.tags[e] == self.tags[f])))
                    for e in range(P) for f in range(e + 1, P)]
         checks += [Assert(~(self.meta_valid[e] & self.meta_valid[f] & (self.meta_tags[e] == self.meta_tags[f])))
@@ -186,12 +188,19 @@ def tags_model(h, m):
 def tags_cover(h, m):
     """A hit; a hit on the slot the command just ahead filled (the forwarded compare); a
     miss that evicts a resident block; a miss for more lines of a resident block; a table
-    load; a metadata hit; a raw write that invalidates a resident block."""
+    load; a metadata hit; a metadata hit on the slot the command just ahead or two ahead
+    filled (the compares forwarded in L2 and L1); a raw write that invalidates a resident
+    block, and one that invalidates a metadata line."""
     dut, _, model = _tags_bench(h, m)
     out, cmd = dut.output, dut.output.cmd
     live = out.valid
     filled_ahead = previous(m, live & model.quantized & model.fetch_plane, "filled_ahead")
     slot_ahead = previous(m, model.fill_slot, "slot_ahead")
+    meta_filled = [previous(m, live & model.fetch_meta, "meta_filled_ahead")]
+    meta_filled.append(previous(m, meta_filled[0], "meta_filled_two_ahead"))
+    meta_slot_ahead = [previous(m, model.meta_pointer, "meta_slot_ahead")]
+    meta_slot_ahead.append(previous(m, meta_slot_ahead[0], "meta_slot_two_ahead"))
+    meta_hit = live & model.fp & ~model.fetch_meta
     is_write = cmd.kind == Kind.RAW_WR
     m.d.comb += [
         Cover(live & model.hit),
@@ -199,8 +208,11 @@ def tags_cover(h, m):
         Cover(live & model.quantized & model.fetch_plane & model.valid.bit_select(model.fill_slot, 1)),
         Cover(live & model.quantized & model.fetch_plane & (model.same_block != 0)),
         Cover(live & model.loads_table),
-        Cover(live & model.fp & ~model.fetch_meta),
+        Cover(meta_hit),
+        *[Cover(meta_hit & filled & (cmd.meta_slot == slot)) for filled, slot in zip(meta_filled, meta_slot_ahead)],
         Cover(live & is_write & (model.resident != 0)),
+        Cover(live & is_write & (Cat(*[model.meta_valid[e] & (model.meta_tags[e] == cmd.plane_line)
+                                       for e in range(TAG_META_SLOTS)]) != 0)),
     ]
 
 
@@ -276,12 +288,14 @@ def cache_references(h, m):
     design's counters plus the acquire awaiting its count equal the shadow counts, <= 3);
     the pointer is round-robin; a slot is offered for refill (`free`) only with no
     reference.  Invariants for k-induction: each slot's held zero flag equals its count's
-    comparison, and the references in flight are the slots' counts summed."""
+    comparison, the references in flight are the slots' counts summed, and the design's
+    register of the slot after the pointer is that slot."""
     dut, inner, kinds, _ = _cache_bench(h, m)
     for k in kinds:
         m.d.comb += [Assert(getattr(dut, f"{k.kind}_next") == k.pointer),
                      Assert(~k.free | (Cat(*k.refs).word_select(k.pointer, 4) == 0)),
-                     Assert(k.total == sum(k.refs))]
+                     Assert(k.total == sum(k.refs)),
+                     Assert(driven(inner, f"{k.kind}_following") == _next(k.pointer, CACHE_SLOTS))]
         uncounted, uncounted_slot = driven(inner, f"{k.kind}_acquired"), driven(inner, f"{k.kind}_acquired_slot")
         for s, shadow in enumerate(k.refs):
             count = driven(inner, f"{k.kind}_refs{s}")
@@ -292,11 +306,13 @@ def cache_references(h, m):
 def cache_failed_flags(h, m):
     """A slot's failed flag is set exactly when the last burst into it since its
     allocation had an SLVERR / DECERR beat, and stays set until the slot is allocated
-    again.  Invariant for k-induction: the design's open-burst error bit equals the shadow's."""
+    again.  Invariants for k-induction: the design's open-burst error bit equals the
+    shadow's, and its register of the slot after the pointer is that slot."""
     dut, inner, kinds, open_failed = _cache_bench(h, m)
     m.d.comb += Assert(driven(inner, "failed") == open_failed)
     for k in kinds:
         m.d.comb += [Assert(getattr(dut, f"{k.kind}_next") == k.pointer),
+                     Assert(driven(inner, f"{k.kind}_following") == _next(k.pointer, CACHE_SLOTS)),
                      Assert(getattr(dut.read, f"{k.kind}_failed") == k.failed)]
 
 
