@@ -28,6 +28,7 @@ from .formal_bench import Harness, constant, kept_until_taken, previous, shadow_
 FETCH_SLOTS = 2                 #: plane slots and metadata slots
 FETCH_DATA_WIDTH = 512          #: one beat a line
 FETCH_ADDR_WIDTH = 32
+FETCH_FP_STEPS = 2              #: the response stage's steps per fp16 / bf16 line (16 lanes)
 #: bursts in flight at most: the landing queue's capacity (its block RAM part + head)
 READS_LIMIT = 2 * FETCH_SLOTS - 1 + BlockRamQueue.HEAD_DEPTH
 _PAGE_BYTES = 4096
@@ -39,7 +40,8 @@ class _FetchBench:
     AXI subordinate; `region`: every command reads one region's lines."""
 
     def __init__(self, h: Harness, m: Module, *, region: bool):
-        self.issue = issue = fetch.FetchIssue(plane_slots=FETCH_SLOTS, meta_slots=FETCH_SLOTS, fp_steps=2)
+        self.issue = issue = fetch.FetchIssue(plane_slots=FETCH_SLOTS, meta_slots=FETCH_SLOTS,
+                                                  fp_steps=FETCH_FP_STEPS)
         self.port = port = dram.DramPort(addr_width=FETCH_ADDR_WIDTH, data_width=FETCH_DATA_WIDTH, id_width=1,
                                          plane_slots=FETCH_SLOTS, meta_slots=FETCH_SLOTS, wresp_depth=2)
         m.submodules.issue, m.submodules.port = issue, port
@@ -173,7 +175,8 @@ def issue_one_job_per_command(h, m):
     requests it asks for: a table read of view k's codebook lines and a LUT_LOAD job
     (`fetch_table`, first), one plane read of the block's k lines or the raw line
     (`fetch_plane`), one metadata read of its line (`fetch_meta`), one write of its line
-    (RAW_WR); the command's job says which slots it fetched (`plane_alloc`, `meta_alloc`)."""
+    (RAW_WR); the command's job says which slots it fetched (`plane_alloc`, `meta_alloc`)
+    and its steps (2 for fp16 / bf16, 2**k for a LUT_LOAD, else 1)."""
     link = _IssueLink(h, m)
     b, job, c = link.bench, link.job, link.bench.cmd
     issue = b.issue
@@ -183,7 +186,8 @@ def issue_one_job_per_command(h, m):
     with m.If(command_job):
         m.d.comb += [Assert(getattr(job, name) == getattr(c, name)) for name in COMMON_FIELDS]
         m.d.comb += [Assert(job.plane_slot == c.plane_slot), Assert(job.meta_slot == c.meta_slot),
-                     Assert(job.plane_alloc == c.fetch_plane), Assert(job.meta_alloc == c.fetch_meta)]
+                     Assert(job.plane_alloc == c.fetch_plane), Assert(job.meta_alloc == c.fetch_meta),
+                     Assert(job.last_step == Mux(is_fp(c.kind), FETCH_FP_STEPS - 1, 0))]
     asked = {"plane_reads": c.fetch_plane + c.fetch_table, "meta_reads": c.fetch_meta,
              "writes": c.kind == Kind.RAW_WR, "loads": c.fetch_table}
     for name, count in link.for_head.items():
@@ -205,6 +209,7 @@ def issue_one_job_per_command(h, m):
                          Assert(reads.lines == Mux(is_quantized(c.kind), c.k, 1)), Assert(loaded == c.fetch_table)]
     with m.If(link.done["loads"]):
         m.d.comb += [Assert(job.tag == c.tag), Assert(job.k == c.k), Assert(job.plane_alloc),
+                     Assert(job.last_step == (1 << c.k) - 1),
                      Assert(job.plane_slot == reads.slot)]
     with m.If(link.done["meta_reads"]):
         m.d.comb += Assert(issue.meta_reads.payload.line == c.meta_line)
