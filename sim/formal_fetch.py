@@ -265,3 +265,46 @@ def dram_outstanding_cover(h, m):
     was_full = sticky(m, outstanding == READS_LIMIT, "was_full")
     was_drained = sticky(m, was_full & (outstanding == READS_LIMIT - 1), "was_drained")
     m.d.comb += [Cover(outstanding == READS_LIMIT), Cover(was_drained & (outstanding == READS_LIMIT))]
+
+
+class _NumberedPort:
+    """`_port_bench` with numbered requests: plane request n names line 2n and n mod 8 + 1
+    lines, metadata request n line 2n + 1 (n mod 16); an AR burst's first line then says
+    which queue and which request it is."""
+
+    def __init__(self, h: Harness, m: Module):
+        self.port, _ = _port_bench(h, m)
+        axi = self.port.axi
+        self.ar_done = axi.arvalid & axi.arready
+        first = axi.araddr[LINE_BYTES.bit_length() - 1:]     # (a shift, not a divider)
+        self.is_meta, self.number = first[0], first[1:5]
+        self.requested, self.bursts = [], []
+        for name, is_meta in (("plane_reads", 0), ("meta_reads", 1)):
+            reads = getattr(self.port, name)
+            requested = shadow_count(m, reads.valid & reads.ready, 0, f"{name}_taken", 4)
+            lines = requested[:3] + 1 if not is_meta else 1
+            m.d.comb += Assume(~reads.valid | ((reads.payload.line == Cat(Const(is_meta, 1), requested))
+                                               & (reads.payload.lines == lines)))
+            self.requested.append(requested)
+            self.bursts.append(shadow_count(m, self.ar_done & (self.is_meta == is_meta), 0, f"{name}_bursts", 4))
+
+
+def dram_request_to_burst(h, m):
+    """Every read request becomes exactly one AR burst, of its line and length, in its
+    queue's order (metadata requests may overtake plane requests): the n-th plane burst is
+    plane request n, the n-th metadata burst metadata request n, and no burst comes before
+    its request."""
+    b = _NumberedPort(h, m)
+    axi = b.port.axi
+    bursts, requested = Mux(b.is_meta, b.bursts[1], b.bursts[0]), Mux(b.is_meta, b.requested[1], b.requested[0])
+    with m.If(axi.arvalid):
+        m.d.comb += [Assert(b.number == bursts), Assert(bursts != requested), Assert(axi.araddr[:LINE_BYTES.bit_length() - 1] == 0),
+                     Assert(axi.arlen == Mux(b.is_meta, 0, b.number[:3]))]
+
+
+def dram_burst_cover(h, m):
+    """The fifth plane and the fifth metadata burst (both request queues' pointers wrapped);
+    a metadata burst taken while a plane request waits in its queue."""
+    b = _NumberedPort(h, m)
+    m.d.comb += [Cover(b.ar_done & ~b.is_meta & (b.number == 4)), Cover(b.ar_done & b.is_meta & (b.number == 4)),
+                 Cover(b.ar_done & b.is_meta & (b.requested[0] != b.bursts[0]))]

@@ -262,6 +262,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("issue_cover", "FetchIssue+DramPort", "cover", 10, formal_fetch.issue_cover),
     FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
     FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
+    FormalProperty("dram_request_to_burst", "DramPort", "bmc", 10, formal_fetch.dram_request_to_burst),
+    FormalProperty("dram_burst_cover", "DramPort", "cover", 10, formal_fetch.dram_burst_cover),
     FormalProperty("router_stream_rules", "output queue+OutputRouter", "bmc", 10, formal_respond.router_stream_rules),
     FormalProperty("router_order", "output queue+OutputRouter", "bmc", 10, formal_respond.router_order),
     FormalProperty("router_cover", "output queue+OutputRouter", "cover", 10, formal_respond.router_cover),

@@ -140,6 +140,8 @@ SOURCE_MUTANTS = [
      "pick_meta.eq(mq.r_rdy & ~plane_waiting)", "pick_meta.eq(mq.r_rdy)", "fetch_axi_rules"),
     ("a raw read fetches k lines (bursts cross 4 KB)", fetch,
      "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
+    ("a metadata burst also pops the plane request queue (a plane request lost)", dram,
+     "pq.r_en.eq(ar_done & ~pick_meta)", "pq.r_en.eq(ar_done)", "dram_request_to_burst"),
     ("AR offered without room in the landing queue", dram,
      "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
     ("the router dequeues a line only when a DRS is taken (an NDR repeats)", output,
