@@ -260,6 +260,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("issue_one_job_per_command", "FetchIssue+DramPort", "bmc", 10,
                    formal_fetch.issue_one_job_per_command),
     FormalProperty("issue_cover", "FetchIssue+DramPort", "cover", 10, formal_fetch.issue_cover),
+    FormalProperty("issue_progress", "FetchIssue+DramPort", "bmc", 10, formal_fetch.issue_progress),
+    FormalProperty("issue_progress_cover", "FetchIssue+DramPort", "cover", 10, formal_fetch.issue_progress_cover),
     FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
     FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
     FormalProperty("dram_request_to_burst", "DramPort", "bmc", 10, formal_fetch.dram_request_to_burst),

@@ -152,6 +152,8 @@ SOURCE_MUTANTS = [
      "Mux(quantized, c.k, 1)", "c.k", "fetch_axi_rules"),
     ("a metadata burst also pops the plane request queue (a plane request lost)", dram,
      "pq.r_en.eq(ar_done & ~pick_meta)", "pq.r_en.eq(ar_done)", "dram_request_to_burst"),
+    ("a plane request reaches AR a cycle late (its queue's output registered)", dram,
+     "pq = SyncFIFO(width", "pq = SyncFIFOBuffered(width", "issue_progress"),
     ("AR offered without room in the landing queue", dram,
      "axi.arvalid.eq((pq.r_rdy | mq.r_rdy) & landing.w_rdy)", "axi.arvalid.eq(pq.r_rdy | mq.r_rdy)", "dram_outstanding"),
     ("the router dequeues a line only when a DRS is taken (an NDR repeats)", output,
