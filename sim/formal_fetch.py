@@ -310,7 +310,6 @@ def dram_burst_cover(h, m):
                  Cover(b.ar_done & b.is_meta & (b.requested[0] != b.bursts[0]))]
 
 
-
 # -- progress: an idle controller's command taken and its reads on AR, within bounds -----
 
 class _IdleProgress:

@@ -250,8 +250,8 @@ def bypass_progress(h, m):
 
 
 def bypass_progress_cover(h, m):
-    """With the consumer always ready: entries loaded in three cycles in a row, each taken
-    the cycle after."""
+    """With the consumer always ready: entries loaded in three cycles in a row, the first
+    two taken the cycle after their loads."""
     p, loaded_before = _ready_consumer_bypass(h, m)
     row = previous(m, loaded_before & p.take, "taken_before")
     m.d.comb += Cover(row & loaded_before & p.take & p.load)

@@ -6,7 +6,7 @@ queue (`SyncFIFOBuffered`, as `Responder` builds it, at `ROUTER_QUEUE_DEPTH` lin
 The line packer writes the queue without looking at its ready flag: the sequencer's
 credit flow keeps room for every line in flight (the whole stage's property asserts it),
 so the router's harness writes a free line in any cycle the queue has room (`w_rdy`).
-The host's `ready` on DRS and NDR is free.
+The host's `ready` on DRS and NDR is free, except in the progress properties (always ready).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..spec import TAG_BITS, View
 from .formal_bench import Harness, delayed, kept_until_taken, previous, shadow_count, sticky, stream_source
 
 ROUTER_QUEUE_DEPTH = 4              #: output queue lines (the design's is `respond.PIPELINE_DEPTH` + 8)
+QUEUE_TO_HOST = 2                   #: cycles from a line's write into the output queue to DRS / NDR valid
 
 
 class _RouterBench:
@@ -172,9 +173,7 @@ def respond_cover(h, m):
     ]
 
 
-# -- progress: a job's start, and a line's arrival at the host, within bounds --------------
-
-QUEUE_TO_HOST = 2           #: cycles from a line's write into the output queue to DRS / NDR valid
+# -- progress: a job's start within a bound -------------------------------------------------
 
 
 class _RespondProgress:
@@ -212,7 +211,7 @@ def respond_progress(h, m):
 
 def respond_progress_cover(h, m):
     """With every wait met: a qualified fp16 / bf16 job (2 steps) that arrived with 2
-    lines in flight leaving the sequencer 1 + 1 cycles after its arrival; a job arriving
+    lines in flight leaving the sequencer the cycle after its arrival (2 steps in 2 cycles); a job arriving
     without room (3 lines in flight)."""
     p = _RespondProgress(h, m)
     b = p.bench
