@@ -308,3 +308,55 @@ def dram_burst_cover(h, m):
     b = _NumberedPort(h, m)
     m.d.comb += [Cover(b.ar_done & ~b.is_meta & (b.number == 4)), Cover(b.ar_done & b.is_meta & (b.number == 4)),
                  Cover(b.ar_done & b.is_meta & (b.requested[0] != b.bursts[0]))]
+
+
+# -- progress: an idle controller's command taken and its reads on AR, within bounds -----
+
+class _IdleProgress:
+    """`_FetchBench` with every need of the issue stage met: the block cache's slots free,
+    the job queue and the AXI subordinate's AR, AW and W always ready, and a command offered
+    only into an idle read and write path (no read request queued or burst outstanding, no
+    write awaiting its response).  For the command that arrived at the head last: `age`,
+    cycles since its arrival (0 in that cycle; counting on after it is taken), `asked`, the
+    reads it asks for (table, plane, metadata), `accepted`, the AR bursts taken since its
+    arrival, this cycle's included."""
+
+    def __init__(self, h: Harness, m: Module):
+        self.bench = b = _FetchBench(h, m, region=False)
+        issue, axi, c = b.issue, b.axi, b.cmd
+        m.d.comb += [Assume(issue.plane_free), Assume(issue.meta_free), Assume(issue.job.ready),
+                     Assume(axi.arready), Assume(axi.awready), Assume(axi.wready)]
+        self.taken = b.cmd_valid & issue.cmd.ready
+        self.arrived = b.cmd_valid & ~previous(m, b.cmd_valid & ~self.taken, "head_waited")
+        m.d.comb += Assume(~self.arrived | (b.port.reads_idle & b.port.writes_idle))
+        self.any_arrived = self.arrived | sticky(m, self.arrived, "any_arrived")
+        age = Signal(4, name="age")
+        self.age = Mux(self.arrived, 0, age)
+        m.d.sync += age.eq(Mux(self.age == 15, 15, self.age + 1))
+        asked = Signal(2, name="asked")
+        self.asked = Mux(self.arrived, c.fetch_table + c.fetch_plane + c.fetch_meta, asked)
+        m.d.sync += asked.eq(self.asked)
+        accepted = Signal(2, name="accepted")
+        self.accepted = Mux(self.arrived, 0, accepted) + b.ar_done
+        m.d.sync += accepted.eq(self.accepted)
+
+
+def issue_progress(h, m):
+    """Into an idle controller whose subordinate, job queue and slots are always ready, a
+    command is taken in the cycle it reaches the issue stage's head (the cycle after, when
+    it loads a table first), and its reads are accepted on AR one a cycle from the cycle
+    after its arrival: the table read first, then the metadata read, then the plane read;
+    its last `asked` cycles after it arrived (at most 3)."""
+    p = _IdleProgress(h, m)
+    b = p.bench
+    m.d.comb += [Assert(~b.cmd_valid | (p.age <= b.cmd.fetch_table)),
+                 Assert(~p.any_arrived | (p.accepted == Mux(p.age < p.asked, p.age, p.asked)))]
+
+
+def issue_progress_cover(h, m):
+    """An idle controller: a command with a table, a plane and a metadata read taken, its
+    third read accepted on AR 3 cycles after its arrival; a second command with reads
+    arriving after the first's bursts ended."""
+    p = _IdleProgress(h, m)
+    second = sticky(m, p.arrived & (p.asked != 0), "first_with_reads") & p.arrived & (p.asked != 0)
+    m.d.comb += [Cover((p.asked == 3) & (p.accepted == 3) & (p.age == 3)), Cover(second)]

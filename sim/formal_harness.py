@@ -230,6 +230,33 @@ def bypass_cover(h, m):
     m.d.comb += [Cover(p.held == BYPASS_DEPTH + 2), Cover(skipped & p.take), Cover(was_full & (p.held == 0))]
 
 
+def _ready_consumer_bypass(h: Harness, m: Module) -> tuple[_PairBench, Signal]:
+    """The command queue with a consumer always ready; returns it and whether an entry was
+    loaded into it the cycle before."""
+    p = _pair_bench(h, m, bypass=True)
+    m.d.comb += Assume(p.dut.output.ready)
+    return p, previous(m, p.load, "loaded_before")
+
+
+def bypass_progress(h, m):
+    """The command queue with a consumer always ready hands each entry on the cycle after
+    it is offered: `output.valid` exactly when an entry was loaded the cycle before, with
+    that entry's payload; the input is always ready."""
+    p, loaded_before = _ready_consumer_bypass(h, m)
+    out = p.dut.output
+    payload_before = previous(m, p.dut.input.payload.as_value(), "payload_before")
+    m.d.comb += [Assert(p.dut.input.ready), Assert(out.valid == loaded_before),
+                 Assert(~out.valid | (out.payload.as_value() == payload_before))]
+
+
+def bypass_progress_cover(h, m):
+    """With the consumer always ready: entries loaded in three cycles in a row, the first
+    two taken the cycle after their loads."""
+    p, loaded_before = _ready_consumer_bypass(h, m)
+    row = previous(m, loaded_before & p.take, "taken_before")
+    m.d.comb += Cover(row & loaded_before & p.take & p.load)
+
+
 #: every property `smartquant prove` checks, by name
 PROPERTIES = {p.name: p for p in [
     FormalProperty("held_below_step", "held_below", "prove", 10, held_below_step),
@@ -246,6 +273,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("pair_cover", "HeadPair", "cover", 12, pair_cover),
     FormalProperty("bypass_order", "BypassQueue", "bmc", 14, bypass_order),
     FormalProperty("bypass_cover", "BypassQueue", "cover", 14, bypass_cover),
+    FormalProperty("bypass_progress", "BypassQueue", "bmc", 10, bypass_progress),
+    FormalProperty("bypass_progress_cover", "BypassQueue", "cover", 6, bypass_progress_cover),
     FormalProperty("tags_model", "BlockTags", "prove", 7, formal_cache.tags_model),
     FormalProperty("tags_cover", "BlockTags", "cover", 12, formal_cache.tags_cover),
     FormalProperty("cache_references", "BlockCache", "prove", 4, formal_cache.cache_references),
@@ -260,6 +289,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("issue_one_job_per_command", "FetchIssue+DramPort", "bmc", 10,
                    formal_fetch.issue_one_job_per_command),
     FormalProperty("issue_cover", "FetchIssue+DramPort", "cover", 10, formal_fetch.issue_cover),
+    FormalProperty("issue_progress", "FetchIssue+DramPort", "bmc", 10, formal_fetch.issue_progress),
+    FormalProperty("issue_progress_cover", "FetchIssue+DramPort", "cover", 10, formal_fetch.issue_progress_cover),
     FormalProperty("dram_outstanding", "DramPort", "bmc", 16, formal_fetch.dram_outstanding),
     FormalProperty("dram_outstanding_cover", "DramPort", "cover", 16, formal_fetch.dram_outstanding_cover),
     FormalProperty("dram_request_to_burst", "DramPort", "bmc", 10, formal_fetch.dram_request_to_burst),
@@ -267,8 +298,12 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("router_stream_rules", "output queue+OutputRouter", "bmc", 10, formal_respond.router_stream_rules),
     FormalProperty("router_order", "output queue+OutputRouter", "bmc", 10, formal_respond.router_order),
     FormalProperty("router_cover", "output queue+OutputRouter", "cover", 10, formal_respond.router_cover),
+    FormalProperty("router_progress", "output queue+OutputRouter", "bmc", 10, formal_respond.router_progress),
+    FormalProperty("router_progress_cover", "output queue+OutputRouter", "cover", 6, formal_respond.router_progress_cover),
     FormalProperty("respond_one_line_per_job", "Responder", "bmc", 20, formal_respond.respond_one_line_per_job),
     FormalProperty("respond_cover", "Responder", "cover", 21, formal_respond.respond_cover),
+    FormalProperty("respond_progress", "Responder", "bmc", 12, formal_respond.respond_progress),
+    FormalProperty("respond_progress_cover", "Responder", "cover", 6, formal_respond.respond_progress_cover),
     FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
     FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
 ]}

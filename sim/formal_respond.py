@@ -6,12 +6,12 @@ queue (`SyncFIFOBuffered`, as `Responder` builds it, at `ROUTER_QUEUE_DEPTH` lin
 The line packer writes the queue without looking at its ready flag: the sequencer's
 credit flow keeps room for every line in flight (the whole stage's property asserts it),
 so the router's harness writes a free line in any cycle the queue has room (`w_rdy`).
-The host's `ready` on DRS and NDR is free.
+The host's `ready` on DRS and NDR is free, except in the progress properties (always ready).
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Value
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -22,6 +22,7 @@ from ..spec import TAG_BITS, View
 from .formal_bench import Harness, delayed, kept_until_taken, previous, shadow_count, sticky, stream_source
 
 ROUTER_QUEUE_DEPTH = 4              #: output queue lines (the design's is `respond.PIPELINE_DEPTH` + 8)
+QUEUE_TO_HOST = 2                   #: cycles from a line's write into the output queue to DRS / NDR valid
 
 
 class _RouterBench:
@@ -62,6 +63,24 @@ def router_order(h, m):
     m.d.comb += [Assert(b.held <= ROUTER_QUEUE_DEPTH),
                  Assert(~b.drs.valid | (b.drs.payload.tag == b.responses)),
                  Assert(~b.ndr.valid | (b.ndr.payload.tag == b.responses))]
+
+
+def router_progress(h, m):
+    """With the host always ready, every line written into the output queue is offered on
+    DRS or NDR exactly 2 cycles later (`QUEUE_TO_HOST`), and nothing else is."""
+    b = _RouterBench(h, m)
+    m.d.comb += [Assume(b.drs.ready), Assume(b.ndr.ready),
+                 Assert((b.drs.valid | b.ndr.valid) == delayed(m, b.write, QUEUE_TO_HOST, "line_due"))]
+
+
+def router_progress_cover(h, m):
+    """With the host always ready: lines written in 3 cycles in a row, the third offered
+    2 cycles after its write with the first two taken."""
+    b = _RouterBench(h, m)
+    m.d.comb += [Assume(b.drs.ready), Assume(b.ndr.ready)]
+    in_a_row = delayed(m, b.write, QUEUE_TO_HOST, "due") & delayed(m, b.write, QUEUE_TO_HOST + 1, "due_before") \
+        & delayed(m, b.write, QUEUE_TO_HOST + 2, "due_first")
+    m.d.comb += Cover(in_a_row & b.taken & (b.responses == 2))
 
 
 def router_cover(h, m):
@@ -152,3 +171,50 @@ def respond_cover(h, m):
         Cover(b.taken & (b.kind == Kind.RAW_WR)),
         Cover(fp_written & b.drs.valid & b.drs.ready),
     ]
+
+
+# -- progress: a job's start within a bound -------------------------------------------------
+
+
+class _RespondProgress:
+    """`_ResponderBench` with every wait met: the slots' data landed, write responses
+    waiting, the host always ready.  `in_flight`: lines started and not yet taken by the
+    host; a job `qualifies` if, when it arrived at the sequencer, there was room for its
+    line (at most `RESPONDER_QUEUE_DEPTH` - 2 in flight); `age`: cycles since it arrived
+    (0 in that cycle)."""
+
+    def __init__(self, h: Harness, m: Module):
+        self.bench = b = _ResponderBench(h, m)
+        r = b.responder
+        m.d.comb += [Assume(r.slots.plane_landed), Assume(r.slots.meta_landed), Assume(r.wresp.valid),
+                     Assume(r.drs.ready), Assume(r.ndr.ready)]
+        self.offered = r.drs.valid | r.ndr.valid
+        self.in_flight = shadow_count(m, b.taken & ~b.is_load, self.offered, "in_flight", 4)
+        self.valid = r.job.valid
+        self.arrived = self.valid & ~previous(m, self.valid & ~b.taken, "job_waited")
+        qualified = Signal(name="qualified")
+        self.qualified = Mux(self.arrived, self.in_flight <= RESPONDER_QUEUE_DEPTH - 2, qualified)
+        m.d.sync += qualified.eq(self.qualified)
+        age = Signal(9, name="age")
+        self.age = Mux(self.arrived, 0, age)
+        m.d.sync += age.eq(Mux(self.age == 511, 511, self.age + 1))
+
+
+def respond_progress(h, m):
+    """With the data landed, write responses waiting and the host always ready, a job that
+    arrives at the sequencer with room for its line in the output queue (at most 2 of 4
+    lines in flight) starts within 1 cycle and takes one step a cycle: it leaves the
+    sequencer by `age` 1 + `last_step`."""
+    p = _RespondProgress(h, m)
+    m.d.comb += Assert(~(p.valid & p.qualified) | (p.age <= 1 + p.bench.responder.job.payload.last_step))
+
+
+def respond_progress_cover(h, m):
+    """With every wait met: a qualified fp16 / bf16 job (2 steps) that arrived with 2
+    lines in flight leaving the sequencer the cycle after its arrival (2 steps in 2 cycles); a job arriving
+    without room (3 lines in flight)."""
+    p = _RespondProgress(h, m)
+    b = p.bench
+    m.d.comb += [Cover(b.taken & p.qualified & is_fp(b.kind) & (p.age == 1)
+                       & previous(m, p.arrived & (p.in_flight == RESPONDER_QUEUE_DEPTH - 2), "arrived_at_two")),
+                 Cover(p.arrived & (p.in_flight == RESPONDER_QUEUE_DEPTH - 1))]
