@@ -316,6 +316,45 @@ def cache_failed_flags(h, m):
                      Assert(getattr(dut.read, f"{k.kind}_failed") == k.failed)]
 
 
+def _landed_bench(h: Harness, m: Module):
+    """`_cache_bench` with, per kind, the bursts completed and not yet used by an allocating
+    job's start (`FILL_COUNT_BITS` wide, as the design's counts): the response stage
+    starts an allocating job only while one is (`landed`)."""
+    dut, inner, kinds, _ = _cache_bench(h, m)
+    pending = {}
+    for k in kinds:
+        started = getattr(dut.use.started, k.kind)
+        pending[k.kind] = count = shadow_count(m, k.burst_end, started, f"shadow_{k.kind}_unused_bursts",
+                                               blockcache.FILL_COUNT_BITS)
+        m.d.comb += Assume(~started | (count != 0))
+    return dut, inner, kinds, pending
+
+
+def cache_landed(h, m):
+    """`plane_landed` / `meta_landed` is up exactly while more bursts have completed than
+    allocating jobs started: it rises the cycle after the burst's last beat and falls the
+    cycle after the start that uses the last completed burst.  Invariants for k-induction:
+    the design's counts differ by the shadow's, and their `+ 1` registers are one more."""
+    dut, inner, kinds, pending = _landed_bench(h, m)
+    for k in kinds:
+        fills, started = driven(inner, f"{k.kind}_fills"), driven(inner, f"{k.kind}_started")
+        width = blockcache.FILL_COUNT_BITS
+        m.d.comb += [Assert(getattr(dut.use, f"{k.kind}_landed") == (pending[k.kind] != 0)),
+                     Assert((fills - started)[:width] == pending[k.kind]),
+                     Assert(driven(inner, f"{k.kind}_fills_plus_one") == (fills + 1)[:width]),
+                     Assert(driven(inner, f"{k.kind}_started_plus_one") == (started + 1)[:width])]
+
+
+def cache_landed_cover(h, m):
+    """A plane burst's last beat with `plane_landed` low, then up the next cycle; two bursts
+    completed and unused, then one used and `plane_landed` still up."""
+    dut, inner, kinds, pending = _landed_bench(h, m)
+    plane = kinds[0]
+    rose = previous(m, plane.burst_end & ~dut.use.plane_landed, "rose_before")
+    m.d.comb += [Cover(rose & dut.use.plane_landed),
+                 Cover(previous(m, dut.use.started.plane & (pending["plane"] == 2), "used_one") & dut.use.plane_landed)]
+
+
 def cache_cover(h, m):
     """Every reference in flight; the slot at the pointer held (not free) and free again
     after its release; a failed flag set by an error in a burst's first beat of two or

@@ -20,7 +20,7 @@ from amaranth.lib import data
 
 from ..hw import counter, queue
 from . import formal_cache, formal_csr, formal_decode, formal_fetch, formal_respond
-from .formal_bench import (FormalProperty, Harness, elaborated, kept_until_taken, previous, shadow_count, sticky,
+from .formal_bench import (FormalProperty, Harness, delayed, elaborated, kept_until_taken, previous, shadow_count, sticky,
                            stream_source)
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
@@ -135,6 +135,31 @@ def queue_order(h, m):
     q = _queue_bench(h, m, numbered=True)
     read_count = shadow_count(m, q.read, 0, "read_count", QUEUE_WIDTH)
     m.d.comb += [Assert(q.held == q.levels), Assert(~q.dut.r_rdy | (q.dut.r_data == read_count))]
+
+
+#: cycles from an entry's write to its offer at the head, with the reader always ready
+QUEUE_TRANSIT = 4
+
+
+def queue_progress(h, m):
+    """With the reader always ready, every entry is offered `QUEUE_TRANSIT` cycles after it
+    is written, with its data, and nothing is offered otherwise; the queue never refuses a
+    write (one entry a cycle in, one out)."""
+    q = _queue_bench(h, m, numbered=True)
+    m.d.comb += Assume(q.dut.r_en)
+    due = delayed(m, q.write, QUEUE_TRANSIT, "due")
+    data_due = delayed(m, q.dut.w_data, QUEUE_TRANSIT, "data_due")
+    m.d.comb += [Assert(q.held == q.levels), Assert(q.dut.w_rdy), Assert(q.dut.r_rdy == due),
+                 Assert(~due | (q.dut.r_data == data_due))]
+
+
+def queue_progress_cover(h, m):
+    """With the reader always ready: entries written in three cycles in a row, each read
+    `QUEUE_TRANSIT` cycles later."""
+    q = _queue_bench(h, m)
+    m.d.comb += Assume(q.dut.r_en)
+    row = delayed(m, q.write, 1, "wrote_before") & delayed(m, q.write, 2, "wrote_two_before")
+    m.d.comb += Cover(delayed(m, row & q.write, QUEUE_TRANSIT, "row_due") & q.read)
 
 
 def queue_cover(h, m):
@@ -267,6 +292,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("queue_stream_rules", "BlockRamQueue", "bmc", 24, queue_stream_rules),
     FormalProperty("queue_order", "BlockRamQueue", "bmc", 14, queue_order),
     FormalProperty("queue_cover", "BlockRamQueue", "cover", 24, queue_cover),
+    FormalProperty("queue_progress", "BlockRamQueue", "bmc", 24, queue_progress),
+    FormalProperty("queue_progress_cover", "BlockRamQueue", "cover", 10, queue_progress_cover),
     FormalProperty("pair_occupancy", "HeadPair", "bmc", 20, pair_occupancy),
     FormalProperty("pair_stream_rules", "HeadPair", "bmc", 20, pair_stream_rules),
     FormalProperty("pair_order", "HeadPair", "bmc", 20, pair_order),
@@ -280,6 +307,8 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("cache_references", "BlockCache", "prove", 4, formal_cache.cache_references),
     FormalProperty("cache_failed_flags", "BlockCache", "prove", 4, formal_cache.cache_failed_flags),
     FormalProperty("cache_cover", "BlockCache", "cover", 16, formal_cache.cache_cover),
+    FormalProperty("cache_landed", "BlockCache", "prove", 4, formal_cache.cache_landed),
+    FormalProperty("cache_landed_cover", "BlockCache", "cover", 10, formal_cache.cache_landed_cover),
     FormalProperty("decode_causes", "AddressDecoder", "bmc", 11, formal_decode.decode_causes),
     FormalProperty("decode_isolation", "AddressDecoder", "bmc", 11, formal_decode.decode_isolation),
     FormalProperty("decode_cover", "AddressDecoder", "cover", 12, formal_decode.decode_cover),

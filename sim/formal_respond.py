@@ -177,21 +177,26 @@ def respond_cover(h, m):
 
 
 class _RespondProgress:
-    """`_ResponderBench` with every wait met: the slots' data landed, write responses
-    waiting, the host always ready.  `in_flight`: lines started and not yet taken by the
-    host; a job `qualifies` if, when it arrived at the sequencer, there was room for its
-    line (at most `RESPONDER_QUEUE_DEPTH` - 2 in flight); `age`: cycles since it arrived
-    (0 in that cycle)."""
+    """`_ResponderBench` with every wait met once the data land: write responses waiting,
+    the host always ready, and the slots' `landed` flags, free, staying up while the job
+    at the sequencer waits once both are up.  `in_flight`: lines started and not yet taken
+    by the host; a job `arrives` in the first cycle it is at the sequencer with both flags
+    up (the cycle its data land, or its first cycle there if they landed before), and
+    `qualifies` if there was room for its line then (at most `RESPONDER_QUEUE_DEPTH` - 2 in
+    flight); `age`: cycles since it arrived (0 in that cycle)."""
 
     def __init__(self, h: Harness, m: Module):
         self.bench = b = _ResponderBench(h, m)
         r = b.responder
-        m.d.comb += [Assume(r.slots.plane_landed), Assume(r.slots.meta_landed), Assume(r.wresp.valid),
-                     Assume(r.drs.ready), Assume(r.ndr.ready)]
+        landed = r.slots.plane_landed & r.slots.meta_landed
+        self.valid = r.job.valid & landed
+        waited = previous(m, self.valid & ~b.taken, "job_waited")
+        m.d.comb += [Assume(~waited | landed), Assume(r.wresp.valid), Assume(r.drs.ready), Assume(r.ndr.ready)]
         self.offered = r.drs.valid | r.ndr.valid
         self.in_flight = shadow_count(m, b.taken & ~b.is_load, self.offered, "in_flight", 4)
-        self.valid = r.job.valid
-        self.arrived = self.valid & ~previous(m, self.valid & ~b.taken, "job_waited")
+        self.arrived = self.valid & ~waited
+        #: the job was at the sequencer before its data landed
+        self.waited_for_data = previous(m, r.job.valid & ~landed, "job_before_landed")
         qualified = Signal(name="qualified")
         self.qualified = Mux(self.arrived, self.in_flight <= RESPONDER_QUEUE_DEPTH - 2, qualified)
         m.d.sync += qualified.eq(self.qualified)
@@ -201,10 +206,10 @@ class _RespondProgress:
 
 
 def respond_progress(h, m):
-    """With the data landed, write responses waiting and the host always ready, a job that
-    arrives at the sequencer with room for its line in the output queue (at most 2 of 4
-    lines in flight) starts within 1 cycle and takes one step a cycle: it leaves the
-    sequencer by `age` 1 + `last_step`."""
+    """With write responses waiting and the host always ready, a job at the sequencer whose
+    data have landed (from the cycle `landed` rises, or its arrival if later) with room for
+    its line in the output queue (at most 2 of 4 lines in flight) starts within 1 cycle and
+    takes one step a cycle: it leaves the sequencer by `age` 1 + `last_step`."""
     p = _RespondProgress(h, m)
     m.d.comb += Assert(~(p.valid & p.qualified) | (p.age <= 1 + p.bench.responder.job.payload.last_step))
 
@@ -212,9 +217,11 @@ def respond_progress(h, m):
 def respond_progress_cover(h, m):
     """With every wait met: a qualified fp16 / bf16 job (2 steps) that arrived with 2
     lines in flight leaving the sequencer the cycle after its arrival (2 steps in 2 cycles); a job arriving
-    without room (3 lines in flight)."""
+    without room (3 lines in flight); a job that waited at the sequencer for its data
+    leaving the cycle after they landed."""
     p = _RespondProgress(h, m)
     b = p.bench
     m.d.comb += [Cover(b.taken & p.qualified & is_fp(b.kind) & (p.age == 1)
                        & previous(m, p.arrived & (p.in_flight == RESPONDER_QUEUE_DEPTH - 2), "arrived_at_two")),
-                 Cover(p.arrived & (p.in_flight == RESPONDER_QUEUE_DEPTH - 1))]
+                 Cover(p.arrived & (p.in_flight == RESPONDER_QUEUE_DEPTH - 1)),
+                 Cover(b.taken & p.qualified & (p.age == 1) & previous(m, p.arrived & p.waited_for_data, "landed_late"))]

@@ -70,6 +70,7 @@ class _MutantHead(SyncFIFOBuffered):
     ("held_below drops its falling case", (counter, "held_below", _dropping_down), "held_below_step"),
     ("held_below drops its falling case", (queue, "held_below", _dropping_down), "queue_ready_flags"),
     ("head's r_rdy falls without r_en", "flicker", "queue_stream_rules"),
+    ("head's r_rdy falls without r_en", "flicker", "queue_progress"),
     ("head loses an entry when full", "overfill", "queue_occupancy"),
     ("head loses an entry when full", "overfill", "queue_order"),
 ])
@@ -129,6 +130,9 @@ SOURCE_MUTANTS = [
      "& ~(uncounted & (uncounted_slot == slot))", "", "cache_references"),
     ("the register of the slot after the pointer stays put", blockcache,
      "following.eq(_next(following, slots))", "following.eq(following)", "cache_references"),
+    ("the landed flag waits a cycle more after a burst's last beat", blockcache,
+     "Mux(start, fills != started, fills_plus_one != started)", "Mux(start, fills != started, fills != started)",
+     "cache_landed"),
     ("any allocation clears every slot's failed flag", blockcache,
      "with m.If(alloc & (pointer == s)):", "with m.If(alloc):", "cache_failed_flags"),
     ("a command skips the FIFO while entries wait in it", queue,
