@@ -16,6 +16,10 @@ the entries; then the command proceeds as usual.  The lookup decides which table
 Ordering against writes: a read is only issued when no write awaits its response,
 and a write only when no read is in flight (the lookup invalidates the resident block
 and metadata line the write lands in, and forgets the table).  Errors pass straight through as jobs.
+
+A command's job is offered once its reads and write are taken (in that cycle, or from a
+register of each after it), and a table read and its LUT_LOAD job are taken together;
+no stream's `valid` looks at its own `ready` (sim/stream_loops.py checks it).
 """
 
 from amaranth import Module, Mux, Signal
@@ -63,6 +67,7 @@ class FetchIssue(wiring.Component):
         plane_next, meta_next = self.plane_next, self.meta_next
         plane_pending, meta_pending = Signal(), Signal()   # fetched for the command at the head
         table_pending = Signal()                            # ... its table loaded
+        write_pending = Signal()                            # ... its write issued
 
         need_table = self.cmd.valid & c.fetch_table & ~table_pending
         table_first, table_lines = Signal(4), Signal(4)     # line of entry 2**k in the set, lines read
@@ -75,7 +80,10 @@ class FetchIssue(wiring.Component):
         quantized = is_quantized(c.kind)
         is_write = c.kind == Kind.RAW_WR
 
-        want_table = need_table & plane_free & self.writes_idle & self.job.ready
+        # (a table read goes with its LUT_LOAD job: the read waits for the job queue's room, the
+        # job for the read's, so neither stream's `valid` looks at its own `ready`)
+        table_ready = need_table & plane_free & self.writes_idle
+        want_table = table_ready & self.job.ready
         want_plane = self.cmd.valid & ~need_table & c.fetch_plane & ~plane_pending & plane_free & self.writes_idle
         want_meta = self.cmd.valid & ~need_table & c.fetch_meta & ~meta_pending & meta_free & self.writes_idle
         m.d.comb += [
@@ -89,20 +97,23 @@ class FetchIssue(wiring.Component):
         ]
         alloc_plane = want_plane & self.plane_reads.ready
         load_table = want_table & self.plane_reads.ready
+        table_job = table_ready & self.plane_reads.ready
         alloc_meta = want_meta & self.meta_reads.ready
 
         m.d.comb += [
-            self.writes.valid.eq(self.cmd.valid & is_write & self.reads_idle & self.job.ready),
+            self.writes.valid.eq(self.cmd.valid & is_write & self.reads_idle & ~write_pending),
             self.writes.payload.line.eq(c.plane_line),
         ]
         plane_ok = ~c.fetch_plane | plane_pending | alloc_plane
         meta_ok = ~c.fetch_meta | meta_pending | alloc_meta
-        write_ok = ~is_write | (self.writes.valid & self.writes.ready)
-        fire = self.cmd.valid & ~need_table & self.job.ready & plane_ok & meta_ok & write_ok
+        write_done = self.writes.valid & self.writes.ready
+        write_ok = ~is_write | write_pending | write_done
+        offer = self.cmd.valid & ~need_table & plane_ok & meta_ok & write_ok
+        fire = offer & self.job.ready
 
-        m.d.comb += [self.job.valid.eq(fire | load_table), self.cmd.ready.eq(fire)]
+        m.d.comb += [self.job.valid.eq(offer | table_job), self.cmd.ready.eq(fire)]
         # The job's kind, slot and steps are picked by `need_table`, from registers: a job is
-        # valid while the table is needed only if it is the table load (`fire` needs the table
+        # valid while the table is needed only if it is the table load (`offer` needs the table
         # loaded), so the pick equals `load_table`'s whenever the job is, and the acquire's slot
         # and kind reach the block cache without the issue decision.
         last_step = Mux(need_table, (1 << c.k) - 1,          # one step per entry of view k's table
@@ -123,8 +134,8 @@ class FetchIssue(wiring.Component):
         ]
 
         with m.If(fire):
-            m.d.sync += [plane_pending.eq(0), meta_pending.eq(0), table_pending.eq(0)]
+            m.d.sync += [plane_pending.eq(0), meta_pending.eq(0), table_pending.eq(0), write_pending.eq(0)]
         with m.Else():
             m.d.sync += [plane_pending.eq(plane_pending | alloc_plane), meta_pending.eq(meta_pending | alloc_meta),
-                         table_pending.eq(table_pending | load_table)]
+                         table_pending.eq(table_pending | load_table), write_pending.eq(write_pending | write_done)]
         return m
