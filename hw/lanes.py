@@ -1,13 +1,17 @@
 """Dequantizer lanes: a step's codes -> `lanes` binary16 / bfloat16 results, with side-band data.
 
 The affine dequantizer (`Dequantizer`, `s * (r - z)`) and the table lookup
-(`LutDequantizer`, `s * table_k[c]`) run side by side; the shorter pipeline's result is
-delayed so that both leave `LATENCY` cycles after the step came in, the lookup's taken for
-a step of a table-lookup region.  Every step, dequantized or not, comes out `LATENCY`
-cycles later with its `meta` (a layout of the user's, as Glasgow's `IOStreamer` carries
-its `meta_layout`): `valid` and the lanes' own flags in registers, `meta` in a LUT-RAM
-delay line (a row of flip-flops per stage for a 525-bit line would take ~6 k).  Never
-stalls: the output is always taken.
+(`LutDequantizer`, `s * table_k[c]`) run side by side, each step through the one its
+region asks for; a step that is not dequantized (a raw, packed or int8 line, an NDR)
+passes straight through.  A step leaves `latency(dequantize, lut)` cycles after it came
+in (`PASS_LATENCY` = 0, `AFFINE_LATENCY` = 8, `LOOKUP_LATENCY` = 11) with its `meta` (a
+layout of the user's, as Glasgow's `IOStreamer` carries its `meta_layout`): `valid` in
+registers, a dequantized step's `meta` in a LUT-RAM delay line (a row of flip-flops per
+stage for a 525-bit line would take ~6 k).  Never stalls: the output is always taken.
+
+The caller keeps steps in order and one a cycle at the output: a step of latency `d`
+enters only when `d` is at least the cycles the last step in still has to go
+(`Sequencer`'s `ahead`), so it leaves after every step before it.
 """
 
 from amaranth import Cat, Module, Mux
@@ -17,7 +21,17 @@ from amaranth.lib.wiring import In, Out
 from .dequant import Dequantizer, dequant_input
 from .layouts import pack
 from .lut_dequant import LOAD, LutDequantizer
-from .pipeline import DelayLine, delayed
+from .pipeline import DelayLine
+
+PASS_LATENCY = 0                                #: cycles through the lanes, a step not dequantized
+AFFINE_LATENCY = Dequantizer.LATENCY            #: ... an affine step
+LOOKUP_LATENCY = LutDequantizer.LATENCY         #: ... a table-lookup step
+MAX_LATENCY = max(AFFINE_LATENCY, LOOKUP_LATENCY)
+
+
+def latency(dequantize, lut):
+    """Cycles a step takes through the lanes (a value, for the sequencer's rule)."""
+    return Mux(dequantize, Mux(lut, LOOKUP_LATENCY, AFFINE_LATENCY), PASS_LATENCY)
 
 
 def input_stream(lanes: int, meta_layout) -> stream.Signature:
@@ -34,8 +48,6 @@ def output_stream(lanes: int, meta_layout) -> stream.Signature:
 
 
 class DequantLanes(wiring.Component):
-    LATENCY = max(Dequantizer.LATENCY, LutDequantizer.LATENCY)     #: cycles from `input` to `output`
-
     def __init__(self, *, lanes: int, meta_layout):
         self.lanes, self.meta_layout = lanes, meta_layout
         super().__init__({
@@ -50,7 +62,8 @@ class DequantLanes(wiring.Component):
         codes = step.codes
         dequantize = self.input.valid & step.dequantize
         m.submodules.affine = affine = Dequantizer(self.lanes)
-        m.d.comb += [affine.input.valid.eq(dequantize), affine.input.payload.eq(codes), affine.output.ready.eq(1)]
+        m.d.comb += [affine.input.valid.eq(dequantize & ~step.lut), affine.input.payload.eq(codes),
+                     affine.output.ready.eq(1)]
         m.submodules.lookup = lookup = LutDequantizer(self.lanes)
         wiring.connect(m, wiring.flipped(self.load), lookup.load)
         m.d.comb += [
@@ -58,15 +71,18 @@ class DequantLanes(wiring.Component):
             lookup.scale.eq(codes.scale), lookup.scale_bf16.eq(codes.scale_bf16),
             lookup.scale_pow2.eq(codes.scale_pow2), lookup.out_bf16.eq(codes.out_bf16),
         ]
-        affine_result = delayed(m, Cat(*[affine.output.payload[i] for i in range(self.lanes)]),
-                                self.LATENCY - Dequantizer.LATENCY, "affine_result")
-        lookup_result = delayed(m, lookup.result.as_value(), self.LATENCY - LutDequantizer.LATENCY, "lookup_result")
-        flags = delayed(m, Cat(self.input.valid, step.dequantize, step.lut), self.LATENCY, "flags")
-        m.submodules.meta = meta = DelayLine(self.meta_layout, self.LATENCY)
+        # a dequantized step's meta: AFFINE_LATENCY cycles on, and LOOKUP_LATENCY for a lookup
+        m.submodules.affine_meta = affine_meta = DelayLine(self.meta_layout, AFFINE_LATENCY)
+        m.submodules.lookup_meta = lookup_meta = DelayLine(self.meta_layout, LOOKUP_LATENCY - AFFINE_LATENCY)
+        m.d.comb += [affine_meta.input.eq(step.meta), lookup_meta.input.eq(affine_meta.output)]
+        assert LOOKUP_LATENCY - AFFINE_LATENCY >= 2
+        passing = self.input.valid & ~step.dequantize
         m.d.comb += [
-            meta.input.eq(step.meta),
-            self.output.valid.eq(flags[0]),
-            self.output.payload.eq(pack(self.output.payload.shape(), result=Mux(flags[2], lookup_result, affine_result),
-                                        dequantized=flags[1], meta=meta.output)),
+            self.output.valid.eq(passing | affine.output.valid | lookup.result_valid),
+            self.output.payload.eq(pack(
+                self.output.payload.shape(), dequantized=~passing,
+                result=Mux(lookup.result_valid, lookup.result.as_value(),
+                           Cat(*[affine.output.payload[i] for i in range(self.lanes)])),
+                meta=Mux(passing, step.meta, Mux(lookup.result_valid, lookup_meta.output, affine_meta.output)))),
         ]
         return m

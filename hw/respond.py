@@ -7,18 +7,20 @@
               wresp            drs / ndr
 
 A step (one line, or one of an fp16 / bf16 line's 32 / lanes steps, or one codebook entry of
-a LUT_LOAD job) takes `PIPELINE_DEPTH` register stages from its start to the output queue:
+a LUT_LOAD job) takes register stages from its start to the output queue:
   1. the sequencer's step register (the buffer addresses, the table entry);
   2-4. the buffer read (`BufferRead.LATENCY` = `PlaneBuffer.READ_LATENCY`): the block
      buffers' registered read ports, a register after the plane banks and the group's
      metadata word, the banks' rotation; the step's fields and decoded selects beside them;
   5. plane transpose / line select, registered (`LineGather`);
-  6.. the dequantizer lanes (`DequantLanes.LATENCY`, the longer of the affine and the
-     table-lookup pipelines), raw / packed / int8 lines riding as their side-band `meta`;
-then the line packer writes each whole line into the ordered output queue.  Every stream
-from the sequencer to the packer is always ready, and the packer never finds the queue
-full: the sequencer starts a line's step only when the queue has room for every line in
-flight (credit flow), so nothing stalls.
+  then the dequantizer lanes (`lanes.latency`): an affine step's 8 stages, a table
+  lookup's 11; a raw, packed or int8 line (or an NDR) passes straight through;
+then the line packer writes each whole line into the ordered output queue
+(`PASS_DEPTH` = 5, `AFFINE_DEPTH` = 13, `LOOKUP_DEPTH` = 16 cycles after the step
+started).  Every stream from the sequencer to the packer is always ready, and the packer
+never finds the queue full: the sequencer starts a line's step only when the queue has
+room for every line in flight (credit flow), so nothing stalls; it also keeps lines in job
+order through the lanes' different latencies (sequencer.py).
 """
 
 from amaranth import Module
@@ -30,13 +32,20 @@ from .blockcache import SLOT_USE, read_signature
 from .bufread import BufferRead
 from .csr import ERROR_REPORT
 from .gather import LineGather
-from .lanes import DequantLanes
+from .lanes import AFFINE_LATENCY, LOOKUP_LATENCY, MAX_LATENCY, PASS_LATENCY, DequantLanes
 from .layouts import JOB
 from .output import DRS, NDR, RESPONSE, LinePacker, OutputRouter
 from .sequencer import Sequencer
 
-#: cycles from a step's start to its line's write into the output queue
-PIPELINE_DEPTH = 1 + BufferRead.LATENCY + 1 + DequantLanes.LATENCY
+#: register stages from a step's start to the dequantizer lanes' input
+LANES_INPUT_DEPTH = 1 + BufferRead.LATENCY + 1
+#: cycles from a step's start to its line's write into the output queue: a line not
+#: dequantized, an affine step's, a table lookup's
+PASS_DEPTH = LANES_INPUT_DEPTH + PASS_LATENCY
+AFFINE_DEPTH = LANES_INPUT_DEPTH + AFFINE_LATENCY
+LOOKUP_DEPTH = LANES_INPUT_DEPTH + LOOKUP_LATENCY
+#: the longest of them (the output queue holds `PIPELINE_DEPTH` + 8 lines)
+PIPELINE_DEPTH = LANES_INPUT_DEPTH + MAX_LATENCY
 
 
 class Responder(wiring.Component):

@@ -12,8 +12,12 @@ after, and filled again at the earliest three cycles later).
 
 Credit flow: a line's step starts only when the output queue (`queue_depth` lines) has
 room for it and every line started before it and not yet taken from the queue (`credit`:
-one line taken), so the stages after the sequencer never stall.  `step` is registered:
-the step's job and place, and the plane buffer read it asks for.
+one line taken), so the stages after the sequencer never stall.  Order through the
+dequantizer lanes, where a step takes `lanes.latency(...)` cycles (0 when not dequantized,
+8 affine, 11 by table lookup): a step starts only when its latency is at least `ahead`,
+the cycles the last step started still has to go, so lines reach the output queue in job
+order, one a cycle (a raw / packed / int8 line after an fp16 one waits up to 11 cycles).
+`step` is registered: the step's job and place, and the plane buffer read it asks for.
 """
 
 from amaranth import Const, Module, Mux, Signal
@@ -22,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS, LINE_BITS, LINE_BYTES, CODEBOOK_ENTRY_BYTES
 from .blockcache import REFERENCES, SLOT_USE
+from .lanes import AFFINE_LATENCY, LOOKUP_LATENCY, MAX_LATENCY, PASS_LATENCY, latency
 from .layouts import JOB, Kind, holds_plane, is_fp, pack
 from .lut_dequant import INDEX_BITS
 from .planebuf import CHUNK_BITS
@@ -82,7 +87,15 @@ class Sequencer(wiring.Component):
         held = Signal(range(self.queue_depth + 1))
         room = Signal()
         m.d.sync += room.eq(held + 1 < self.queue_depth)
-        go = self.job.valid & ready & room
+        # cycles the last step started still has to go through the lanes; whether a step of
+        # each latency may start, registered from the next value
+        ahead = Signal(range(MAX_LATENCY + 1))
+        order_ok = {d: Signal(name=f"order_ok_{d}", init=1) for d in (PASS_LATENCY, AFFINE_LATENCY, LOOKUP_LATENCY)}
+        in_order = is_load | Mux(fp, Mux(j.lut, order_ok[LOOKUP_LATENCY], order_ok[AFFINE_LATENCY]),
+                                 order_ok[PASS_LATENCY])
+        go = self.job.valid & ready & room & in_order
+        ahead_next = Mux(go & ~is_load, latency(fp, j.lut), Mux(ahead == 0, 0, ahead - 1))
+        m.d.sync += [ahead.eq(ahead_next), *(ok.eq(ahead_next <= d) for d, ok in order_ok.items())]
         m.d.comb += [
             slots.started.plane.eq(go & first & j.plane_alloc),
             slots.started.meta.eq(go & first & j.meta_alloc),

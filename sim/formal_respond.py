@@ -127,6 +127,10 @@ class _ResponderBench:
                                      & (~is_load | ((job.k >= 1) & (job.k <= 8)))
                                      & ((kind == Kind.ERROR) | (job.write == (kind == Kind.RAW_WR)))
                                      & (is_load | (job.tag == Cat(job.write, kind == Kind.ERROR, self.lines_asked)))))
+        fp = is_fp(kind)
+        #: the job's class through the lanes: a line not dequantized, affine, table lookup
+        self.classes = {respond.PASS_DEPTH: ~is_load & ~fp, respond.AFFINE_DEPTH: fp & ~job.lut,
+                        respond.LOOKUP_DEPTH: fp & job.lut}
         self.line = r.packer.line           # the output queue's input
         self.drs, self.ndr = r.drs, r.ndr
         self.responses = shadow_count(m, (r.drs.valid & r.drs.ready) | (r.ndr.valid & r.ndr.ready), 0,
@@ -141,15 +145,17 @@ def _answers(line, number, *, ndr) -> Value:
 
 
 def respond_one_line_per_job(h, m):
-    """Every job taken makes exactly one line, `respond.PIPELINE_DEPTH` cycles after its last
-    step starts (an fp16 / bf16 job's 2 steps packed into one, a LUT_LOAD none), written into
-    an output queue with room, in job order with the job's tag; the host receives them in
-    that order, each as a DRS or NDR as its job asked, nothing else."""
+    """Every job taken makes exactly one line, its class's depth after its last step starts
+    (`respond.PASS_DEPTH` = 5 for a line not dequantized, `AFFINE_DEPTH` = 13 and
+    `LOOKUP_DEPTH` = 16 for fp16 / bf16; an fp16 / bf16 job's 2 steps packed into one, a
+    LUT_LOAD none), never two due in one cycle, written into an output queue with room, in
+    job order with the job's tag; the host receives them in that order, each as a DRS or
+    NDR as its job asked, nothing else."""
     b = _ResponderBench(h, m)
-    line_due = delayed(m, b.taken & ~b.is_load, respond.PIPELINE_DEPTH, "line_due")
+    due = [delayed(m, b.taken & is_class, depth, f"line_due_{depth}_") for depth, is_class in b.classes.items()]
     written = shadow_count(m, b.line.valid, 0, "lines_written", SEQUENCE_BITS)
     m.d.comb += [
-        Assert(b.line.valid == line_due), Assert(~b.line.valid | b.line.ready),
+        Assert(sum(due) <= 1), Assert(b.line.valid == Cat(*due).any()), Assert(~b.line.valid | b.line.ready),
         Assert(~b.line.valid | _answers(b.line.payload, written, ndr=b.line.payload.ndr)),
         Assert(~b.drs.valid | _answers(b.drs.payload, b.responses, ndr=0)),
         Assert(~b.ndr.valid | _answers(b.ndr.payload, b.responses, ndr=1)),
@@ -160,16 +166,19 @@ def respond_cover(h, m):
     """The output queue's credit stopping the sequencer (3 lines in flight, the oldest job's
     data landed); a LUT_LOAD step reaching the lanes as a table entry, with no line beside
     it; a write job taken with its write response; an fp16 / bf16 line (2 steps packed)
-    taken by the host as a DRS."""
+    taken by the host as a DRS; a line not dequantized written the cycle after an fp16 / bf16
+    one (it started behind it as early as the lanes allow)."""
     b = _ResponderBench(h, m)
     seq, gather = b.responder.sequencer, b.responder.gather
-    fp_written = sticky(m, b.line.valid & b.line.payload.view.matches(View.FP16, View.BF16), "fp_written")
+    fp_line = b.line.valid & b.line.payload.view.matches(View.FP16, View.BF16)
+    fp_written = sticky(m, fp_line, "fp_written")
     m.d.comb += [
         Cover((b.lines_asked == RESPONDER_QUEUE_DEPTH - 1) & seq.job.valid & ~seq.dram_stall & ~seq.job.ready
               & (seq.job.payload.last_step == 0)),
         Cover(gather.load.valid & ~gather.line.valid),
         Cover(b.taken & (b.kind == Kind.RAW_WR)),
         Cover(fp_written & b.drs.valid & b.drs.ready),
+        Cover(b.line.valid & ~b.line.payload.view.matches(View.FP16, View.BF16) & previous(m, fp_line, "fp_line_before")),
     ]
 
 
@@ -203,15 +212,27 @@ class _RespondProgress:
         age = Signal(9, name="age")
         self.age = Mux(self.arrived, 0, age)
         m.d.sync += age.eq(Mux(self.age == 511, 511, self.age + 1))
+        # lines in job order through the lanes: cycles the last job taken still has to go
+        # beyond one of the same class starting now (a shadow of the sequencer's rule)
+        depth = sum(Mux(is_class, d, 0) for d, is_class in b.classes.items())
+        ahead = Signal(range(respond.PIPELINE_DEPTH + 1), name="ahead")
+        m.d.sync += ahead.eq(Mux(b.taken & ~b.is_load, depth, Mux(ahead == 0, 0, ahead - 1)))
+        #: cycles the job waits at arrival for the lines before it to go ahead in the lanes
+        order_wait = Signal(range(respond.PIPELINE_DEPTH + 1), name="order_wait")
+        self.order_wait = Mux(self.arrived, Mux(b.is_load | (ahead <= depth), 0, ahead - depth), order_wait)
+        m.d.sync += order_wait.eq(self.order_wait)
 
 
 def respond_progress(h, m):
     """With write responses waiting and the host always ready, a job at the sequencer whose
     data have landed (from the cycle `landed` rises, or its arrival if later) with room for
-    its line in the output queue (at most 2 of 4 lines in flight) starts within 1 cycle and
-    takes one step a cycle: it leaves the sequencer by `age` 1 + `last_step`."""
+    its line in the output queue (at most 2 of 4 lines in flight) starts within 1 cycle,
+    or once the lines before it are far enough ahead in the lanes (`order_wait` cycles:
+    a line not dequantized after an fp16 one), and takes one step a cycle: it leaves the
+    sequencer by `age` 1 + `order_wait` + `last_step`."""
     p = _RespondProgress(h, m)
-    m.d.comb += Assert(~(p.valid & p.qualified) | (p.age <= 1 + p.bench.responder.job.payload.last_step))
+    m.d.comb += Assert(~(p.valid & p.qualified)
+                       | (p.age <= 1 + p.order_wait + p.bench.responder.job.payload.last_step))
 
 
 def respond_progress_cover(h, m):

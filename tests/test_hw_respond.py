@@ -11,7 +11,7 @@ import pytest
 
 from smartquant.hw.bufread import BufferRead
 from smartquant.hw.gather import LineGather, line_meta
-from smartquant.hw.lanes import DequantLanes
+from smartquant.hw.lanes import AFFINE_LATENCY, LOOKUP_LATENCY, PASS_LATENCY, DequantLanes
 from smartquant.hw.layouts import Kind
 from smartquant.hw.output import LinePacker, OutputRouter
 from smartquant.hw.sequencer import Sequencer
@@ -123,6 +123,9 @@ def test_sequencer_steps_every_job_in_order_within_credit(lanes, depth, seed):
             assert (got.load_index, got.entry_in_line) == (index, entry & 31)
         if job["kind"] == Kind.RAW_WR:
             assert got.write_failed == next(write_results)
+    line_steps = [(cycle, got) for cycle, got in record["steps"] if got.job.kind != Kind.LUT_LOAD]
+    exits = [cycle + lanes_latency(dict(dequantize=got.job.kind in FP, lut=got.job.lut)) for cycle, got in line_steps]
+    assert exits == sorted(set(exits))                  # in order through the lanes, one a cycle
     assert record["most_held"] <= depth
     assert record["late_start"] == 0                    # no allocating job before its data landed
     assert [kind for _, kind in record["started"]] == [
@@ -131,13 +134,16 @@ def test_sequencer_steps_every_job_in_order_within_credit(lanes, depth, seed):
                                    int(job["kind"] in FP), job["meta_slot"]) for job in jobs]
 
 
-def test_sequencer_full_rate():
-    """With the data landed and credit back at once, a step every cycle."""
+@pytest.mark.parametrize("kinds,lut", [((Kind.FP16, Kind.BF16), 0), ((Kind.FP16, Kind.BF16), 1),
+                                      ((Kind.RAW_RD, Kind.PACKED, Kind.INT8, Kind.ERROR), 0)])
+def test_sequencer_full_rate(kinds, lut):
+    """With the data landed and credit back at once, a step every cycle while the jobs take
+    the same time through the lanes."""
     rng = random.Random(7)
     jobs = [random_job(rng, tag, 4) for tag in range(30)]
     for job in jobs:
-        job["kind"] = Kind.FP16 if job["kind"] in (Kind.RAW_WR, Kind.LUT_LOAD, Kind.BF16) else job["kind"]
-        job["last_step"] = 3 if job["kind"] == Kind.FP16 else 0
+        job["kind"], job["lut"] = rng.choice(kinds), lut
+        job["last_step"] = 3 if job["kind"] in FP else 0
     dut = Sequencer(lanes=8, queue_depth=8)
     cycles = []
 
@@ -258,16 +264,34 @@ def test_buffer_read_against_a_cache_model(lanes, seed):
 
 # --- dequantizer lanes ---
 
-def test_lanes_dequantize_and_carry_meta_at_fixed_latency():
+def lanes_latency(step: dict) -> int:
+    """Reference: cycles a step takes through the lanes."""
+    return (LOOKUP_LATENCY if step["lut"] else AFFINE_LATENCY) if step["dequantize"] else PASS_LATENCY
+
+
+def in_order_schedule(steps: list[dict], rng: random.Random) -> list[int]:
+    """Reference of the sequencer's rule: each step's start cycle (random gaps), no earlier
+    than one that leaves the lanes after the step before it."""
+    starts = []
+    for step in steps:
+        start = 0 if not starts else starts[-1] + 1 + (rng.random() < 0.3) * rng.randint(1, 3)
+        if starts:
+            start = max(start, starts[-1] + lanes_latency(steps[len(starts) - 1]) - lanes_latency(step) + 1)
+        starts.append(start)
+    return starts
+
+
+def test_lanes_dequantize_and_carry_meta_at_their_latency():
     """Affine and table-lookup steps against the references, other steps' meta unchanged,
-    every step `LATENCY` cycles after it came in."""
+    every step `lanes_latency` cycles after it came in (0 when not dequantized), in order
+    when started as the sequencer starts them."""
     lanes, rng = 8, np.random.default_rng(3)
     meta_layout = line_meta(32 // lanes)
     dut = DequantLanes(lanes=lanes, meta_layout=meta_layout)
     table = rng.integers(0, 0x7C00, CODEBOOK_ENTRIES).astype(np.uint16)
     table[rng.integers(0, CODEBOOK_ENTRIES, 20)] = 0xFC00
     steps = []
-    for _ in range(120):
+    for _ in range(160):
         q = rng.integers(0, 256, lanes).astype(np.uint8)
         k = int(rng.integers(1, 9))
         fmt = ScaleFormat(int(rng.integers(0, 3)))
@@ -277,6 +301,8 @@ def test_lanes_dequantize_and_carry_meta_at_fixed_latency():
                           meta=dict(last=int(rng.integers(0, 2)), step=int(rng.integers(0, 4)),
                                     entry=dict(tag=int(rng.integers(0, 256)), view=int(rng.integers(0, 5)),
                                                data=int(rng.integers(0, 1 << 62)) << 400 | 12345))))
+    first = CODEBOOK_ENTRIES + 3        # the loads, then their own registers
+    starts = [first + start for start in in_order_schedule(steps, random.Random(4))]
     results = {}
 
     def payload(step):
@@ -288,17 +314,22 @@ def test_lanes_dequantize_and_carry_meta_at_fixed_latency():
 
     async def load_then_steps(ctx):
         await put(ctx, dut.load, [dict(index=i, entry=int(e)) for i, e in enumerate(table)])
-        await ctx.tick().repeat(3)      # the loads' own registers
-        start = CODEBOOK_ENTRIES + 3
-        cycles = await put(ctx, dut.input, [payload(s) for s in steps], rng=random.Random(4), p_valid=0.6)
-        results["put"] = [start + cycle for cycle in cycles]
+        cycle = CODEBOOK_ENTRIES
+        for step, start in zip(steps, starts):
+            if start > cycle:
+                await ctx.tick().repeat(start - cycle)
+            ctx.set(dut.input.payload, payload(step))
+            ctx.set(dut.input.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.input.valid, 0)
+            cycle = start + 1
 
     async def take(ctx):
         results["taken"] = await get(ctx, dut.output, len(steps), timeout=1000)
 
     simulate(dut, load_then_steps, take)
-    for step, start, (cycle, out) in zip(steps, results["put"], results["taken"], strict=True):
-        assert cycle - start == DequantLanes.LATENCY
+    for step, start, (cycle, out) in zip(steps, starts, results["taken"], strict=True):
+        assert cycle - start == lanes_latency(step)
         assert out.dequantized == step["dequantize"]
         assert (out.meta.last, out.meta.step, out.meta.entry.tag, out.meta.entry.view, out.meta.entry.data) == (
             step["meta"]["last"], step["meta"]["step"], step["meta"]["entry"]["tag"], step["meta"]["entry"]["view"],

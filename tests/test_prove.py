@@ -17,7 +17,8 @@ from amaranth import Module, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from smartquant import cli
-from smartquant.hw import blockcache, blocktags, counter, csr, decode, dram, fetch, output, queue, respond, sequencer
+from smartquant.hw import (blockcache, blocktags, counter, csr, decode, dram, fetch, lanes, output, queue, respond,
+                           sequencer)
 from smartquant.sim import formal, formal_cache
 from smartquant.sim.formal_harness import PROPERTIES, FormalProperty
 
@@ -173,6 +174,12 @@ SOURCE_MUTANTS = [
      "self.job.ready.eq(go & last)", "self.job.ready.eq(go)", "respond_one_line_per_job"),
     ("the sequencer waits for room for two lines (a job with room for its own waits for the credit)", sequencer,
      "room.eq(held + 1 < self.queue_depth)", "room.eq(held + 2 < self.queue_depth)", "respond_progress"),
+    ("the sequencer starts a line not dequantized at once behind an fp16 one (lines overtake in the lanes)", sequencer,
+     "go = self.job.valid & ready & room & in_order", "go = self.job.valid & ready & room", "respond_one_line_per_job"),
+    ("the sequencer waits for the lanes to empty before every step", sequencer,
+     "ok.eq(ahead_next <= d)", "ok.eq(ahead_next == 0)", "respond_progress"),
+    ("a table lookup's line leaves with an affine step's side-band data", lanes,
+     "Mux(lookup.result_valid, lookup_meta.output, affine_meta.output)", "affine_meta.output", "respond_one_line_per_job"),
     ("a poisoned DRS line is never offered (its read never answered)", output,
      "self.drs.valid.eq(self.lines.valid & ~head.ndr)", "self.drs.valid.eq(self.lines.valid & ~head.ndr & ~head.poison)",
      "router_progress"),
