@@ -331,7 +331,7 @@ PROPERTIES = {p.name: p for p in [
     FormalProperty("router_progress_cover", "output queue+OutputRouter", "cover", 6, formal_respond.router_progress_cover),
     FormalProperty("respond_one_line_per_job", "Responder", "bmc", 20, formal_respond.respond_one_line_per_job),
     FormalProperty("respond_cover", "Responder", "cover", 21, formal_respond.respond_cover),
-    FormalProperty("respond_progress", "Responder", "bmc", 12, formal_respond.respond_progress),
+    FormalProperty("respond_progress", "Responder", "bmc", 14, formal_respond.respond_progress),
     FormalProperty("respond_progress_cover", "Responder", "cover", 6, formal_respond.respond_progress_cover),
     FormalProperty("csr_counters", "CsrFile", "prove", 4, formal_csr.csr_counters),
     FormalProperty("csr_cover", "CsrFile", "cover", 8, formal_csr.csr_cover),
