@@ -6,8 +6,8 @@ region asks for; a step that is not dequantized (a raw, packed or int8 line, an 
 passes straight through.  A step leaves `latency(dequantize, lut)` cycles after it came
 in (`PASS_LATENCY` = 0, `AFFINE_LATENCY` = 8, `LOOKUP_LATENCY` = 11) with its `meta` (a
 layout of the user's, as Glasgow's `IOStreamer` carries its `meta_layout`): `valid` in
-registers, a dequantized step's `meta` in a LUT-RAM delay line (a row of flip-flops per
-stage for a 525-bit line would take ~6 k).  Never stalls: the output is always taken.
+registers, a dequantized step's `meta` in LUT-RAM delay lines (8 cycles, then 3 more for
+a lookup; a row of flip-flops per stage for a 525-bit line would take ~6 k).  Never stalls: the output is always taken.
 
 The caller keeps steps in order and one a cycle at the output: a step of latency `d`
 enters only when `d` is at least the cycles the last step in still has to go
