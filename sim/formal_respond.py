@@ -78,8 +78,9 @@ def router_progress_cover(h, m):
     2 cycles after its write with the first two taken."""
     b = _RouterBench(h, m)
     m.d.comb += [Assume(b.drs.ready), Assume(b.ndr.ready)]
-    in_a_row = delayed(m, b.write, QUEUE_TO_HOST, "due") & delayed(m, b.write, QUEUE_TO_HOST + 1, "due_before") \
-        & delayed(m, b.write, QUEUE_TO_HOST + 2, "due_first")
+    due = delayed(m, b.write, QUEUE_TO_HOST, "due")
+    due_before = previous(m, due, "due_before")
+    in_a_row = due & due_before & previous(m, due_before, "due_first")
     m.d.comb += Cover(in_a_row & b.taken & (b.responses == 2))
 
 
