@@ -26,12 +26,18 @@ from .pipeline import DelayLine
 PASS_LATENCY = 0                                #: cycles through the lanes, a step not dequantized
 AFFINE_LATENCY = Dequantizer.LATENCY            #: ... an affine step
 LOOKUP_LATENCY = LutDequantizer.LATENCY         #: ... a table-lookup step
-MAX_LATENCY = max(AFFINE_LATENCY, LOOKUP_LATENCY)
+LATENCIES = (PASS_LATENCY, AFFINE_LATENCY, LOOKUP_LATENCY)
+MAX_LATENCY = max(LATENCIES)
+
+
+def by_latency(dequantize, lut, choices: dict):
+    """`choices[d]` for the latency `d` a step of this kind takes through the lanes."""
+    return Mux(dequantize, Mux(lut, choices[LOOKUP_LATENCY], choices[AFFINE_LATENCY]), choices[PASS_LATENCY])
 
 
 def latency(dequantize, lut):
     """Cycles a step takes through the lanes (a value, for the sequencer's rule)."""
-    return Mux(dequantize, Mux(lut, LOOKUP_LATENCY, AFFINE_LATENCY), PASS_LATENCY)
+    return by_latency(dequantize, lut, {d: d for d in LATENCIES})
 
 
 def input_stream(lanes: int, meta_layout) -> stream.Signature:
@@ -75,7 +81,6 @@ class DequantLanes(wiring.Component):
         m.submodules.affine_meta = affine_meta = DelayLine(self.meta_layout, AFFINE_LATENCY)
         m.submodules.lookup_meta = lookup_meta = DelayLine(self.meta_layout, LOOKUP_LATENCY - AFFINE_LATENCY)
         m.d.comb += [affine_meta.input.eq(step.meta), lookup_meta.input.eq(affine_meta.output)]
-        assert LOOKUP_LATENCY - AFFINE_LATENCY >= 2
         passing = self.input.valid & ~step.dequantize
         m.d.comb += [
             self.output.valid.eq(passing | affine.output.valid | lookup.result_valid),

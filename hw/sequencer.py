@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec import CODE_BITS, LINE_BITS, LINE_BYTES, CODEBOOK_ENTRY_BYTES
 from .blockcache import REFERENCES, SLOT_USE
-from .lanes import AFFINE_LATENCY, LOOKUP_LATENCY, MAX_LATENCY, PASS_LATENCY, latency
+from .lanes import LATENCIES, MAX_LATENCY, by_latency, latency
 from .layouts import JOB, Kind, holds_plane, is_fp, pack
 from .lut_dequant import INDEX_BITS
 from .planebuf import CHUNK_BITS
@@ -90,9 +90,8 @@ class Sequencer(wiring.Component):
         # cycles the last step started still has to go through the lanes; whether a step of
         # each latency may start, registered from the next value
         ahead = Signal(range(MAX_LATENCY + 1))
-        order_ok = {d: Signal(name=f"order_ok_{d}", init=1) for d in (PASS_LATENCY, AFFINE_LATENCY, LOOKUP_LATENCY)}
-        in_order = is_load | Mux(fp, Mux(j.lut, order_ok[LOOKUP_LATENCY], order_ok[AFFINE_LATENCY]),
-                                 order_ok[PASS_LATENCY])
+        order_ok = {d: Signal(name=f"order_ok_{d}", init=1) for d in LATENCIES}
+        in_order = is_load | by_latency(fp, j.lut, order_ok)
         go = self.job.valid & ready & room & in_order
         ahead_next = Mux(go & ~is_load, latency(fp, j.lut), Mux(ahead == 0, 0, ahead - 1))
         m.d.sync += [ahead.eq(ahead_next), *(ok.eq(ahead_next <= d) for d, ok in order_ok.items())]
