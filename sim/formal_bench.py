@@ -71,6 +71,15 @@ def delayed(m: Module, value, cycles: int, name: str) -> Signal:
     return value
 
 
+def in_a_row(m: Module, value, cycles: int, name: str) -> Value:
+    """`value` in this cycle and in each of the `cycles` - 1 before it (registers `name`0, 1, ...)."""
+    held = earlier = value
+    for n in range(cycles - 1):
+        earlier = previous(m, earlier, f"{name}{n}")
+        held = held & earlier
+    return held
+
+
 def kept_until_taken(m: Module, valid, ready, payload, name: str) -> Value:
     """The stream rules this cycle: if `payload` was offered (`valid`) and not taken
     (`ready`) last cycle, it is offered again, unchanged."""

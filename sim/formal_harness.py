@@ -20,8 +20,8 @@ from amaranth.lib import data
 
 from ..hw import counter, queue
 from . import formal_cache, formal_csr, formal_decode, formal_fetch, formal_respond
-from .formal_bench import (FormalProperty, Harness, delayed, elaborated, kept_until_taken, previous, shadow_count, sticky,
-                           stream_source)
+from .formal_bench import (FormalProperty, Harness, delayed, elaborated, in_a_row, kept_until_taken, previous,
+                           shadow_count, sticky, stream_source)
 
 QUEUE_WIDTH = 3          #: bits per entry: sequence numbers mod 8 tell the 7 entries held apart
 QUEUE_DEPTH = 4          #: block RAM part: 3 entries + 4 in the head = 7
@@ -158,8 +158,7 @@ def queue_progress_cover(h, m):
     `QUEUE_TRANSIT` cycles later."""
     q = _queue_bench(h, m)
     m.d.comb += Assume(q.dut.r_en)
-    row = delayed(m, q.write, 1, "wrote_before") & delayed(m, q.write, 2, "wrote_two_before")
-    m.d.comb += Cover(delayed(m, row & q.write, QUEUE_TRANSIT, "row_due") & q.read)
+    m.d.comb += Cover(delayed(m, in_a_row(m, q.write, 3, "wrote_before"), QUEUE_TRANSIT, "row_due") & q.read)
 
 
 def queue_cover(h, m):

@@ -19,7 +19,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from ..hw import output, respond
 from ..hw.layouts import Kind, is_fp
 from ..spec import TAG_BITS, View
-from .formal_bench import Harness, delayed, kept_until_taken, previous, shadow_count, sticky, stream_source
+from .formal_bench import (Harness, delayed, in_a_row, kept_until_taken, previous, shadow_count, sticky,
+                           stream_source)
 
 ROUTER_QUEUE_DEPTH = 4              #: output queue lines (the design's is `respond.PIPELINE_DEPTH` + 8)
 QUEUE_TO_HOST = 2                   #: cycles from a line's write into the output queue to DRS / NDR valid
@@ -78,10 +79,8 @@ def router_progress_cover(h, m):
     2 cycles after its write with the first two taken."""
     b = _RouterBench(h, m)
     m.d.comb += [Assume(b.drs.ready), Assume(b.ndr.ready)]
-    due = delayed(m, b.write, QUEUE_TO_HOST, "due")
-    due_before = previous(m, due, "due_before")
-    in_a_row = due & due_before & previous(m, due_before, "due_first")
-    m.d.comb += Cover(in_a_row & b.taken & (b.responses == 2))
+    three_due = in_a_row(m, delayed(m, b.write, QUEUE_TO_HOST, "due"), 3, "due_before")
+    m.d.comb += Cover(three_due & b.taken & (b.responses == 2))
 
 
 def router_cover(h, m):
